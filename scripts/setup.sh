@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv and install SEGA with its pinned dependencies (idempotent; fast when already done).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.sega-installed
+want="$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  # torch first and alone: the pin resolves to the CPU build where one is provided locally.
+  .venv/bin/python -m pip install -q "$(grep '^torch==' requirements.txt)"
+  .venv/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+  .venv/bin/python -m pip install -q --no-deps -e .
+  echo "$want" > "$stamp"
+fi

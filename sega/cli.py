@@ -1,0 +1,115 @@
+"""``python -m sega``: a thin shell over the pipeline objects.
+
+Each subcommand parses options, calls library functions and turns ``SegaError`` into a one-line
+message and exit code 2 (no traceback for a bad input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import SegaError
+
+EXIT_USER_ERROR = 2  # bad input or missing data: message printed, no traceback
+
+
+def _add_headmodel_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("head model")
+    g.add_argument("--head-model", choices=("ict", "flame"), default="ict", help="parametric head model (default: ict)")
+    g.add_argument("--ict-dir", type=Path, help="ICT-FaceKit FaceXModel folder (default: $SEGA_ICT_DIR, then the download cache)")
+    g.add_argument("--num-identity", type=int, default=50, help="identity components to use (ICT: 1..100)")
+    g.add_argument("--no-download", action="store_true", help="never download ICT-FaceKit; fail if it is not found locally")
+    g.add_argument("--flame", type=Path, help="FLAME .pkl file or folder (with --head-model flame)")
+    g.add_argument("--flame-uv", type=Path, help="FLAME UV file: head_template_mesh.obj or FLAME_texture.npz")
+
+
+def load_model_from_args(args: argparse.Namespace):
+    """The head model selected on the command line, with its shipped landmark embedding attached."""
+    from .headmodel.ict import load_ict
+    from .landmarks import with_mediapipe_embedding
+
+    if args.head_model == "flame":
+        if args.flame is None:
+            raise SegaError("--head-model flame needs --flame PATH (your FLAME .pkl or its folder)")
+        from .headmodel.flame import load_flame
+
+        return with_mediapipe_embedding(load_flame(args.flame, uv=args.flame_uv))
+    return with_mediapipe_embedding(load_ict(args.ict_dir, num_identity=args.num_identity, download=not args.no_download))
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .examples import example_photo
+    from .fit import FitOptions, fit_photo
+    from .io import load_photo, save_png
+    from .overlay import fit_overlay
+
+    if (args.photo is None) == (not args.example):
+        raise SegaError("give a PHOTO or --example (not both)")
+    photo_path = example_photo() if args.example else args.photo
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model_from_args(args)
+    img = load_photo(photo_path)
+    result, detection = fit_photo(img, model, FitOptions.preset(args.preset))
+    result.save(out / "fit.json")
+    save_png(out / "fit_overlay.png", fit_overlay(img, result, model, detection))
+    for note in detection.notes:
+        print(f"note: {note}")
+    print(f"fitted {photo_path}: {len(result.landmarks_detected)} landmarks, NME {result.nme:.4f}, {result.seconds:.2f} s")
+    print(f"wrote {out / 'fit.json'} and {out / 'fit_overlay.png'}")
+    return 0
+
+
+def cmd_headmodel(args: argparse.Namespace) -> int:
+    if args.action == "download":
+        from .headmodel.download import download_ict
+
+        path = download_ict(num_identity=args.num_identity)
+        print(f"ICT-FaceKit files in {path}")
+        return 0
+    model = load_model_from_args(args)
+    info = {
+        "name": model.name,
+        "vertices": model.num_vertices,
+        "triangles": model.num_faces,
+        "identity_components": model.num_identity,
+        "expressions": model.num_expressions,
+        "regions": list(model.region_names),
+        "landmark_sets": {k: len(v) for k, v in model.landmarks.items()},
+        "licence": model.licence,
+    }
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sega", description="One photo -> drivable 3D Gaussian head avatar.")
+    parser.add_argument("--version", action="version", version=f"sega {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="detect the face and fit the head model; writes fit.json and fit_overlay.png")
+    p.add_argument("photo", nargs="?", type=Path, help="photo file (JPEG, PNG, WebP, ...)")
+    p.add_argument("--example", action="store_true", help="use the bundled example photo (astronaut)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--preset", choices=("fast", "default", "high"), default="default", help="fitting effort")
+    _add_headmodel_args(p)
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("headmodel", help="head-model data: show info or download ICT-FaceKit into the cache")
+    p.add_argument("action", choices=("info", "download"))
+    _add_headmodel_args(p)
+    p.set_defaults(func=cmd_headmodel)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SegaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR

@@ -1,0 +1,515 @@
+"""Face detection, 478 face landmarks, person segmentation and the head crop.
+
+Uses MediaPipe 0.10.14's legacy solutions (the models ship inside the wheel, so
+this works offline): ``face_detection`` (full- and short-range models),
+``face_mesh`` (``refine_landmarks=True``: 468 mesh points + 10 iris points) and
+``selfie_segmentation``.
+
+Coordinates are photo pixels in the continuous convention of ``sega.conventions``
+(centre of pixel (row i, col j) at (j + 0.5, i + 0.5)), which is MediaPipe's
+normalised (x * W, y * H).
+
+Pipeline of ``FaceDetector.detect``:
+    1. shrink the photo to at most ``max_side`` px and run both face detectors;
+       if they find nothing, run FaceMesh on the whole image, then the full-range
+       detector on overlapping tiles (finds faces < 6% of the image width, which
+       the detectors miss on the whole image);
+    2. keep the largest face; refuse it if narrower than ``min_face_width_px``;
+    3. run FaceMesh on an upscaled square crop of the *full-resolution* photo around
+       that face (FaceMesh's own detector only sees faces >~14% of its input, so
+       it misses e.g. two people side by side) and map the landmarks back.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from .errors import FaceNotFoundError
+from .io import DETECTION_MAX_SIDE, downscale_for_detection
+
+NUM_LANDMARKS = 478  # FaceMesh with refine_landmarks=True
+# A few FaceMesh indices ("right"/"left" are the subject's, see sega.conventions).
+RIGHT_IRIS_CENTER = 468  # subject's right eye: image left in a frontal photo
+LEFT_IRIS_CENTER = 473
+NOSE_TIP = 1
+FOREHEAD_TOP = 10
+CHIN = 152
+UPPER_LIP = 13
+LOWER_LIP = 14
+
+MIN_FACE_WIDTH_PX = 64  # detector-box width in photo px; below this a face is refused as too small
+SMALL_FACE_WIDTH_PX = 160  # below this a note warns that the avatar texture will be blurry
+MIN_DETECTION_CONFIDENCE = 0.5  # face-detector score threshold
+MESH_CROP_SCALES = (2.4, 1.7)  # FaceMesh crop side / detector-box side, tried in order
+MESH_CROP_SIZE = 512  # px, side of the crop FaceMesh sees
+TILE_SIDE_PX = 640  # px, minimum tile side of the fallback tiled detection
+TILE_DETECT_SIDE = 512  # px, tiles are shrunk to at most this before detection
+NMS_IOU = 0.3  # boxes overlapping more than this are the same face
+SEGMENTATION_MODEL = 0  # selfie segmentation: 0 = general (256x256, portraits), 1 = landscape (faster)
+
+NO_FACE_MESSAGE = "No face found in the photo. Use a photo where one face is clearly visible, facing the camera."
+
+
+def _import_mediapipe() -> Any:
+    """Import mediapipe lazily (0.6 s); it pulls matplotlib, which wants a writable config dir."""
+    if "MPLCONFIGDIR" not in os.environ:
+        os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="sega-mpl-")
+    import mediapipe as mp
+
+    return mp
+
+
+@dataclass
+class Detection:
+    """The face chosen in a photo. All coordinates in photo pixels (continuous, centres at +0.5)."""
+
+    landmarks: np.ndarray  # [478, 3] float32; x, y in photo px (MediaPipe x*W, y*H); z relative depth, same px scale (z*W), smaller = nearer
+    box: np.ndarray  # [4] float32 x0, y0, x1, y1 photo px: extent of the landmarks' x, y
+    score: float  # face-detector confidence in [0, 1]; NaN if only FaceMesh saw the face
+    num_faces: int  # faces found in the photo (the largest is used)
+    image_size: tuple[int, int]  # (H, W) of the photo
+    notes: list[str] = field(default_factory=list)  # human-readable remarks (several faces, small face, ...)
+    detector_box: np.ndarray | None = None  # [4] x0, y0, x1, y1 photo px of the face detector (None if FaceMesh only)
+
+    @property
+    def eye_distance(self) -> float:
+        """Distance between the iris centres, photo px."""
+        return float(np.linalg.norm(self.landmarks[LEFT_IRIS_CENTER, :2] - self.landmarks[RIGHT_IRIS_CENTER, :2]))
+
+    @property
+    def face_width(self) -> float:
+        """Width of ``box`` (cheek to cheek), photo px."""
+        return float(self.box[2] - self.box[0])
+
+
+@dataclass
+class _Face:
+    """A candidate face: detector box in photo px, score, optional landmarks."""
+
+    box: np.ndarray  # [4] x0, y0, x1, y1
+    score: float
+    landmarks: np.ndarray | None = None  # [478, 3]
+
+    @property
+    def width(self) -> float:
+        return float(self.box[2] - self.box[0])
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _nms(faces: list[_Face]) -> list[_Face]:
+    """Merge duplicates (IoU > NMS_IOU), keeping the higher score; largest first."""
+    kept: list[_Face] = []
+    for f in sorted(faces, key=lambda f: -(f.score if not math.isnan(f.score) else -1.0)):
+        if all(_iou(f.box, k.box) <= NMS_IOU for k in kept):
+            kept.append(f)
+    return sorted(kept, key=lambda f: -f.width)
+
+
+def _landmark_box(landmarks: np.ndarray) -> np.ndarray:
+    xy = landmarks[:, :2]
+    return np.concatenate([xy.min(0), xy.max(0)]).astype(np.float32)
+
+
+def _check_image(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"expected an [H, W, 3] uint8 RGB image, got {img.dtype} {img.shape}")
+    return np.ascontiguousarray(img)
+
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def resample_square(
+    img: np.ndarray,
+    x0: float,
+    y0: float,
+    side: float,
+    size: int,
+    pad: Literal["edge", "constant"] = "edge",
+    fill: float = 0,
+    resample: str = "bicubic",
+) -> np.ndarray:
+    """Resample the square [x0, x0+side] x [y0, y0+side] (photo px, continuous) to size x size.
+
+    Output pixel (row r, col c) has its centre at photo (x0 + (c+0.5)*side/size, y0 + (r+0.5)*side/size).
+    img: [H, W] or [H, W, C], uint8 / float / bool (bool -> float32). Area outside the photo is
+    filled by edge replication or with ``fill``. Antialiased when shrinking (Pillow ``resize`` with a box).
+    Returns [size, size(, C)] of the input dtype (float32 for float/bool input).
+    """
+    arr = np.asarray(img)
+    if arr.dtype == np.bool_ or (np.issubdtype(arr.dtype, np.floating) and arr.dtype != np.float32):
+        arr = arr.astype(np.float32)
+    if arr.dtype not in (np.uint8, np.float32):
+        raise ValueError(f"resample_square supports uint8, float and bool images, not {arr.dtype}")
+    squeeze = arr.ndim == 2
+    if squeeze:
+        arr = arr[..., None]
+    h, w, c = arr.shape
+    ratio = side / size  # photo px per output px
+    margin = int(math.ceil(3 * max(1.0, ratio))) + 2  # filter support so borders are not renormalised
+    ix0, iy0 = int(math.floor(x0)) - margin, int(math.floor(y0)) - margin
+    ix1, iy1 = int(math.ceil(x0 + side)) + margin, int(math.ceil(y0 + side)) + margin
+    sub = arr[max(iy0, 0) : max(min(iy1, h), 0), max(ix0, 0) : max(min(ix1, w), 0)]
+    pads = (
+        (max(0, -iy0), (iy1 - iy0) - max(0, -iy0) - sub.shape[0]),
+        (max(0, -ix0), (ix1 - ix0) - max(0, -ix0) - sub.shape[1]),
+        (0, 0),
+    )
+    if pad == "edge" and sub.size:
+        padded = np.pad(sub, pads, mode="edge")
+    else:
+        padded = np.pad(sub, pads, mode="constant", constant_values=fill)
+    box = (x0 - ix0, y0 - iy0, x0 + side - ix0, y0 + side - iy0)
+    filt = _RESAMPLE[resample]
+    if arr.dtype == np.uint8 and c in (3, 4):
+        out = np.asarray(Image.fromarray(np.ascontiguousarray(padded)).resize((size, size), filt, box=box))
+    else:
+        mode = "L" if arr.dtype == np.uint8 else "F"
+        chans = [
+            np.asarray(Image.fromarray(np.ascontiguousarray(padded[..., k]), mode=mode).resize((size, size), filt, box=box))
+            for k in range(c)
+        ]
+        out = np.stack(chans, axis=-1)
+        if arr.dtype == np.float32 and arr.size:  # bicubic overshoot
+            out = np.clip(out, min(float(arr.min()), fill), max(float(arr.max()), fill)).astype(np.float32)
+    return out[..., 0] if squeeze else out
+
+
+class FaceDetector:
+    """Reusable face detector holding MediaPipe graphs (created on first use; not thread-safe).
+
+    Use as a context manager or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        max_side: int = DETECTION_MAX_SIDE,
+        min_face_width_px: float = MIN_FACE_WIDTH_PX,
+        min_confidence: float = MIN_DETECTION_CONFIDENCE,
+        segmentation_model: int = SEGMENTATION_MODEL,
+    ) -> None:
+        self.max_side = max_side
+        self.min_face_width_px = min_face_width_px
+        self.min_confidence = min_confidence
+        self.segmentation_model = segmentation_model
+        self._graphs: dict[str, Any] = {}
+
+    # -- graphs ---------------------------------------------------------------------------
+    def _graph(self, name: str) -> Any:
+        g = self._graphs.get(name)
+        if g is None:
+            mp = _import_mediapipe()
+            if name == "detect_full":
+                g = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=self.min_confidence)
+            elif name == "detect_short":
+                g = mp.solutions.face_detection.FaceDetection(model_selection=0, min_detection_confidence=self.min_confidence)
+            elif name == "mesh":
+                g = mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=True, refine_landmarks=True, max_num_faces=5, min_detection_confidence=self.min_confidence
+                )
+            elif name == "segment":
+                g = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=self.segmentation_model)
+            else:  # pragma: no cover
+                raise KeyError(name)
+            self._graphs[name] = g
+        return g
+
+    def close(self) -> None:
+        """Release the MediaPipe graphs (a later call recreates them)."""
+        graphs, self._graphs = self._graphs, {}
+        for g in graphs.values():
+            g.close()
+
+    def __enter__(self) -> "FaceDetector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- building blocks ------------------------------------------------------------------
+    def _detect_boxes(
+        self,
+        img: np.ndarray,
+        out_w: float,
+        out_h: float,
+        dx: float = 0.0,
+        dy: float = 0.0,
+        models: tuple[str, ...] = ("detect_full", "detect_short"),
+    ) -> list[_Face]:
+        """Run face detectors on img; boxes mapped to photo px via (x*out_w + dx, y*out_h + dy)."""
+        faces = []
+        for name in models:
+            for d in self._graph(name).process(img).detections or []:
+                b = d.location_data.relative_bounding_box
+                box = np.array(
+                    [b.xmin * out_w + dx, b.ymin * out_h + dy, (b.xmin + b.width) * out_w + dx, (b.ymin + b.height) * out_h + dy],
+                    dtype=np.float32,
+                )
+                faces.append(_Face(box, float(d.score[0])))
+        return faces
+
+    def _mesh(self, img: np.ndarray, out_w: float, out_h: float, dx: float = 0.0, dy: float = 0.0) -> list[np.ndarray]:
+        """FaceMesh on img -> list of [478, 3] float32 landmarks in photo px via (x*out_w+dx, y*out_h+dy, z*out_w)."""
+        res = self._graph("mesh").process(img)
+        out = []
+        for lms in res.multi_face_landmarks or []:
+            a = np.array([(p.x, p.y, p.z) for p in lms.landmark], dtype=np.float64)
+            if a.shape[0] != NUM_LANDMARKS:  # pragma: no cover - refine_landmarks guarantees 478
+                continue
+            pts = np.stack([a[:, 0] * out_w + dx, a[:, 1] * out_h + dy, a[:, 2] * out_w], axis=1)
+            out.append(pts.astype(np.float32))
+        return out
+
+    def _detect_tiles(self, img: np.ndarray) -> list[_Face]:
+        """Full-range detector on overlapping tiles of the full-resolution photo (finds small faces)."""
+        h, w = img.shape[:2]
+        side = int(max(TILE_SIDE_PX, math.ceil(max(h, w) / 4)))
+        if max(h, w) <= side * 1.2:
+            return []
+        stride = max(1, side // 2)
+
+        def starts(n: int) -> list[int]:
+            if n <= side:
+                return [0]
+            s = list(range(0, n - side, stride))
+            return s + [n - side]
+
+        faces = []
+        for y in starts(h):
+            for x in starts(w):
+                tile = img[y : y + side, x : x + side]
+                th, tw = tile.shape[:2]
+                small, _ = downscale_for_detection(tile, TILE_DETECT_SIDE)
+                faces += self._detect_boxes(np.ascontiguousarray(small), tw, th, x, y, models=("detect_full",))
+        return faces
+
+    def _refine(self, img: np.ndarray, face: _Face) -> np.ndarray | None:
+        """FaceMesh on upscaled square crops of the full-res photo around face.box -> [478, 3] or None."""
+        x0, y0, x1, y1 = (float(v) for v in face.box)
+        cx, cy, s = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)
+        for k in MESH_CROP_SCALES:
+            side = k * s
+            cx0, cy0 = cx - side / 2, cy - side / 2
+            crop = resample_square(img, cx0, cy0, side, MESH_CROP_SIZE, pad="constant", fill=0)
+            found = self._mesh(crop, side, side, cx0, cy0)
+            # The crop may also hold part of a neighbour: take the mesh nearest the box centre.
+            best, best_d = None, math.inf
+            for lm in found:
+                lb = _landmark_box(lm)
+                mx, my = (lb[0] + lb[2]) / 2, (lb[1] + lb[3]) / 2
+                if x0 <= mx <= x1 and y0 <= my <= y1:
+                    d = math.hypot(mx - cx, my - cy)
+                    if d < best_d:
+                        best, best_d = lm, d
+            if best is not None:
+                return best
+        return None
+
+    # -- public ---------------------------------------------------------------------------
+    def detect(self, img: np.ndarray) -> Detection:
+        """Find the (largest) face in a photo.
+
+        img: [H, W, 3] uint8 RGB photo at full resolution.
+        Raises FaceNotFoundError when there is no face, or the largest is narrower than
+        ``min_face_width_px`` (detector-box width in photo px), or its landmarks cannot be found.
+        """
+        img = _check_image(img)
+        h, w = img.shape[:2]
+        notes: list[str] = []
+        small, _ = downscale_for_detection(img, self.max_side)
+        small = np.ascontiguousarray(small)
+
+        faces = _nms(self._detect_boxes(small, w, h))
+        if not faces:  # detectors missed it: the landmark model's own pass, then small faces on tiles
+            meshes = self._mesh(small, w, h)
+            faces = _nms([_Face(_landmark_box(m), math.nan, m) for m in meshes])
+            if not faces:
+                faces = _nms(self._detect_tiles(img))
+        if not faces:
+            raise FaceNotFoundError(NO_FACE_MESSAGE)
+
+        face = faces[0]
+        if len(faces) > 1:
+            notes.append(f"{len(faces)} faces found; using the largest ({face.width:.0f} px wide).")
+        if face.width < self.min_face_width_px:
+            raise FaceNotFoundError(
+                f"The face in the photo is too small (about {face.width:.0f} px wide); it needs to be at least "
+                f"{self.min_face_width_px:.0f} px wide. Use a closer or higher-resolution photo, or crop it around the face."
+            )
+        if face.width < SMALL_FACE_WIDTH_PX:
+            notes.append(
+                f"The face is only about {face.width:.0f} px wide; the avatar will look blurry "
+                f"(at least {SMALL_FACE_WIDTH_PX} px recommended)."
+            )
+
+        landmarks = self._refine(img, face)
+        if landmarks is None:
+            landmarks = face.landmarks
+        if landmarks is None:
+            raise FaceNotFoundError(
+                "A face was found but its features (eyes, nose, mouth) could not be located. "
+                "Use a sharp photo where the face is unobstructed and facing the camera."
+            )
+        if math.isnan(face.score):
+            notes.append("Only the landmark model found this face (no detector score).")
+        inside = (landmarks[:, 0] >= 0) & (landmarks[:, 0] <= w) & (landmarks[:, 1] >= 0) & (landmarks[:, 1] <= h)
+        if inside.mean() < 0.95:
+            notes.append("Part of the face is outside the photo; landmarks there are guesses.")
+        return Detection(
+            landmarks=landmarks.astype(np.float32),
+            box=_landmark_box(landmarks),
+            score=face.score,
+            num_faces=len(faces),
+            image_size=(h, w),
+            notes=notes,
+            detector_box=None if math.isnan(face.score) else face.box.copy(),
+        )
+
+    def segment_person(self, img: np.ndarray) -> np.ndarray:
+        """Person (foreground) probability: img [H, W, 3] uint8 -> [H, W] float32 in [0, 1]."""
+        img = _check_image(img)
+        h, w = img.shape[:2]
+        small, _ = downscale_for_detection(img, self.max_side)
+        mask = np.asarray(self._graph("segment").process(np.ascontiguousarray(small)).segmentation_mask, dtype=np.float32)
+        if mask.shape != (h, w):
+            mask = np.asarray(Image.fromarray(mask, mode="F").resize((w, h), Image.Resampling.BILINEAR))
+        return np.clip(mask, 0.0, 1.0).astype(np.float32)
+
+
+def detect_face(img: np.ndarray) -> Detection:
+    """One-off ``FaceDetector().detect(img)`` (builds and frees the graphs; reuse a FaceDetector for many photos)."""
+    with FaceDetector() as det:
+        return det.detect(img)
+
+
+def segment_person(img: np.ndarray, detector: FaceDetector | None = None) -> np.ndarray:
+    """Person mask [H, W] float32 in [0, 1] for img [H, W, 3] uint8 (selfie segmentation, general model)."""
+    if detector is not None:
+        return detector.segment_person(img)
+    with FaceDetector() as det:
+        return det.segment_person(img)
+
+
+# -- head crop ----------------------------------------------------------------------------
+
+HEAD_CROP_MARGIN = 2.2  # crop side / face size (max side of the landmark box)
+HEAD_CROP_SHIFT_UP = 0.1  # crop centre above the landmark-box centre, in face sizes (room for hair)
+HEAD_CROP_SIZE = 512  # px, output side
+
+
+@dataclass(frozen=True, eq=False)
+class HeadCrop:
+    """Square, axis-aligned crop of the photo around the head (scale + translation only).
+
+    Crop pixels use the same continuous convention as photo pixels.
+    """
+
+    crop_to_photo: np.ndarray  # [3, 3] float64: homogeneous crop px (x, y, 1) -> photo px
+    photo_to_crop: np.ndarray  # [3, 3] float64: inverse of crop_to_photo
+    size: int  # px, side of the crop image
+    photo_size: tuple[int, int]  # (H, W) of the photo it was made for
+
+    @property
+    def origin(self) -> tuple[float, float]:
+        """Photo px (x, y) of the crop's top-left corner."""
+        return float(self.crop_to_photo[0, 2]), float(self.crop_to_photo[1, 2])
+
+    @property
+    def side(self) -> float:
+        """Side of the crop square in photo px."""
+        return float(self.crop_to_photo[0, 0]) * self.size
+
+    @property
+    def scale(self) -> float:
+        """Crop px per photo px."""
+        return float(self.photo_to_crop[0, 0])
+
+    def apply(
+        self, img: np.ndarray, pad: Literal["edge", "constant"] = "edge", fill: float = 0, resample: str = "bicubic"
+    ) -> np.ndarray:
+        """Crop an image aligned with the photo ([H, W] or [H, W, C], uint8/float) -> [size, size(, C)]."""
+        if tuple(np.shape(img)[:2]) != tuple(self.photo_size):
+            raise ValueError(f"image is {np.shape(img)[:2]}, the crop was made for a photo of {self.photo_size}")
+        x0, y0 = self.origin
+        return resample_square(img, x0, y0, self.side, self.size, pad=pad, fill=fill, resample=resample)
+
+    def _map(self, points: np.ndarray, m: np.ndarray) -> np.ndarray:
+        p = np.asarray(points, dtype=np.float64)
+        if p.shape[-1] not in (2, 3):
+            raise ValueError(f"points must be [..., 2] or [..., 3], got {p.shape}")
+        out = p.copy()
+        out[..., :2] = p[..., :2] @ m[:2, :2].T + m[:2, 2]
+        if p.shape[-1] == 3:
+            out[..., 2] = p[..., 2] * m[0, 0]  # depth in the same pixel scale as x
+        return out
+
+    def landmarks_to_crop(self, points: np.ndarray) -> np.ndarray:
+        """Photo px [..., 2|3] -> crop px (float64); z (if any) is rescaled like x."""
+        return self._map(points, self.photo_to_crop)
+
+    def landmarks_to_photo(self, points: np.ndarray) -> np.ndarray:
+        """Crop px [..., 2|3] -> photo px (float64); inverse of ``landmarks_to_crop``."""
+        return self._map(points, self.crop_to_photo)
+
+    def valid_mask(self) -> np.ndarray:
+        """[size, size] float32: 1 where the crop pixel centre lies inside the photo, else 0 (padding)."""
+        c = (np.arange(self.size) + 0.5) * (self.side / self.size)
+        x0, y0 = self.origin
+        h, w = self.photo_size
+        xs, ys = x0 + c, y0 + c
+        return ((ys[:, None] >= 0) & (ys[:, None] < h) & (xs[None, :] >= 0) & (xs[None, :] < w)).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"crop_to_photo": self.crop_to_photo.tolist(), "size": self.size, "photo_size": list(self.photo_size)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HeadCrop":
+        m = np.asarray(d["crop_to_photo"], dtype=np.float64)
+        return cls(m, np.linalg.inv(m), int(d["size"]), (int(d["photo_size"][0]), int(d["photo_size"][1])))
+
+
+def head_crop(
+    detection: Detection,
+    image_shape: tuple[int, ...] | None = None,
+    margin: float = HEAD_CROP_MARGIN,
+    shift_up: float = HEAD_CROP_SHIFT_UP,
+    size: int = HEAD_CROP_SIZE,
+) -> HeadCrop:
+    """Square head crop: side = margin * face size, centred shift_up * face size above the face centre.
+
+    Face size = max(width, height) of ``detection.box`` (landmark extent, photo px). With the
+    defaults the crop reaches ~0.7 face sizes above the forehead landmarks (hair) and
+    ~0.4 below the chin (neck). image_shape: (H, W, ...) of the photo; defaults to
+    ``detection.image_size``. Parts outside the photo are padded by ``HeadCrop.apply``.
+    """
+    hw = detection.image_size if image_shape is None else (int(image_shape[0]), int(image_shape[1]))
+    x0, y0, x1, y1 = (float(v) for v in detection.box)
+    face = max(x1 - x0, y1 - y0)
+    if not face > 0:
+        raise ValueError("detection box is empty")
+    side = margin * face
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - shift_up * face
+    s = side / size  # photo px per crop px
+    crop_to_photo = np.array([[s, 0.0, cx - side / 2], [0.0, s, cy - side / 2], [0.0, 0.0, 1.0]])
+    photo_to_crop = np.array([[1 / s, 0.0, -(cx - side / 2) / s], [0.0, 1 / s, -(cy - side / 2) / s], [0.0, 0.0, 1.0]])
+    return HeadCrop(crop_to_photo, photo_to_crop, int(size), (int(hw[0]), int(hw[1])))

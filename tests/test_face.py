@@ -1,0 +1,200 @@
+"""sega.face: detection, landmarks, segmentation and the head crop (real MediaPipe models, CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sega.errors import FaceNotFoundError
+from sega.face import (
+    FaceDetector,
+    CHIN,
+    LEFT_IRIS_CENTER,
+    LOWER_LIP,
+    MIN_FACE_WIDTH_PX,
+    NO_FACE_MESSAGE,
+    NOSE_TIP,
+    NUM_LANDMARKS,
+    RIGHT_IRIS_CENTER,
+    UPPER_LIP,
+    HeadCrop,
+    head_crop,
+    resample_square,
+)
+
+
+pytestmark = pytest.mark.filterwarnings("ignore:SymbolDatabase.GetPrototype:UserWarning")  # from mediapipe's protobuf use
+
+
+def _resized(img: np.ndarray, side: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(img).resize((side, side), Image.Resampling.BILINEAR))
+
+
+@pytest.fixture(scope="module")
+def astro_det(face_detector, astronaut):
+    return face_detector.detect(astronaut)
+
+
+def test_astronaut_landmarks(astro_det):
+    d = astro_det
+    lm = d.landmarks
+    assert lm.shape == (NUM_LANDMARKS, 3) and lm.dtype == np.float32
+    assert d.image_size == (512, 512)
+    assert (lm[:, 0] > 0).all() and (lm[:, 0] < 512).all() and (lm[:, 1] > 0).all() and (lm[:, 1] < 512).all()
+    # Eyes above the mouth, mouth above the chin; subject's right eye on the image left.
+    eye_y = max(lm[RIGHT_IRIS_CENTER, 1], lm[LEFT_IRIS_CENTER, 1])
+    assert eye_y < lm[NOSE_TIP, 1] < lm[UPPER_LIP, 1] < lm[LOWER_LIP, 1] < lm[CHIN, 1]
+    assert lm[RIGHT_IRIS_CENTER, 0] < lm[NOSE_TIP, 0] < lm[LEFT_IRIS_CENTER, 0]
+    assert 30 < d.eye_distance < 60  # the astronaut's eyes are ~43 px apart
+    # Face is in the upper middle of the picture, about 90 px wide.
+    x0, y0, x1, y1 = d.box
+    assert 150 < x0 < x1 < 300 and 40 < y0 < y1 < 220
+    assert 70 < d.face_width < 130
+    np.testing.assert_allclose(d.box, [*lm[:, :2].min(0), *lm[:, :2].max(0)])
+    assert d.num_faces == 1 and d.score > 0.7
+    assert not any("faces found" in n for n in d.notes)
+    assert d.detector_box is not None and 0.0 < d.detector_box[0] < lm[NOSE_TIP, 0] < d.detector_box[2]
+
+
+def test_large_photo_maps_back_to_full_resolution(face_detector, astronaut, astro_det):
+    big = _resized(astronaut, 2048)  # 4x: exercises the downscale-before-detection path
+    d = face_detector.detect(big)
+    assert d.image_size == (2048, 2048)
+    err = d.landmarks[:, :2] - 4.0 * astro_det.landmarks[:, :2]
+    assert (np.abs(np.median(err, axis=0)) < 1.5).all(), np.median(err, axis=0)  # no offset (measured ~0.5 px)
+    assert np.median(np.abs(err)) < 2.0  # 2 px at 2048 = 0.5 px at 512
+    assert 4 * 70 < d.face_width < 4 * 130
+
+
+def test_pixel_convention_mirror(face_detector, astronaut, astro_det):
+    """Mirroring the photo mirrors the landmarks as x -> W - x (pixel centres at +0.5, no offset)."""
+    f = face_detector.detect(np.ascontiguousarray(astronaut[:, ::-1]))
+    d, w = astro_det, astronaut.shape[1]
+    sums = [
+        d.landmarks[RIGHT_IRIS_CENTER, 0] + f.landmarks[LEFT_IRIS_CENTER, 0],
+        d.landmarks[LEFT_IRIS_CENTER, 0] + f.landmarks[RIGHT_IRIS_CENTER, 0],
+        d.landmarks[NOSE_TIP, 0] + f.landmarks[NOSE_TIP, 0],
+        d.landmarks[CHIN, 0] + f.landmarks[CHIN, 0],
+        d.box[0] + f.box[2],
+        d.box[2] + f.box[0],
+    ]
+    assert abs(np.mean(sums) - w) < 1.0, np.array(sums) - w  # measured ~0.15 px
+
+
+@pytest.mark.parametrize("what", ["coffee", "gray"])
+def test_no_face(face_detector, what):
+    from skimage import data
+
+    img = data.coffee() if what == "coffee" else np.full((1024, 1024, 3), 128, np.uint8)  # 1024: tiles run too
+    with pytest.raises(FaceNotFoundError) as exc:
+        face_detector.detect(img)
+    assert str(exc.value) == NO_FACE_MESSAGE
+
+
+def test_tiny_face_is_too_small(face_detector, astronaut):
+    canvas = np.full((1024, 1024, 3), 255, np.uint8)
+    canvas[600:856, 400:656] = _resized(astronaut, 256)  # face ~50 px wide, ~5% of the width
+    with pytest.raises(FaceNotFoundError, match=rf"too small \(about \d+ px wide\).*at least {MIN_FACE_WIDTH_PX} px"):
+        face_detector.detect(canvas)
+
+
+def test_two_faces_picks_the_larger(face_detector, astronaut):
+    canvas = np.full((600, 1100, 3), 255, np.uint8)
+    canvas[50:562, 0:512] = astronaut  # face ~100 px wide
+    canvas[100:400, 700:1000] = _resized(astronaut, 300)  # face ~55 px wide
+    # MediaPipe's FaceMesh alone finds neither face here (its detector wants faces > ~14% of
+    # the image), so this also exercises the mesh-on-an-upscaled-crop path.
+    assert face_detector._mesh(canvas, 1100, 600) == []
+    d = face_detector.detect(canvas)
+    assert d.num_faces == 2
+    assert any(n.startswith("2 faces found; using the largest") for n in d.notes)
+    assert d.box[2] < 512  # the left (larger) face
+    assert d.landmarks.shape == (NUM_LANDMARKS, 3)
+    assert np.isfinite(d.landmarks).all()
+    # Same face as the astronaut alone, shifted down by 50 px.
+    ref = face_detector.detect(astronaut).landmarks[:, :2] + [0.0, 50.0]
+    assert np.median(np.abs(d.landmarks[:, :2] - ref)) < 2.0
+
+
+def test_head_crop_roundtrip_and_content(astronaut, astro_det):
+    hc = head_crop(astro_det, astronaut.shape)
+    assert hc.size == 512
+    np.testing.assert_allclose(hc.crop_to_photo @ hc.photo_to_crop, np.eye(3), atol=1e-12)
+    in_crop = hc.landmarks_to_crop(astro_det.landmarks)
+    back = hc.landmarks_to_photo(in_crop)
+    np.testing.assert_allclose(back, astro_det.landmarks.astype(np.float64), atol=1e-6, rtol=0)
+    # Face well inside the crop with room above for hair; z scaled like x.
+    assert (in_crop[:, :2] > 50).all() and (in_crop[:, :2] < 462).all()
+    assert in_crop[:, 1].min() > 0.25 * 512
+    np.testing.assert_allclose(in_crop[:, 2], astro_det.landmarks[:, 2] * hc.scale, rtol=1e-6, atol=1e-4)
+    out = hc.apply(astronaut)
+    assert out.shape == (512, 512, 3) and out.dtype == np.uint8
+    mask = hc.apply(np.ones(astronaut.shape[:2], np.float32), pad="constant", fill=0.0)
+    assert mask.shape == (512, 512) and mask.dtype == np.float32
+    # The astronaut crop pokes a few px above the photo: padding there, and valid_mask agrees.
+    assert hc.origin[1] < 0
+    valid = hc.valid_mask()
+    assert valid[0].sum() == 0 and valid[-1].all() and (valid == valid[:, :1]).all()
+    first = int(np.argmax(valid[:, 0]))  # first crop row inside the photo
+    assert 0 < first < 20
+    assert (mask[: first - 2] == 0).all() and np.allclose(mask[first + 2 :], 1.0, atol=1e-6)
+    hc2 = HeadCrop.from_dict(hc.to_dict())
+    np.testing.assert_allclose(hc2.photo_to_crop, hc.photo_to_crop, atol=1e-12)
+    with pytest.raises(ValueError):
+        hc.apply(astronaut[:100])
+
+
+def test_apply_matches_landmarks_to_crop(astronaut, astro_det):
+    """A bright dot resampled by apply() lands where landmarks_to_crop() says (sub-pixel)."""
+    hc = head_crop(astro_det, astronaut.shape)
+    img = np.zeros(astronaut.shape[:2], np.float32)
+    img[150, 220] = 1.0  # pixel centre at (220.5, 150.5)
+    out = hc.apply(img, resample="bilinear")
+    ys, xs = np.mgrid[0 : hc.size, 0 : hc.size] + 0.5
+    centroid = np.array([(out * xs).sum(), (out * ys).sum()]) / out.sum()
+    np.testing.assert_allclose(centroid, hc.landmarks_to_crop(np.array([220.5, 150.5])), atol=0.05)
+
+
+def test_resample_square_padding_modes():
+    img = np.full((100, 100, 3), 200, np.uint8)
+    edge = resample_square(img, -50, -50, 100, 64, pad="edge")
+    const = resample_square(img, -50, -50, 100, 64, pad="constant", fill=7)
+    assert (edge == 200).all()
+    assert (const[:20, :20] == 7).all() and (const[-20:, -20:] == 200).all()
+
+
+def test_segment_person(face_detector, astronaut, astro_det):
+    m = face_detector.segment_person(astronaut)
+    assert m.shape == (512, 512) and m.dtype == np.float32
+    assert 0.0 <= m.min() and m.max() <= 1.0
+    nose = astro_det.landmarks[NOSE_TIP]
+    assert m[int(nose[1]), int(nose[0])] > 0.8  # the face is person
+    assert m[:40, -40:].mean() < 0.2  # the top-right background is not
+
+
+def test_detect_rejects_wrong_input(face_detector, astronaut):
+    with pytest.raises(ValueError):
+        face_detector.detect(astronaut.astype(np.float32))
+
+
+def test_mesh_only_fallback_when_detectors_miss(monkeypatch, astronaut, astro_det):
+    det = FaceDetector()
+    try:
+        monkeypatch.setattr(det, "_detect_boxes", lambda *a, **k: [])
+        d = det.detect(astronaut)
+    finally:
+        det.close()
+    assert np.isnan(d.score) and d.detector_box is None
+    assert any("Only the landmark model" in n for n in d.notes)
+    assert np.median(np.abs(d.landmarks[:, :2] - astro_det.landmarks[:, :2])) < 2.0
+
+
+def test_face_without_landmarks_has_its_own_message(monkeypatch, astronaut):
+    det = FaceDetector()
+    try:
+        monkeypatch.setattr(det, "_mesh", lambda *a, **k: [])
+        with pytest.raises(FaceNotFoundError, match="features .* could not be located"):
+            det.detect(astronaut)
+    finally:
+        det.close()
