@@ -46,6 +46,7 @@ from torch import Tensor
 from ..errors import HeadModelError
 from .base import HeadModel, HeadModelTensors
 from .cache import cache_dir, headmodel_kwargs, load_headmodel_arrays, save_headmodel
+from .download import file_sha256
 from .safe_pickle import safe_load_pickle, to_numpy
 
 FLAME_SHAPE_SPACE_DIM = 300  # shapedirs[..., :300] are identity (shape) components
@@ -91,7 +92,6 @@ FLAME_LICENCE = (
     "SEGA does not ship FLAME; artefacts derived from it fall under the same terms."
 )
 
-_HASH_CHUNK = 1 << 20
 Progress = Callable[[int, int, str], None]
 
 
@@ -604,20 +604,12 @@ def convert_flame(
     return model, arrays
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def flame_cache_key(pkl: Path, uv: Path) -> str:
     """Cache folder name: sha256 over the model's and UV file's bytes and the converter version."""
     h = hashlib.sha256()
     h.update(f"flame-converter={FLAME_CONVERTER_VERSION};".encode())
-    h.update(_file_digest(pkl).encode())
-    h.update(_file_digest(uv).encode())
+    h.update(file_sha256(pkl).encode())
+    h.update(file_sha256(uv).encode())
     return h.hexdigest()[:16]
 
 
