@@ -1,10 +1,15 @@
 """Test environment: head-model data location, throw-away caches, shared fixtures."""
 
-import pytest
+import os
+
+# Before anything imports torch: see sega/__init__.py (spin-waiting OpenMP threads on 2 shared cores).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
 
 
 # ---- head-model data (CI: ../shared beside the clone; elsewhere $SEGA_ICT_DIR) ----------------
-import os as _os
+
 from pathlib import Path as _Path
 
 _REPO = _Path(__file__).resolve().parent
@@ -13,15 +18,15 @@ _SHARED_ICT = _REPO.parent / "shared" / "ict-facekit" / "FaceXModel"
 
 def pytest_configure(config):
     """Point SEGA at test data and a throw-away cache unless the caller chose otherwise; never download."""
-    if not _os.environ.get("SEGA_ICT_DIR") and _SHARED_ICT.is_dir():
-        _os.environ["SEGA_ICT_DIR"] = str(_SHARED_ICT)
-    _os.environ.setdefault("SEGA_CACHE_DIR", str(_REPO / ".cache" / "sega"))
-    _os.environ.setdefault("MPLCONFIGDIR", str(_REPO / ".cache" / "matplotlib"))
+    if not os.environ.get("SEGA_ICT_DIR") and _SHARED_ICT.is_dir():
+        os.environ["SEGA_ICT_DIR"] = str(_SHARED_ICT)
+    os.environ.setdefault("SEGA_CACHE_DIR", str(_REPO / ".cache" / "sega"))
+    os.environ.setdefault("MPLCONFIGDIR", str(_REPO / ".cache" / "matplotlib"))
 
 
 @pytest.fixture(scope="session")
 def ict_dir() -> _Path:
-    path = _os.environ.get("SEGA_ICT_DIR")
+    path = os.environ.get("SEGA_ICT_DIR")
     if not path or not _Path(path).is_dir():
         pytest.fail("ICT-FaceKit data missing: set SEGA_ICT_DIR to a FaceXModel folder (CI uses ../shared)")
     return _Path(path)

@@ -64,6 +64,65 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    """Photo -> avatar.npz, fit.json, preview PNGs, a contact sheet and a turntable MP4 in the output folder."""
+    import os
+
+    # Before torch / numba load libgomp: spinning OpenMP threads make small torch ops 40-100x slower
+    # when another process is busy on the same few cores (see bench/bench_rasterizer.py).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import imageio.v2 as imageio
+    from tqdm import tqdm
+
+    from .avatar import (
+        BUILD_STAGES,
+        TURNTABLE_FPS,
+        AvatarOptions,
+        build_avatar,
+        contact_sheet,
+        preview_images,
+        turntable_frames,
+    )
+    from .examples import example_photo
+    from .io import load_photo, save_png
+
+    if (args.photo is None) == (not args.example):
+        raise SegaError("give a PHOTO or --example (not both)")
+    photo_path = example_photo() if args.example else args.photo
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model_from_args(args)
+    img = load_photo(photo_path)
+    options = AvatarOptions.preset(args.preset, seed=args.seed)
+
+    with tqdm(total=len(BUILD_STAGES), unit="stage", bar_format="{l_bar}{bar}| {elapsed}", disable=args.quiet) as bar:
+
+        shown = {"stage": ""}
+
+        def progress(stage: str, fraction: float) -> None:
+            if shown["stage"] != stage:
+                shown["stage"] = stage
+                bar.set_description(stage, refresh=False)
+            bar.update(BUILD_STAGES.index(stage) + fraction - bar.n)  # rate-limited by tqdm's mininterval
+
+        avatar, data = build_avatar(img, model, options, progress)
+    avatar.save(out / "avatar.npz")
+    data.fit.save(out / "fit.json")
+    previews = preview_images(avatar, size=args.preview_size)
+    for name, image in previews.items():
+        save_png(out / f"preview_{name}.png", image)
+    save_png(out / "previews.png", contact_sheet(list(previews.values())))
+    frames = turntable_frames(avatar, size=args.preview_size)
+    imageio.mimwrite(out / "turntable.mp4", frames, fps=TURNTABLE_FPS, macro_block_size=1)
+    for note in data.detection.notes:
+        print(f"note: {note}")
+    secs = avatar.provenance["build_seconds"]
+    print(f"built {photo_path}: {avatar.num_gaussians} Gaussians ({int(avatar.static_mask.sum())} static), "
+          f"preset {args.preset}, {sum(secs.values()):.1f} s")
+    print(f"wrote {out / 'avatar.npz'}, fit.json, {len(previews)} previews, previews.png and turntable.mp4 in {out}")
+    return 0
+
+
 def cmd_headmodel(args: argparse.Namespace) -> int:
     if args.action == "download":
         from .headmodel.download import download_ict
@@ -98,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=("fast", "default", "high"), default="default", help="fitting effort")
     _add_headmodel_args(p)
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("build", help="build a drivable Gaussian avatar from one photo; writes avatar.npz, fit.json, previews")
+    p.add_argument("photo", nargs="?", type=Path, help="photo file (JPEG, PNG, WebP, ...)")
+    p.add_argument("--example", action="store_true", help="use the bundled example photo (astronaut)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--preset", choices=("fast", "default", "high"), default="default", help="build effort (default: default)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same machine: same avatar)")
+    p.add_argument("--preview-size", type=int, default=256, help="side (px) of preview images and turntable frames")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_headmodel_args(p)
+    p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("headmodel", help="head-model data: show info or download ICT-FaceKit into the cache")
     p.add_argument("action", choices=("info", "download"))
