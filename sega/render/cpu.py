@@ -42,9 +42,9 @@ Speed (2 cores, no GPU):
   pass). Numba's default static schedule splits the iteration range into one contiguous
   block per thread, so tiles are visited in an interleaved order (thread t gets every
   n-th tile: ``interleaved_tile_order``) to keep the threads balanced wherever the head
-  sits in the frame. In the backward pass each thread adds into its own gradient buffer
-  ``[M, N_GRAD]`` (indexed by ``numba.get_thread_id()``), so no atomics are needed; the
-  buffers are summed afterwards. Within a tile, gradients are first accumulated per list
+  sits in the frame. In the backward pass the tiles are cut into one fixed chunk per thread,
+  each chunk adds into its own gradient buffer ``[M, N_GRAD]`` (no atomics), and the buffers
+  are summed in chunk order afterwards, so gradients are bit-identical from run to run. Within a tile, gradients are first accumulated per list
   entry in a small local array, so the scattered writes happen once per (tile, Gaussian).
 
 Precision: everything is float64. A float32 version of the forward kernel (8 lanes) measured
@@ -414,13 +414,18 @@ def _backward(means2d, conics, colors, opacities, background, offsets, flat, wid
 
     t_final [H, W], last_ids [H, W] from ``_forward``; v_render [H, W, N_CH], v_alpha [H, W];
     n_threads = numba.get_num_threads() (an argument: calling it in here would defeat caching).
-    returns per-thread gradients [n_threads, M, N_GRAD]: d_mean2d (x, y), d_conic (a, b, c),
+    returns per-chunk gradients [n_threads, M, N_GRAD]: d_mean2d (x, y), d_conic (a, b, c),
     d_opacity, d_color (N_CH); sum over axis 0.
     """
-    grads = np.zeros((n_threads, means2d.shape[0], N_GRAD))
-    for q in prange(tile_order.shape[0]):
-        _backward_tile(tile_order[q], means2d, conics, colors, opacities, background, offsets, flat, width, height, tiles_x,
-                       t_final, last_ids, v_render, v_alpha, grads[numba.get_thread_id()])
+    # One buffer per *chunk* of tiles, not per thread: which thread runs a chunk varies from run to
+    # run under load, so summing per-thread buffers would make gradients (and builds) nondeterministic.
+    n_chunks = max(n_threads, 1)
+    n_tiles = tile_order.shape[0]
+    grads = np.zeros((n_chunks, means2d.shape[0], N_GRAD))
+    for c in prange(n_chunks):
+        for q in range(c * n_tiles // n_chunks, (c + 1) * n_tiles // n_chunks):
+            _backward_tile(tile_order[q], means2d, conics, colors, opacities, background, offsets, flat, width, height,
+                           tiles_x, t_final, last_ids, v_render, v_alpha, grads[c])
     return grads
 
 
