@@ -20,3 +20,7 @@ fi
 if [ ! -f web/node_modules/.package-lock.json ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
   npm ci --prefix web --no-audit --no-fund
 fi
+# Web viewer -> web/dist (git-ignored), rebuilt when its sources or the lockfile change.
+if [ ! -f web/dist/viewer.js ] || [ -n "$(find web/src web/static web/build.mjs web/package-lock.json -newer web/dist/viewer.js -print -quit)" ]; then
+  npm run build --prefix web --silent
+fi

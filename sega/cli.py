@@ -145,6 +145,21 @@ def cmd_headmodel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    """Serve the web viewer for a bundle on this machine until Ctrl-C."""
+    from .viewer import serve
+
+    server = serve(args.bundle, host=args.host, port=args.port, open_browser=args.open, threads=args.threads, quiet=not args.verbose)
+    print(f"viewer for {args.bundle} at {server.url}  (Ctrl-C to stop)", flush=True)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sega", description="One photo -> drivable 3D Gaussian head avatar.")
     parser.add_argument("--version", action="version", version=f"sega {__version__}")
@@ -173,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("info", "download"))
     _add_headmodel_args(p)
     p.set_defaults(func=cmd_headmodel)
+    p = sub.add_parser("view", help="serve the web viewer for an avatar bundle (folder or .zip) on 127.0.0.1")
+    p.add_argument("bundle", type=Path, help="avatar bundle: a folder with manifest.json, or a bundle .zip")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=0, help="port (default: 0 = any free port)")
+    p.add_argument("--threads", type=int, help="onnxruntime-web wasm threads (default: the viewer picks)")
+    p.add_argument("--open", action="store_true", help="open the page in the default web browser")
+    p.add_argument("--verbose", action="store_true", help="log every request")
+    p.set_defaults(func=cmd_view)
     return parser
 
 

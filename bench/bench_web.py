@@ -1,0 +1,164 @@
+"""Web viewer figures in headless chromium: ONNX time per frame and the cost of animating the avatar.
+
+Why these figures: the viewer has to run the per-frame graphs and update the dynamic splats inside a
+frame budget, on one wasm thread where SharedArrayBuffer is unavailable. This prints
+
+* **ORT-web graph time**: all per-frame steps of the bundle (``runGraphs``: VAE + dynamic decoder for
+  SEGA bundles) with onnxruntime-web's wasm backend on ``--graph-threads`` thread(s) (default 1),
+  median / p10 / p90 over ``--graph-runs`` random inputs (after warm-up);
+* **frame time, animated vs static**, same page size, same browser, same run: per frame the animated
+  page sets the next frame of the "talk" clip, runs the graphs, writes the dynamic splats and draws
+  once (Spark regenerates its splat buffer because the splats changed; its depth sort runs in a
+  worker in the background, as in the live loop); the static page (``?animate=0``: no ONNX sessions)
+  draws the same static.ply the same way. Each frame ends with a 1-pixel read-back so the GPU work is
+  included. With a turning camera (1 degree per frame) both pages also re-sort continually, as when a
+  user drags the view; with a fixed camera the static page has nothing to redo. Medians over
+  ``--frames`` frames, and the animated / static ratio.
+
+The frame loop is driven by the page's test hook (``segaViewer.benchFrames``) with the
+requestAnimationFrame loop paused, so the figures are latencies, not vsync-limited rates. With
+``--disable-gpu`` chromium renders WebGL with SwiftShader on the CPU: the draw figures here are
+CPU-bound software rendering and say little about a GPU browser; the ONNX figures transfer.
+
+Run: ``.venv/bin/python bench/bench_web.py [--bundle PATH] [--frames 40] [--graph-runs 100]``
+from the repository root after ``npm ci --prefix web && npm run build --prefix web``. Without
+``--bundle`` it uses the synthetic test bundle (tests/bundle_fixture.py: 3000 splats, 600 dynamic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+
+import bundle_fixture as fx
+
+from sega.viewer import serve
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{cpu}, {os.cpu_count()} logical cores, load {load:.2f}, {platform.system()} {platform.release()}"
+
+
+def pct(values, q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, round(q * (len(v) - 1))))]
+
+
+def summary(values) -> str:
+    return f"median {statistics.median(values):7.2f} ms  (p10 {pct(values, 0.1):.2f}, p90 {pct(values, 0.9):.2f}, n={len(values)})"
+
+
+GL_RENDERER_JS = """() => {
+  const gl = document.createElement('canvas').getContext('webgl2');
+  if (!gl) return 'no WebGL2';
+  const ext = gl.getExtension('WEBGL_debug_renderer_info');
+  return ext ? gl.getParameter(ext.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER);
+}"""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", type=Path, help="bundle folder or .zip (default: the synthetic test bundle)")
+    ap.add_argument("--frames", type=int, default=40, help="frames per frame-time measurement")
+    ap.add_argument("--graph-runs", type=int, default=100, help="runs for the ORT-web graph time")
+    ap.add_argument("--graph-threads", type=int, default=1, help="onnxruntime-web wasm threads for the graph time")
+    ap.add_argument("--threads", type=int, default=1, help="wasm threads on the animated page during frame timing")
+    ap.add_argument("--width", type=int, default=480)
+    ap.add_argument("--height", type=int, default=360)
+    args = ap.parse_args(argv)
+
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="sega-bench-web-") as tmp:
+        if args.bundle is None:
+            bundle = fx.make_test_bundle(Path(tmp) / "bundle")
+            bundle_label = "synthetic test bundle (tests/bundle_fixture.py)"
+        else:
+            bundle = args.bundle
+            bundle_label = str(bundle)
+        srv = serve(bundle)
+        try:
+            with sync_playwright() as pw:
+                browser = fx.launch_chromium(pw)
+                viewport = {"width": args.width, "height": args.height}
+
+                def open_page(query: str):
+                    page = browser.new_page(viewport=viewport, device_scale_factor=1)
+                    page.set_default_timeout(300_000)
+                    errors = []
+                    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                    page.goto(f"{srv.origin}/?bundle=/bundle/&panel=0&{query}")
+                    info = page.evaluate("window.segaViewer.ready")
+                    return page, info, errors
+
+                gl_renderer = None
+                # 1. ONNX graph time on --graph-threads thread(s).
+                page, info, errors = open_page(f"threads={args.graph_threads}")
+                gl_renderer = page.evaluate(GL_RENDERER_JS)
+                graph_ms = page.evaluate(f"window.segaViewer.benchGraphs({args.graph_runs}, 10)")
+                threads_used = info["threads"]
+                page.close()
+                # 2. Frame time, animated (ONNX + splat update + draw) vs static (draw only), same size.
+                frames = {}
+                for orbit in (False, True):
+                    for mode, query in (("animated", f"threads={args.threads}"), ("static", "animate=0")):
+                        page, _, errs = open_page(query)
+                        errors += errs
+                        res = page.evaluate(
+                            "(o) => window.segaViewer.benchFrames(o)", {"n": args.frames, "warmup": 5, "animate": mode == "animated", "orbit": orbit}
+                        )
+                        frames[(mode, orbit)] = res
+                        page.close()
+                version = browser.version
+                browser.close()
+        finally:
+            srv.shutdown()
+
+    print("SEGA web viewer benchmark")
+    print(f"command: {' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv])}")
+    print(f"machine: {machine()}")
+    print(f"browser: chromium {version} (headless, {fx.CHROMIUM_PATH}), WebGL renderer: {gl_renderer}")
+    print(f"bundle:  {bundle_label}: {info['splats']} splats, {info['dynamic']} dynamic, {len(info['expressions'])} expressions")
+    print(f"page:    {args.width}x{args.height} px, crossOriginIsolated={info['crossOriginIsolated']}")
+    print(f"ORT-web graph time per frame ({threads_used} wasm thread{'s' if threads_used != 1 else ''}): {summary(graph_ms)}")
+    for orbit in (False, True):
+        anim, stat = frames[("animated", orbit)], frames[("static", orbit)]
+        label = "camera turning 1 deg/frame" if orbit else "fixed camera"
+        a, s = statistics.median(anim["frameMs"]), statistics.median(stat["frameMs"])
+        print(f"frame time, {label} ({args.threads} thread(s) on the animated page):")
+        print(f"  animated (graphs + splat update + draw): {summary(anim['frameMs'])}")
+        print(
+            f"    of which ONNX {statistics.median(anim['onnxMs']):.2f} ms, splat update {statistics.median(anim['updateMs']):.2f} ms, "
+            f"draw {statistics.median(anim['drawMs']):.2f} ms (medians)"
+        )
+        print(f"  static static.ply (draw):                {summary(stat['frameMs'])}")
+        print(f"  ratio animated / static: {a / s:.2f}x")
+    if errors:
+        print(f"console errors during the run: {errors[:5]}")
+    return 0
+
+
+if __name__ == "__main__":
+    t0 = time.time()
+    rc = main()
+    print(f"total bench time {time.time() - t0:.1f} s")
+    raise SystemExit(rc)

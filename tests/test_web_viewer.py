@@ -1,0 +1,401 @@
+"""The web viewer (web/dist, served by sega.viewer) on a synthetic bundle, in headless chromium.
+
+Checks: the page loads without console errors and draws the avatar where the manifest camera puts
+it; the jawOpen slider changes the mouth region only; the yaw slider turns the head the right way;
+clip playback changes frames over time; onnxruntime-web outputs equal onnxruntime (Python) outputs;
+zip bundles load; the page requests nothing outside 127.0.0.1; the server's headers, MIME types
+and path checks. Software WebGL (SwiftShader) is slow, so the page is 480x360 and the bundle small.
+No frame rates are asserted. Needs ``npm ci --prefix web && npm run build --prefix web`` first (the
+tests fail, not skip, without it) and Debian's chromium at /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+
+try:
+    from . import bundle_fixture as fx
+except ImportError:  # tests/ is not a package
+    import bundle_fixture as fx
+
+from sega.viewer import BUILD_HINT, ViewerError, find_dist_dir, serve
+
+WIDTH, HEIGHT = 480, 360
+BACKGROUND = (0x1E, 0x21, 0x27)  # the viewer's default background
+DIFF = 24  # summed |RGB| difference that counts as "a different pixel"
+SCREENSHOT_DIR = Path(os.environ.get("SEGA_SCREENSHOT_DIR", "/tmp"))
+PARITY_TOL = 1e-4
+
+
+# ---- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dist_dir() -> Path:
+    try:
+        return find_dist_dir()
+    except ViewerError as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return fx.make_test_bundle(tmp_path_factory.mktemp("bundle") / "avatar")
+
+
+@pytest.fixture(scope="module")
+def server(bundle, dist_dir):
+    srv = serve(bundle, dist_dir=dist_dir)
+    yield srv
+    srv.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = fx.launch_chromium(pw)
+        yield b
+        b.close()
+
+
+class PageLog:
+    def __init__(self, page):
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        page.on("request", lambda r: self.requests.append(r.url))
+
+
+def open_viewer(browser, url: str):
+    page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT}, device_scale_factor=1)
+    log = PageLog(page)
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    info = page.evaluate("window.segaViewer.ready")
+    return page, log, info
+
+
+@pytest.fixture(scope="module")
+def viewer(browser, server):
+    page, log, info = open_viewer(browser, server.url)
+    yield page, log, info
+    page.close()
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+
+def snapshot(page) -> np.ndarray:
+    url = page.evaluate("window.segaViewer.snapshot()")
+    img = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
+    assert img.size == (WIDTH, HEIGHT)
+    return np.asarray(img).astype(np.int32)
+
+
+def save(img: np.ndarray, name: str) -> Path:
+    path = SCREENSHOT_DIR / name
+    Image.fromarray(img.astype(np.uint8)).save(path)
+    return path
+
+
+def differs(a: np.ndarray, b) -> np.ndarray:
+    return np.abs(a - np.asarray(b, dtype=np.int32)).sum(axis=-1) > DIFF
+
+
+def project(points, camera) -> np.ndarray:
+    """World points [K, 3] -> pixel (x, y) for the manifest camera (looking at its target, y up) at WIDTH x HEIGHT."""
+    pos, target, up = (np.asarray(camera[k], dtype=np.float64) for k in ("position", "target", "up"))
+    fwd = (target - pos) / np.linalg.norm(target - pos)
+    right = np.cross(fwd, up)
+    right /= np.linalg.norm(right)
+    true_up = np.cross(right, fwd)
+    rel = np.asarray(points, dtype=np.float64) - pos
+    depth = rel @ fwd
+    f = (HEIGHT / 2) / math.tan(math.radians(camera["fov_deg"]) / 2)
+    return np.stack([WIDTH / 2 + f * (rel @ right) / depth, HEIGHT / 2 - f * (rel @ true_up) / depth], axis=1)
+
+
+def box(points, camera, pad: float = 0.0) -> tuple[slice, slice]:
+    """(rows, cols) slices of the projected bounding box of ``points``, grown by ``pad`` pixels."""
+    px = project(points, camera)
+    x0, y0 = np.floor(px.min(axis=0) - pad).astype(int)
+    x1, y1 = np.ceil(px.max(axis=0) + pad).astype(int)
+    return slice(max(0, y0), min(HEIGHT, y1)), slice(max(0, x0), min(WIDTH, x1))
+
+
+def set_slider(page, selector: str, value: float) -> None:
+    """Move a range input the way a user's drag ends: set the value, fire "input"."""
+    page.locator(selector).evaluate(
+        "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input', {bubbles: true})); }", value
+    )
+
+
+def reset(page) -> None:
+    page.evaluate("window.segaViewer.reset()")
+
+
+def eye_centroid(img: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """Mean (x, y) of the near-black eye pixels inside the box (the bluish background is excluded: eyes have r > b)."""
+    sub = img[rows, cols]
+    mask = (sub.max(axis=-1) < 45) & (sub[..., 0] >= sub[..., 2] + 3)
+    ys, xs = np.nonzero(mask)
+    assert xs.size > 20, "no eye pixels found"
+    return np.array([xs.mean() + cols.start, ys.mean() + rows.start])
+
+
+# ---- tests: page in the browser ---------------------------------------------------------------------------
+
+
+def test_page_loads_and_draws_the_avatar(viewer, bundle):
+    page, log, info = viewer
+    manifest = fx.read_manifest(bundle)
+    assert info["splats"] == manifest["splats"]["count"] == 3000
+    assert info["dynamic"] == manifest["splats"]["dynamic_count"] == 600
+    assert info["expressions"] == manifest["expressions"]["names"] and "jawOpen" in info["expressions"]
+    assert sorted(info["clips"]) == sorted(Path(c).stem for c in manifest["clips"])
+    assert info["crossOriginIsolated"] is True  # COOP/COEP served: ORT may use threads
+    assert {"static.ply", "displacement_vae.onnx", "dynamic_decoder.onnx"} <= set(info["verifiedFiles"])
+    img = snapshot(page)
+    save(img, "sega_viewer_neutral.png")
+    cam = manifest["camera"]
+    r = fx.HEAD_RADII
+    corners = np.array([[sx * r[0], sy * r[1], 0.0] for sx in (-1, 1) for sy in (-1, 1)])
+    head = differs(img, BACKGROUND)
+    inner = box(corners * 0.6, cam)
+    assert head[inner].mean() > 0.97, "the centre of the head box is not covered by splats"
+    # Nothing is drawn far outside the head (front points project a little wider than z=0: pad).
+    rows, cols = box(corners, cam, pad=40)
+    outside = head.copy()
+    outside[rows, cols] = False
+    assert outside.mean() < 0.005, "splats drawn outside the expected head box"
+    assert head.mean() > 0.1
+    assert log.errors == [], log.errors
+
+
+def test_jaw_open_slider_moves_the_mouth_region_only(viewer, bundle):
+    page, _, _ = viewer
+    cam = fx.read_manifest(bundle)["camera"]
+    reset(page)
+    neutral = snapshot(page)
+    set_slider(page, "#expr-jawOpen", 1.0)
+    assert page.evaluate("window.segaViewer.getExpression()")[fx.ARKIT_NAMES.index("jawOpen")] == pytest.approx(1.0)
+    jaw = snapshot(page)
+    save(jaw, "sega_viewer_jawopen.png")
+    z = fx.HEAD_RADII[2]
+    mouth = box([[-0.05, fx.MOUTH_CENTRE_Y + 0.01, z], [0.05, fx.MOUTH_CENTRE_Y - 0.045, z]], cam)
+    upper = box([[-0.06, 0.0, z], [0.06, 0.09, z]], cam)  # eyes and forehead
+    changed = differs(jaw, neutral)
+    assert changed[mouth].mean() > 0.15, f"jawOpen changed only {changed[mouth].mean():.3f} of the mouth region"
+    assert changed[upper].mean() < 0.01, "jawOpen changed the upper face"
+    reset(page)
+
+
+def test_head_pose_yaw_slider_turns_the_head(viewer, bundle):
+    page, _, _ = viewer
+    cam = fx.read_manifest(bundle)["camera"]
+    reset(page)
+    neutral = snapshot(page)
+    z = fx.HEAD_RADII[2]
+    eyes = box([[-0.07, -0.01, z], [0.07, 0.06, z]], cam, pad=10)
+    before = eye_centroid(neutral, *eyes)
+    set_slider(page, "#pose-yaw", 30)
+    pose = page.evaluate("window.segaViewer.getHeadPose()")
+    assert pose[1] == pytest.approx(math.radians(30), abs=1e-3) and abs(pose[0]) < 1e-6 and abs(pose[2]) < 1e-6
+    turned = snapshot(page)
+    save(turned, "sega_viewer_yaw30.png")
+    after = eye_centroid(turned, *eyes)
+    # +yaw turns the face to the subject's left (+X), which the frontal camera shows on the image right.
+    assert after[0] - before[0] > 15, f"eyes moved {after - before} px"
+    assert differs(turned, neutral).mean() > 0.02
+    reset(page)
+
+
+def test_clip_playback_changes_frames_over_time(viewer):
+    page, _, info = viewer
+    assert "talk" in info["clips"]
+    reset(page)
+    page.evaluate("window.segaViewer.playClip('talk', {loop: true})")
+    frames0 = page.evaluate("window.segaViewer.frameCount")
+    first = snapshot(page)
+    t0 = page.evaluate("window.segaViewer.clipTime")
+    page.wait_for_timeout(700)
+    second = snapshot(page)
+    t1 = page.evaluate("window.segaViewer.clipTime")
+    assert page.evaluate("window.segaViewer.playing")
+    assert page.evaluate("window.segaViewer.frameCount") > frames0 + 2
+    assert t1 > t0
+    assert differs(first, second).mean() > 0.002, "the animated clip drew the same image twice"
+    scrub = page.locator("#clip-time").text_content()
+    assert "/" in scrub
+    page.evaluate("window.segaViewer.pauseClip()")
+    reset(page)
+
+
+def test_ort_web_matches_onnxruntime_python(viewer, bundle):
+    page, _, _ = viewer
+    e = len(fx.read_manifest(bundle)["expressions"]["names"])
+    rng = np.random.default_rng(3)
+    cases = [
+        (np.zeros(e), np.zeros(6)),
+        (rng.uniform(0, 1, e), np.concatenate([rng.normal(0, 0.3, 3), rng.normal(0, 0.02, 3)])),
+        (np.eye(e)[fx.ARKIT_NAMES.index("jawOpen")], np.array([0.0, 0.5, 0.0, 0.01, 0.0, 0.0])),
+    ]
+    for expression, pose in cases:
+        expression, pose = expression.astype(np.float32), pose.astype(np.float32)
+        web = page.evaluate("([e, p]) => window.segaViewer.runGraphs(e, p)", [expression.tolist(), pose.tolist()])
+        ref = fx.reference_outputs(bundle, expression, pose)
+        for name in ("expression_feature", "dynamic_means", "dynamic_quats", "dynamic_colors", "dynamic_opacities", "head_matrix"):
+            got = np.asarray(web[name]["data"], dtype=np.float64).reshape(web[name]["dims"])
+            assert got.shape == ref[name].shape, name
+            err = np.abs(got - ref[name]).max()
+            assert err <= PARITY_TOL, f"{name}: max |ORT-web - onnxruntime| = {err}"
+
+
+def test_zip_bundle_loads_and_runs(browser, bundle, dist_dir, tmp_path):
+    zip_path = fx.zip_bundle(bundle, tmp_path / "avatar.zip", prefix="avatar/")
+    with serve(zip_path, dist_dir=dist_dir) as srv:
+        with urllib.request.urlopen(srv.origin + "/bundle.zip") as res:
+            assert res.headers["Content-Type"] == "application/zip" and res.read() == zip_path.read_bytes()
+        # The page reads the zip itself (fflate), not the server's extracted members.
+        page, log, info = open_viewer(browser, f"{srv.origin}/?bundle=/bundle.zip&threads=1")
+        try:
+            assert info["splats"] == 3000 and info["threads"] == 1
+            assert "dynamic_decoder.onnx" in info["verifiedFiles"]
+            assert not any("/bundle/" in u for u in log.requests)
+            img = snapshot(page)
+            assert differs(img, BACKGROUND).mean() > 0.1
+            e = len(info["expressions"])
+            web = page.evaluate("([e, p]) => window.segaViewer.runGraphs(e, p)", [[0.5] * e, [0.1, 0, 0, 0, 0, 0]])
+            ref = fx.reference_outputs(bundle, np.full(e, 0.5), [0.1, 0, 0, 0, 0, 0])
+            assert np.abs(np.asarray(web["dynamic_means"]["data"]) - ref["dynamic_means"].ravel()).max() <= PARITY_TOL
+            # The same zip through the page's "Open .zip" file input (the drag-and-drop code path).
+            page.set_input_files("#open-file", str(zip_path))
+            page.wait_for_function("window.segaViewer.lastLoad() && window.segaViewer.info().label === 'avatar.zip'")
+            loaded = page.evaluate("window.segaViewer.lastLoad()")
+            assert loaded and loaded["label"] == "avatar.zip" and loaded["splats"] == 3000
+            assert differs(snapshot(page), BACKGROUND).mean() > 0.1
+            assert log.errors == []
+        finally:
+            page.close()
+
+
+def test_damaged_bundle_is_reported_not_drawn(browser, bundle, dist_dir, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(bundle, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["files"]["static.ply"] = "0" * 64
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with serve(bad, dist_dir=dist_dir) as srv:
+        page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+        try:
+            page.goto(srv.url)
+            msg = page.evaluate("window.segaViewer.ready.then(() => 'loaded', (e) => String(e.message))")
+            assert "SHA-256 mismatch" in msg and "static.ply" in msg
+            assert "SHA-256" in page.locator("#message").text_content()
+        finally:
+            page.close()
+
+
+def test_no_console_errors_and_only_local_requests(viewer, server):
+    """Runs last on the shared page: everything the earlier tests did left no error and fetched nothing remote."""
+    page, log, _ = viewer
+    page.evaluate("window.segaViewer.renderOnce()")
+    assert log.errors == [], log.errors
+    assert log.requests, "no requests recorded"
+    remote = [u for u in log.requests if not u.startswith((server.origin + "/", "data:", "blob:" + server.origin))]
+    assert remote == [], remote
+    assert server.origin.startswith("http://127.0.0.1:")
+    wasm = [u for u in log.requests if u.endswith(".wasm")]
+    assert wasm and all("/ort/" in u for u in wasm)
+
+
+# ---- tests: the server alone ----------------------------------------------------------------------------------
+
+
+def _get(url: str):
+    try:
+        with urllib.request.urlopen(url) as res:
+            return res.status, dict(res.headers), res.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def test_server_headers_and_mime_types(server):
+    for path, ctype in [
+        ("/", "text/html"),
+        ("/viewer.js", "text/javascript"),
+        ("/ort/ort-wasm-simd-threaded.wasm", "application/wasm"),
+        ("/ort/ort-wasm-simd-threaded.mjs", "text/javascript"),
+        ("/bundle/manifest.json", "application/json"),
+        ("/bundle/dynamic_decoder.onnx", "application/octet-stream"),
+        ("/bundle/static.ply", "application/octet-stream"),
+    ]:
+        status, headers, body = _get(server.origin + path)
+        assert status == 200, path
+        assert headers["Content-Type"].startswith(ctype), (path, headers["Content-Type"])
+        assert headers["Cross-Origin-Opener-Policy"] == "same-origin"
+        assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+        assert int(headers["Content-Length"]) == len(body)
+    assert server.url.startswith("http://127.0.0.1:") and "bundle=/bundle/" in server.url
+
+
+def test_server_rejects_path_traversal(server, bundle):
+    secret = bundle.parent / "secret.txt"
+    secret.write_text("not for the browser")
+    for path in [
+        "/bundle/../secret.txt",
+        "/bundle/%2e%2e/secret.txt",
+        "/bundle/..%2fsecret.txt",
+        "/bundle/clips/../../secret.txt",
+        "/bundle//etc/passwd",
+        "/bundle/..%5csecret.txt",
+        "/../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/bundle.zip",  # the bundle is a folder here
+        "/bundle/missing.json",
+    ]:
+        import http.client
+
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        conn.request("GET", path)  # raw path: no client-side normalisation
+        res = conn.getresponse()
+        body = res.read()
+        conn.close()
+        assert res.status == 404, (path, res.status)
+        assert b"not for the browser" not in body and b"root:" not in body
+
+
+def test_server_refuses_missing_build_and_bad_bundles(tmp_path, bundle):
+    with pytest.raises(ViewerError) as err:
+        serve(bundle, dist_dir=tmp_path / "nowhere")
+    assert BUILD_HINT in str(err.value)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "index.html").write_text("x")
+    (empty / "viewer.js").write_text("x")
+    with pytest.raises(ViewerError, match="manifest.json"):
+        serve(tmp_path, dist_dir=empty)
+    not_zip = tmp_path / "x.zip"
+    not_zip.write_bytes(b"nope")
+    with pytest.raises(ViewerError, match="zip"):
+        serve(not_zip, dist_dir=empty)
+    with pytest.raises(ViewerError, match="not found"):
+        serve(tmp_path / "missing", dist_dir=empty)
