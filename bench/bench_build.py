@@ -13,7 +13,9 @@ For each preset (fast, default) this prints:
   optimisation used (render_size px);
 * mean alpha inside the head-mesh silhouette at five yaws (orbit cameras, 256 px);
 * ``Avatar.animate`` time: median over 50 random expressions (weights uniform in [0, 1]), without
-  and with a random head pose.
+  and with a random head pose; it includes the dynamic branch (expression encoder + dynamic decoder,
+  ``sega.model.decoders``), whose own median time is printed too, with the displacement VAE the
+  encoder came from (trained checkpoint or the untrained stand-in).
 
 Run: ``.venv/bin/python bench/bench_build.py [--presets fast default]`` from the repository root.
 ``OMP_WAIT_POLICY`` defaults to PASSIVE (see bench_rasterizer.py: spinning OpenMP threads make small
@@ -111,6 +113,18 @@ def bench_preset(name: str, photo: np.ndarray, model) -> None:
         label = "with head pose" if posed else "no head pose"
         print(f"[{name}] animate ({label}): median {1000 * statistics.median(times):.1f} ms over {ANIMATE_FRAMES} random "
               f"expressions (target <= 20 ms), {int((~avatar.static_mask).sum())} dynamic Gaussians")
+    if avatar.decoders is not None:
+        times = []
+        for _ in range(ANIMATE_FRAMES):
+            expr = torch.as_tensor(rng.uniform(0.0, 1.0, model.num_expressions), dtype=torch.float32)
+            t0 = time.perf_counter()
+            avatar.dynamic_residual_maps(expr)
+            times.append(time.perf_counter() - t0)
+        vae = avatar.decoders.vae_provenance
+        src = f"checkpoint {vae['checkpoint']} sha256 {vae['checkpoint_sha256'][:12]}" if vae.get("trained") else "UNTRAINED stand-in (no checkpoint)"
+        cfg = avatar.decoders.dynamic.config
+        print(f"[{name}] dynamic branch (in animate): median {1000 * statistics.median(times):.1f} ms "
+              f"(expression encoder + decoder {cfg.channels} at {cfg.map_resolution} px); displacement VAE: {src}")
 
 
 def main() -> None:

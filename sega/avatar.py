@@ -10,8 +10,14 @@ Why this shape (following SEGA):
   (``AnimationRig``, "precompute") and per frame only rotated and translated. The *dynamic* texels
   (those whose surface point moves more than ``AvatarOptions.dynamic_threshold_m`` under some
   expression at weight 1, plus teeth, mouth interior and eyeballs) are re-bound to the deformed
-  mesh every frame; this is also where a learned dynamic decoder's per-frame residuals plug in
-  (``Avatar.dynamic_residual``), so the per-frame cost scales with the dynamic part only.
+  mesh every frame; this is also where the learned dynamic decoder's per-frame residuals plug in
+  (``Avatar.dynamic_residual_maps``), so the per-frame cost scales with the dynamic part only.
+* **Learned branches** (``sega.model.decoders``, ``Avatar.decoders``): per frame, the expression goes
+  through the displacement VAE's encoder (the *expression feature*) and a small UV-space CNN with a
+  per-avatar identity feature map, whose residual attributes are added to the dynamic texels' maps;
+  once per avatar, a static decoder's residuals are baked into the static Gaussians at
+  ``precompute``. Both start at exactly zero (zero-initialised last conv) and are fitted with the
+  maps in the person-specific optimisation.
 * **Person-specific optimisation.** Colours are initialised by projecting texels into the photo
   (visible ones), mirroring (unseen ones whose mirror is seen) and inpainting (the rest); then all
   maps are optimised against the photo's head crop through the differentiable renderer with
@@ -52,11 +58,12 @@ from .gaussians import GaussianMaps, Gaussians, bind_frames
 from .geometry import axis_angle_to_matrix, matrix_to_quat
 from .headmodel.base import HeadModel
 from .meshraster import project_vertices, render_mesh
+from .model.decoders import AvatarDecoders, raw_residual, residual_to_maps
 from .render import RenderOutput
 from .render import render as render_gaussians
 from .uv import Atlas, AtlasOptions, face_frames
 
-AVATAR_FORMAT_VERSION = 1  # bump when the .npz layout changes
+AVATAR_FORMAT_VERSION = 2  # bump when the .npz layout changes (2: learned decoders + expression encoder)
 PRESETS = ("fast", "default", "high")
 BUILD_STAGES = ("detect", "fit", "segment", "initialise", "optimise", "precompute")
 
@@ -142,6 +149,12 @@ class AvatarOptions:
     photo_min_step: float = 0.15  # step (fraction of the learning rates) of texels the input view sees at grazing angles
     coverage_every: int = 3  # render one novel view for the coverage loss every this many steps
     coverage_size: int = 64  # side (px) of the novel-view coverage renders
+    # learned branches (sega.model.decoders), fitted jointly with the maps
+    decoders: bool = True  # give the avatar a dynamic (per-frame) and a static (baked) decoder
+    lr_decoder: float = 1e-3  # Adam learning rate of the decoders' parameters (feature maps and conv weights)
+    w_residual: float = 1e-2  # mean squared raw decoder output (unit-scale channels), dynamic at the fitted + random expressions, static
+    residual_expressions: int = 2  # random expressions (the VAE's training distribution) per residual-regulariser step
+    residual_every: int = 4  # evaluate the dynamic decoder at random expressions every this many steps
     # misc
     preset_name: str = "default"  # the preset these options started from (informational; the fields are what count)
     seed: int = 0  # seeds torch and the novel-view sampler (CPU builds are deterministic)
@@ -423,8 +436,11 @@ class Avatar:
     crop_camera: Camera  # the head-crop camera the optimisation rendered at (render_size px)
     options: AvatarOptions
     provenance: dict = field(default_factory=dict)  # sega version, head model + licence, build stats
-    # Hook for the learned dynamic branch: expression [E] -> residual GaussianMaps for the Td dynamic
-    # texels (added to the maps before binding). None: the dynamic texels follow the mesh only.
+    # The learned branches (``sega.model.decoders``): the static decoder's residuals are baked into the
+    # static Gaussians by ``precompute``; the dynamic decoder's are added per frame. None: maps only.
+    decoders: AvatarDecoders | None = None
+    # Hook for the dynamic branch: expression [E] -> residual GaussianMaps for the Td dynamic texels
+    # (added to the maps before binding). None: ``decoders.dynamic`` when there are decoders, else no residual.
     dynamic_residual: Callable[[Tensor], GaussianMaps] | None = None
     rig: AnimationRig | None = field(default=None, repr=False)  # built by ``precompute`` on construction
 
@@ -478,6 +494,12 @@ class Avatar:
         sta = np.flatnonzero(self.static_mask)
         verts = self.vertices()  # [V, 3] fitted expression
         static_maps = self.maps.subset(sta)
+        if self.decoders is not None:
+            texel_uv = atlas.texel_uv
+            self.decoders.dynamic.set_texel_uv(texel_uv[dyn])
+            self.decoders.static.set_texel_uv(texel_uv[sta])
+            with torch.no_grad():  # the static branch runs once per avatar: bake its residuals in
+                static_maps = static_maps.add(residual_to_maps(self.decoders.static()))
         with torch.no_grad():
             tri = torch.as_tensor(atlas.texel_triangles[sta])
             bary = torch.as_tensor(atlas.texel_bary[sta])
@@ -519,6 +541,38 @@ class Avatar:
         )
         return self
 
+    def dynamic_residual_maps(self, expression) -> GaussianMaps | None:
+        """Td rows: the dynamic branch's residuals at ``expression`` [E] (tensor), or None without one.
+
+        expression -> ``decoders.encoder`` (the displacement VAE's encoder mean: the expression feature)
+        -> ``decoders.dynamic`` sampled at the dynamic texels; or the ``dynamic_residual`` hook if set.
+        """
+        if self.dynamic_residual is not None:
+            return self.dynamic_residual(expression)
+        if self.decoders is None:
+            return None
+        with torch.no_grad():
+            z = self.decoders.encoder(expression[None])
+            return residual_to_maps(self.decoders.dynamic(z)[0])
+
+    def texel_maps(self, expression=None) -> GaussianMaps:
+        """T rows: the maps as ``animate`` binds them at ``expression`` (default the fitted one): the
+        stored maps plus the static decoder's residuals (static texels) and the dynamic branch's
+        residuals at that expression (dynamic texels)."""
+        expr = torch.as_tensor(np.asarray(self.expression if expression is None else expression), dtype=torch.float32)
+        rig = self.rig
+        out = self.maps.detach()
+        with torch.no_grad():
+            if self.decoders is not None:
+                res = self.decoders.static()
+                for k, v in residual_to_maps(res).tensors().items():
+                    out.tensors()[k][rig.static_index] += v
+            dyn = self.dynamic_residual_maps(expr)
+            if dyn is not None:
+                for k, v in dyn.tensors().items():
+                    out.tensors()[k][rig.dynamic_index] += v
+        return out
+
     def animate(self, expression=None, head_pose: tuple | None = None) -> Gaussians:
         """World-space Gaussians for one frame.
 
@@ -526,6 +580,11 @@ class Avatar:
         head_pose: (rotation [3] axis-angle radians, translation [3] metres) or None (canonical pose).
         returns Gaussians with the static texels first, then the dynamic ones (``rig.static_index`` /
         ``rig.dynamic_index`` give their texel ids).
+
+        Mesh deformation of the dynamic texels uses the head model's exact linear blendshapes, not the
+        displacement VAE's decoded map: the blendshapes are exact (the VAE is within ~1 mm of them),
+        and cheaper on the CPU (a [E] x [E, Vd*3] product against decoding a full UV map and sampling
+        it); the VAE's encoder only supplies the expression feature of the dynamic decoder.
         """
         rig = self.rig
         expr = torch.as_tensor(np.asarray(self.expression if expression is None else expression), dtype=torch.float32)
@@ -536,8 +595,9 @@ class Avatar:
             pts = (verts[rig.texel_tri] * rig.texel_bary[..., None]).sum(1)
             frames = face_frames(verts, rig.faces, rig.face_uvs)[rig.texel_face]
             maps = rig.dynamic_maps
-            if self.dynamic_residual is not None:  # <- the dynamic decoder's residuals go here
-                maps = maps.add(self.dynamic_residual(expr))
+            residual = self.dynamic_residual_maps(expr)  # <- the dynamic decoder's residuals
+            if residual is not None:
+                maps = maps.add(residual)
             dynamic = bind_frames(maps, pts, frames)
             out = Gaussians.cat([rig.static, dynamic])
             if head_pose is not None:
@@ -604,6 +664,7 @@ class Avatar:
             "camera": self.camera.to_dict(),
             "crop_camera": self.crop_camera.to_dict(),
             "provenance": self.provenance,
+            "decoders": None if self.decoders is None else self.decoders.header(),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -615,6 +676,8 @@ class Avatar:
         arrays["identity"] = np.asarray(self.identity, dtype=np.float32)
         arrays["expression"] = np.asarray(self.expression, dtype=np.float32)
         arrays["static_mask"] = np.asarray(self.static_mask, dtype=bool)
+        if self.decoders is not None:
+            arrays.update({f"decoder_{k}": v for k, v in self.decoders.arrays().items()})
         arrays["header_json"] = np.frombuffer(json.dumps(self.header()).encode("utf-8"), dtype=np.uint8)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(tmp, **arrays)
@@ -633,7 +696,8 @@ class Avatar:
             arrays = {k: z[k] for k in z.files}
         header = json.loads(bytes(arrays.pop("header_json")).decode("utf-8"))
         if header.get("format_version") != AVATAR_FORMAT_VERSION:
-            raise SegaError(f"{path}: avatar format {header.get('format_version')}, this sega reads {AVATAR_FORMAT_VERSION}")
+            raise SegaError(f"{path}: avatar format {header.get('format_version')}, this sega reads {AVATAR_FORMAT_VERSION} "
+                            "(older avatars have no learned decoders; rebuild it from the photo)")
         hm = header["head_model"]
         if hm["name"] != model.name or hm["num_vertices"] != model.num_vertices or hm["num_faces"] != model.num_faces:
             raise SegaError(f"{path} was built with head model {hm['name']!r} ({hm['num_vertices']} vertices); got {model.name!r} ({model.num_vertices})")
@@ -646,6 +710,9 @@ class Avatar:
         atlas = Atlas(options=AtlasOptions(**ao), region_names=tuple(header["atlas"]["region_names"]),
                       **{k: arrays[f"atlas_{k}"] for k in Atlas._ARRAYS})
         maps = GaussianMaps.from_numpy({k[5:]: v for k, v in arrays.items() if k.startswith("maps_")})
+        decoders = None
+        if header.get("decoders") is not None:
+            decoders = AvatarDecoders.from_saved(header["decoders"], {k[8:]: v for k, v in arrays.items() if k.startswith("decoder_")})
         return cls(
             model=model,
             identity=arrays["identity"],
@@ -657,6 +724,7 @@ class Avatar:
             crop_camera=Camera.from_dict(header["crop_camera"]),
             options=AvatarOptions.from_dict(header["options"]),
             provenance=header.get("provenance", {}),
+            decoders=decoders,
         )
 
     # ---- building ------------------------------------------------------------------------------
@@ -878,12 +946,15 @@ def build_avatar(
     sil = render_mesh(vertices, atlas.faces, cam).mask
     lms = crop.landmarks_to_crop(detection.landmarks[:, :2])
     face_mask = polygon_mask(lms[list(mediapipe_groups()["face_oval"])], options.render_size, options.render_size) & (pmask >= 0.5)
+
+    decoders = AvatarDecoders.create(model) if options.decoders else None
     secs["initialise"] = time.perf_counter() - t0
     _report(progress, "initialise", 1.0)
 
     t0 = time.perf_counter()
     data = BuildData(fit, detection, crop, target, pmask, sil, face_mask, init.confidence, secs)
-    maps = optimise_maps(init, atlas, vertices, cam, target, pmask, options, lambda f: _report(progress, "optimise", f), data.losses)
+    maps = optimise_maps(init, atlas, vertices, cam, target, pmask, options, lambda f: _report(progress, "optimise", f), data.losses,
+                         decoders=decoders, static_mask=static_mask, expression=fit.expression)
     secs["optimise"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -896,6 +967,7 @@ def build_avatar(
         "fit_nme": fit.nme,
         "build_seconds": {k: round(v, 3) for k, v in secs.items()},
         "torch_threads": torch.get_num_threads(),
+        "displacement_vae": None if decoders is None else decoders.vae_provenance,
     }
     avatar = Avatar(
         model=model,
@@ -908,6 +980,7 @@ def build_avatar(
         crop_camera=cam,
         options=options,
         provenance=provenance,
+        decoders=decoders,
     )
     secs["precompute"] = time.perf_counter() - t0
     avatar.provenance["build_seconds"] = {k: round(v, 3) for k, v in secs.items()}
@@ -925,11 +998,22 @@ def optimise_maps(
     options: AvatarOptions,
     progress: Callable[[float], None] | None = None,
     losses: list | None = None,
+    decoders: AvatarDecoders | None = None,
+    static_mask: np.ndarray | None = None,
+    expression: np.ndarray | None = None,
 ) -> GaussianMaps:
     """Person-specific optimisation of the maps on the photo's head crop (see the module docstring).
 
     init: from ``initial_maps``; vertices: [V, 3] fitted mesh (fixed); camera: the crop camera (S x S);
     target: [S, S, 3] photo crop; person_mask: [S, S] in [0, 1]. Returns detached optimised maps.
+
+    decoders (optional, with static_mask [T] bool and the fitted expression [E]): their parameters
+    (feature maps + conv weights; not the frozen expression encoder) are fitted jointly with the maps,
+    in place. The rendered maps are then maps + static residuals (static texels) + the dynamic
+    decoder's residuals at the fitted expression (dynamic texels): the photo shows that expression
+    only. So the dynamic branch does not learn what the photo cannot tell, every ``residual_every``
+    steps it is also evaluated at ``residual_expressions`` random expressions, and the mean square
+    of both decoders' raw outputs is penalised (``w_residual``): residuals stay small everywhere.
     """
     maps, spacing, pairs = init.maps, init.spacing, init.pairs
     gen = torch.Generator().manual_seed(options.seed)
@@ -999,7 +1083,22 @@ def optimise_maps(
     params = {k: torch.zeros_like(v, requires_grad=True) for k, v in start.items()}  # deltas
     lrs = {"offset": options.lr_offset, "rotation": options.lr_rotation, "log_scale": options.lr_log_scale,
            "opacity_logit": options.lr_opacity, "color": options.lr_color}
-    opt = torch.optim.Adam([{"params": [params[k]], "lr": lrs[k], "name": k} for k in lrs], eps=1e-15)
+    groups = [{"params": [params[k]], "lr": lrs[k], "name": k} for k in lrs]
+    if decoders is not None:
+        if static_mask is None or expression is None:
+            raise ValueError("optimise_maps with decoders needs static_mask and expression")
+        from .model.vae import sample_expressions
+
+        sta, dyn = np.flatnonzero(static_mask), np.flatnonzero(~static_mask)
+        texel_uv = atlas.texel_uv
+        decoders.dynamic.set_texel_uv(texel_uv[dyn]).train()
+        decoders.static.set_texel_uv(texel_uv[sta]).train()
+        order = torch.as_tensor(np.argsort(np.concatenate([sta, dyn])))  # rows of cat([static, dynamic]) -> texel order
+        with torch.no_grad():
+            z_fit = decoders.encoder(torch.as_tensor(np.asarray(expression), dtype=torch.float32)[None])  # [1, Z]
+        expr_gen = torch.Generator().manual_seed(options.seed + 1)
+        groups.append({"params": decoders.trainable_parameters(), "lr": options.lr_decoder, "name": "decoders"})
+    opt = torch.optim.Adam(groups, eps=1e-15)
     steps = max(options.iterations, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: options.lr_final_fraction + (1 - options.lr_final_fraction) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
@@ -1007,9 +1106,26 @@ def optimise_maps(
     def cur() -> GaussianMaps:
         return GaussianMaps(**{k: start[k] + (_expand(step, v) if k in STEPPED_FIELDS else 1.0) * v for k, v in params.items()})
 
+    def residuals() -> tuple[GaussianMaps, Tensor]:
+        """T rows of decoder residuals at the fitted expression, and their regulariser."""
+        res_s = decoders.static()  # [Ts, A]
+        res_d = decoders.dynamic(z_fit)[0]  # [Td, A]
+        reg = raw_residual(decoders.static, res_s).pow(2).mean() + raw_residual(decoders.dynamic, res_d).pow(2).mean()
+        if options.residual_expressions > 0 and options.residual_every > 0 and it % options.residual_every == 0:
+            expr_r = sample_expressions(options.residual_expressions, decoders.encoder.config, expr_gen)
+            with torch.no_grad():
+                z_r = decoders.encoder(expr_r)
+            reg = reg + raw_residual(decoders.dynamic, decoders.dynamic(z_r)).pow(2).mean()
+        both = torch.index_select(torch.cat([res_s, res_d], 0), 0, order)  # [T, A]
+        return residual_to_maps(both), reg
+
     for it in range(options.iterations):
         opt.zero_grad(set_to_none=True)
         maps_now = cur()
+        reg_residual = None
+        if decoders is not None:
+            res, reg_residual = residuals()
+            maps_now = maps_now.add(res)
         g = bind_frames(maps_now, points, frames, frame_quats)
         gi = Gaussians(**{k: torch.index_select(v, 0, front) for k, v in g.tensors().items()})
         out = render_gaussians(gi.means, gi.quats, gi.scales, gi.opacities, gi.colors, K, viewmat, size, size, bg, backend="auto")
@@ -1022,6 +1138,8 @@ def optimise_maps(
         bce = -(target_alpha * torch.log(a) + (1 - target_alpha) * torch.log(1 - a))
         loss = loss + options.w_alpha * (bce * w_alpha).sum() / n_alpha
         loss = loss + _regularisers(maps_now.tensors(), options, spacing_t, log_max_scale, log_min_scale, hair, unseen, mirror, no_evidence, pa, pb)
+        if reg_residual is not None:
+            loss = loss + options.w_residual * reg_residual
         if options.w_coverage > 0 and options.coverage_every > 0 and it % options.coverage_every == 0:
             outer = Gaussians(**{k: torch.index_select(v, 0, outer_index) for k, v in g.tensors().items()})
             loss = loss + options.w_coverage * _coverage_loss(outer, vertices, atlas.faces, outer_faces, gen, options)
@@ -1032,6 +1150,11 @@ def optimise_maps(
             losses.append(float(loss.detach()))
         if progress is not None:
             progress((it + 1) / options.iterations)
+    if decoders is not None:
+        decoders.dynamic.eval()
+        decoders.static.eval()
+        for p in decoders.trainable_parameters():
+            p.grad = None
     with torch.no_grad():
         return cur().detach()
 

@@ -1,0 +1,394 @@
+"""SEGA's two Gaussian-attribute branches in UV space: a per-frame *dynamic* decoder and a once-per-avatar
+*static* decoder, plus the expression encoder that feeds the dynamic one.
+
+Why this shape (issue "UV-space Gaussian avatar", following SEGA):
+
+* The avatar's Gaussians live on the texels of a UV atlas (``sega.uv``), so their attributes are
+  images and 2D convolutions can produce them. Both decoders output a low-resolution residual
+  attribute map ``[B, A, R, R]`` (A = ``NUM_ATTRIBUTES``: offset xyz in the texel's local frame,
+  log-scale delta, opacity-logit delta, colour delta) that is bilinearly sampled at the texels' atlas
+  UVs (``grid_sample``, same UV convention as ``sega.model.vae``: ``grid = (2u - 1, 1 - 2v)``). The
+  samples are added to the avatar's per-texel maps before binding (``sega.gaussians.bind_frames``).
+* **Dynamic branch** (per frame): expression weights ``expr [B, E]`` -> the displacement VAE's
+  encoder mean, the *expression feature* ``z [B, Z]`` (``ExpressionEncoder``) -> ``DynamicDecoder``:
+  ``Linear(z)`` gives a position-specific expression map at ``feature_resolution``, concatenated with
+  a learned per-avatar *identity feature map* ``[C, r, r]``; a few conv + bilinear-upsample levels
+  turn that into the residual map, sampled at the *dynamic* texels only.
+* **Static branch** (once per avatar, at ``Avatar.precompute``): ``StaticDecoder``: a learned
+  per-avatar feature map -> the same conv trunk -> residuals of the *static* texels, baked into the
+  static Gaussians, so it costs nothing per frame.
+* **Neutral initialisation.** Without a trained prior both decoders start from a zero-initialised
+  last conv: an untrained decoder outputs exactly zero residuals and the avatar starts as its maps
+  say; the personalisation step (``sega.avatar.optimise_maps``) fits them on the photo.
+* Everything in the forward passes is a standard op (Linear, Conv2d, LeakyReLU, bilinear Resize,
+  GridSample, Concat, Mul) with no Python control flow depending on data and no caches, so the
+  dynamic branch exports to ONNX (opset >= 16 for GridSample; we use 17).
+
+Shapes: B batch, E expression weights, Z expression-feature size, C feature channels, r feature
+resolution, R residual-map resolution, N sampled texels, A = ``NUM_ATTRIBUTES``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import HeadModelError
+from ..gaussians import GaussianMaps
+from ..headmodel.base import HeadModel
+from .vae import (
+    DisplacementVAE,
+    DisplacementVAEConfig,
+    default_checkpoint_path,
+    load_displacement_vae,
+)
+
+# Residual attributes, in channel order: (GaussianMaps field, channels). Rotation gets no residual.
+ATTRIBUTES = (("offset", 3), ("log_scale", 3), ("opacity_logit", 1), ("color", 3))
+NUM_ATTRIBUTES = sum(c for _, c in ATTRIBUTES)  # A = 10
+
+
+def _config_from_dict(cls, d: dict):
+    """Rebuild a frozen config dataclass from ``to_dict`` output; unknown keys are an error (a newer layout)."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return cls(**kw)
+
+
+@dataclass(frozen=True)
+class DynamicDecoderConfig:
+    """Architecture of a ``DynamicDecoder`` (stored in every avatar file that has one)."""
+
+    latent_dim: int = 64  # Z: size of the expression feature (the displacement VAE's latent_dim)
+    identity_channels: int = 8  # C: channels of the per-avatar identity feature map
+    feature_resolution: int = 16  # r: side of the identity feature map and of the Linear(z) expression map
+    expression_channels: int = 8  # channels of the position-specific expression map Linear(z) -> [Ce, r, r]
+    channels: tuple[int, ...] = (32, 16, 8)  # conv channels at r, 2r, 4r, ... (one 3x3 conv + LeakyReLU per level)
+    map_resolution: int = 64  # R: side of the residual map = r * 2^(len(channels) - 1)
+    leaky_slope: float = 0.2  # negative slope of the LeakyReLUs
+    identity_init_std: float = 0.0  # std-dev of the identity feature map at init (0: zeros)
+    offset_unit_m: float = 1e-3  # one unit of raw output = this many metres of offset
+    log_scale_unit: float = 0.1  # ... = this much log-scale
+    opacity_unit: float = 1.0  # ... = this much opacity logit
+    color_unit: float = 0.05  # ... = this much rgb
+    seed: int = 0  # seeds the weight initialisation (independent of torch's global RNG)
+
+    def __post_init__(self) -> None:
+        produced = self.feature_resolution * 2 ** (len(self.channels) - 1)
+        if produced != self.map_resolution:
+            raise ValueError(f"decoder makes {self.feature_resolution} * 2^{len(self.channels) - 1} = {produced} texels per side, "
+                             f"map_resolution is {self.map_resolution}")
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DynamicDecoderConfig:
+        return _config_from_dict(cls, d)
+
+
+@dataclass(frozen=True)
+class StaticDecoderConfig:
+    """Architecture of a ``StaticDecoder`` (stored in every avatar file that has one)."""
+
+    feature_channels: int = 8  # C: channels of the per-avatar feature map
+    feature_resolution: int = 16  # r: side of the feature map
+    channels: tuple[int, ...] = (16, 8, 8)  # conv channels at r, 2r, 4r, ... (lighter: its output is low-frequency)
+    map_resolution: int = 64  # R: side of the residual map = r * 2^(len(channels) - 1)
+    leaky_slope: float = 0.2  # negative slope of the LeakyReLUs
+    feature_init_std: float = 0.1  # std-dev of the feature map at init (non-zero: gives the trunk something to shape)
+    offset_unit_m: float = 1e-3  # one unit of raw output = this many metres of offset
+    log_scale_unit: float = 0.1  # ... = this much log-scale
+    opacity_unit: float = 1.0  # ... = this much opacity logit
+    color_unit: float = 0.05  # ... = this much rgb
+    seed: int = 1  # seeds the weight initialisation (independent of torch's global RNG)
+
+    def __post_init__(self) -> None:
+        produced = self.feature_resolution * 2 ** (len(self.channels) - 1)
+        if produced != self.map_resolution:
+            raise ValueError(f"decoder makes {self.feature_resolution} * 2^{len(self.channels) - 1} = {produced} texels per side, "
+                             f"map_resolution is {self.map_resolution}")
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StaticDecoderConfig:
+        return _config_from_dict(cls, d)
+
+
+def _units(cfg) -> Tensor:
+    """[A] raw output -> attribute units, in ``ATTRIBUTES`` channel order."""
+    per = {"offset": cfg.offset_unit_m, "log_scale": cfg.log_scale_unit, "opacity_logit": cfg.opacity_unit, "color": cfg.color_unit}
+    return torch.tensor([per[name] for name, c in ATTRIBUTES for _ in range(c)], dtype=torch.float32)
+
+
+def uv_to_grid(uv: Tensor) -> Tensor:
+    """Atlas UVs (u right, v up, origin bottom-left) -> ``grid_sample`` coordinates (align_corners=False).
+
+    uv: [N, 2] -> [N, 2] (x, y) in [-1, 1], y down (see ``sega.model.vae``)."""
+    return torch.stack([2.0 * uv[:, 0] - 1.0, 1.0 - 2.0 * uv[:, 1]], dim=-1)
+
+
+class _UVTrunk(nn.Module):
+    """Conv levels (3x3 conv + LeakyReLU; bilinear x2 upsample between levels) -> zero-initialised 3x3 conv to A channels.
+
+    [B, c_in, r, r] -> [B, A, R, R] raw (unit-scale) outputs."""
+
+    def __init__(self, c_in: int, channels: tuple[int, ...], slope: float):
+        super().__init__()
+        self.levels = nn.ModuleList()
+        for c_out in channels:
+            self.levels.append(nn.Conv2d(c_in, c_out, 3, padding=1))
+            c_in = c_out
+        self.head = nn.Conv2d(c_in, NUM_ATTRIBUTES, 3, padding=1)
+        nn.init.zeros_(self.head.weight)  # neutral initialisation: exactly zero residuals until fitted
+        nn.init.zeros_(self.head.bias)
+        self.slope = float(slope)
+
+    def forward(self, h: Tensor) -> Tensor:
+        for level, conv in enumerate(self.levels):
+            if level > 0:
+                h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
+            h = F.leaky_relu(conv(h), self.slope)
+        return self.head(h)
+
+
+class _SampledDecoder(nn.Module):
+    """Shared plumbing: the texel UVs the residual map is sampled at, and the output units."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.config = cfg
+        # Non-persistent: derived from the avatar's atlas (``set_texel_uv``), not part of the state dict.
+        self.register_buffer("texel_grid", torch.zeros(0, 2), persistent=False)  # [N, 2] grid_sample coords
+        self.register_buffer("units", _units(cfg), persistent=False)  # [A] raw -> attribute units
+
+    @property
+    def num_texels(self) -> int:
+        return int(self.texel_grid.shape[0])
+
+    def set_texel_uv(self, uv) -> _SampledDecoder:
+        """Where the residual map is sampled: uv [N, 2] atlas UVs of the texels (``Atlas.texel_uv`` rows). Returns self."""
+        self.texel_grid = uv_to_grid(torch.as_tensor(np.asarray(uv), dtype=torch.float32))
+        return self
+
+    def sample(self, maps: Tensor) -> Tensor:
+        """maps: [B, A, R, R] -> [B, N, A] bilinear samples at the texel UVs (border padding)."""
+        grid = self.texel_grid[None, None].expand(maps.shape[0], 1, -1, -1)  # [B, 1, N, 2]
+        out = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)  # [B, A, 1, N]
+        return out[:, :, 0].transpose(1, 2)
+
+
+class DynamicDecoder(_SampledDecoder):
+    """Expression feature -> per-frame residual attributes of the dynamic texels.
+
+    Parameters: ``identity [C, r, r]`` (per-avatar identity feature map), ``from_latent`` (Linear z ->
+    expression map), the conv trunk (last conv zero-initialised). Buffer ``texel_grid [N, 2]`` (set with
+    ``set_texel_uv``: the dynamic texels' atlas UVs).
+    """
+
+    def __init__(self, config: DynamicDecoderConfig = DynamicDecoderConfig()):
+        super().__init__(config)
+        c = config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            self.identity = nn.Parameter(torch.randn(c.identity_channels, c.feature_resolution, c.feature_resolution) * c.identity_init_std)
+            self.from_latent = nn.Linear(c.latent_dim, c.expression_channels * c.feature_resolution**2)
+            self.trunk = _UVTrunk(c.identity_channels + c.expression_channels, c.channels, c.leaky_slope)
+
+    def residual_map(self, z: Tensor) -> Tensor:
+        """z: Tensor  # [B, Z] -> raw residual map: Tensor  # [B, A, R, R] in attribute units (channels ``ATTRIBUTES``)."""
+        c = self.config
+        r = c.feature_resolution
+        expr_map = F.leaky_relu(self.from_latent(z).reshape(z.shape[0], c.expression_channels, r, r), c.leaky_slope)
+        ident = self.identity[None].expand(z.shape[0], -1, -1, -1)
+        return self.trunk(torch.cat([ident, expr_map], dim=1)) * self.units[None, :, None, None]
+
+    def forward(self, z: Tensor) -> Tensor:
+        """z: Tensor  # [B, Z] expression features -> Tensor  # [B, N, A] residuals at the dynamic texels."""
+        return self.sample(self.residual_map(z))
+
+
+class StaticDecoder(_SampledDecoder):
+    """Per-avatar feature map -> residual attributes of the static texels (run once per avatar).
+
+    Parameters: ``features [C, r, r]`` and the conv trunk (last conv zero-initialised). Buffer
+    ``texel_grid [N, 2]`` (the static texels' atlas UVs, ``set_texel_uv``).
+    """
+
+    def __init__(self, config: StaticDecoderConfig = StaticDecoderConfig()):
+        super().__init__(config)
+        c = config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            self.features = nn.Parameter(torch.randn(c.feature_channels, c.feature_resolution, c.feature_resolution) * c.feature_init_std)
+            self.trunk = _UVTrunk(c.feature_channels, c.channels, c.leaky_slope)
+
+    def residual_map(self) -> Tensor:
+        """-> Tensor  # [1, A, R, R] residual map in attribute units."""
+        return self.trunk(self.features[None]) * self.units[None, :, None, None]
+
+    def forward(self) -> Tensor:
+        """-> Tensor  # [N, A] residuals at the static texels."""
+        return self.sample(self.residual_map())[0]
+
+
+class ExpressionEncoder(nn.Module):
+    """The displacement VAE's encoder mean: expr [B, E] -> expression feature z [B, Z].
+
+    Same module names as ``DisplacementVAE`` (``encoder``, ``to_posterior``), so its state dict is the
+    VAE's restricted to those keys. The avatar carries its own copy (the dynamic decoder was fitted to
+    exactly these features; a later retrained VAE would change its input).
+    """
+
+    def __init__(self, config: DisplacementVAEConfig):
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        width = config.num_expressions
+        for hidden in config.encoder_hidden:
+            layers += [nn.Linear(width, hidden), nn.SiLU()]
+            width = hidden
+        self.encoder = nn.Sequential(*layers)
+        self.to_posterior = nn.Linear(width, 2 * config.latent_dim)
+
+    @classmethod
+    def from_vae(cls, vae: DisplacementVAE) -> ExpressionEncoder:
+        enc = cls(vae.config)
+        state = {k: v for k, v in vae.state_dict().items() if k.split(".")[0] in ("encoder", "to_posterior")}
+        enc.load_state_dict(state)
+        return enc.eval()
+
+    def forward(self, expr: Tensor) -> Tensor:
+        """expr: Tensor  # [B, E] -> z: Tensor  # [B, Z] (posterior mean)."""
+        return self.to_posterior(self.encoder(expr))[:, : self.config.latent_dim]
+
+
+# ---------------------------------------------------------------------------------------------
+# residual samples <-> GaussianMaps, the bundle an avatar carries, persistence
+# ---------------------------------------------------------------------------------------------
+
+
+def residual_to_maps(attrs: Tensor) -> GaussianMaps:
+    """attrs: [N, A] (channels ``ATTRIBUTES``) -> residual ``GaussianMaps`` (zero rotation residual)."""
+    parts = dict(zip([n for n, _ in ATTRIBUTES], attrs.split([c for _, c in ATTRIBUTES], dim=-1)))
+    return GaussianMaps(
+        offset=parts["offset"],
+        rotation=attrs.new_zeros(attrs.shape[0], 4),
+        log_scale=parts["log_scale"],
+        opacity_logit=parts["opacity_logit"][:, 0],
+        color=parts["color"],
+    )
+
+
+def raw_residual(decoder: _SampledDecoder, attrs: Tensor) -> Tensor:
+    """Residuals in the decoder's raw (unit-scale) output units: attrs [..., A] / units (for regularisers)."""
+    return attrs / decoder.units
+
+
+@dataclass(eq=False)
+class AvatarDecoders:
+    """The learned branches an avatar carries (all three modules live on the CPU, eval mode)."""
+
+    encoder: ExpressionEncoder  # expr -> expression feature (the displacement VAE's encoder, frozen)
+    dynamic: DynamicDecoder  # per frame: expression feature -> dynamic texels' residuals
+    static: StaticDecoder  # once per avatar: static texels' residuals
+    vae_provenance: dict = field(default_factory=dict)  # which displacement VAE the encoder came from (checkpoint sha256 ...)
+
+    @classmethod
+    def create(cls, model: HeadModel, checkpoint: str | Path | None = None, dynamic: DynamicDecoderConfig | None = None,
+               static: StaticDecoderConfig | None = None) -> AvatarDecoders:
+        """Untrained (neutral) decoders and the encoder of the displacement VAE checkpoint (default: the shipped one).
+
+        If the checkpoint is missing or was trained on another expression basis, an *untrained* encoder
+        (the VAE config's defaults for this model, seeded) stands in and a warning says so; its provenance
+        records ``"trained": false``. The plumbing works the same; expression features are then random
+        (but fixed) projections of the weights.
+        """
+        try:
+            vae = load_displacement_vae(model, checkpoint)
+            path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
+            encoder = ExpressionEncoder.from_vae(vae)
+            prov = {"trained": True, "checkpoint": path.name, "checkpoint_sha256": file_sha256(path),
+                    "expression_basis_sha256": vae.provenance.get("expression_basis_sha256")}
+        except HeadModelError as err:
+            warnings.warn(f"{err}; the avatar's dynamic decoder uses an untrained expression encoder", stacklevel=2)
+            config = DisplacementVAEConfig(num_expressions=model.num_expressions)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed)
+                encoder = ExpressionEncoder(config).eval()
+            prov = {"trained": False, "checkpoint": None, "checkpoint_sha256": None, "reason": str(err)}
+        dyn_cfg = dynamic or DynamicDecoderConfig(latent_dim=encoder.config.latent_dim)
+        if dyn_cfg.latent_dim != encoder.config.latent_dim:
+            raise ValueError(f"dynamic decoder takes {dyn_cfg.latent_dim}-d features, the encoder makes {encoder.config.latent_dim}")
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+        return cls(encoder, DynamicDecoder(dyn_cfg).eval(), StaticDecoder(static or StaticDecoderConfig()).eval(), prov)
+
+    def header(self) -> dict:
+        """JSON-able: the three configs and the VAE provenance (for the avatar file's header)."""
+        return {"encoder": self.encoder.config.to_dict(), "dynamic": self.dynamic.config.to_dict(),
+                "static": self.static.config.to_dict(), "displacement_vae": self.vae_provenance}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """float32 state-dict arrays keyed ``encoder.* / dynamic.* / static.*`` (persistent entries only)."""
+        out = {}
+        for name, module in (("encoder", self.encoder), ("dynamic", self.dynamic), ("static", self.static)):
+            for k, v in module.state_dict().items():
+                out[f"{name}.{k}"] = v.detach().cpu().numpy().astype(np.float32)
+        return out
+
+    @classmethod
+    def from_saved(cls, header: dict, arrays: dict[str, np.ndarray]) -> AvatarDecoders:
+        """Inverse of ``header`` + ``arrays`` (exact float32 weights)."""
+        encoder = ExpressionEncoder(DisplacementVAEConfig.from_dict(header["encoder"]))
+        dynamic = DynamicDecoder(DynamicDecoderConfig.from_dict(header["dynamic"]))
+        static = StaticDecoder(StaticDecoderConfig.from_dict(header["static"]))
+        for name, module in (("encoder", encoder), ("dynamic", dynamic), ("static", static)):
+            prefix = name + "."
+            state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
+            module.load_state_dict(state)
+            module.eval()
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+        return cls(encoder, dynamic, static, dict(header.get("displacement_vae", {})))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What personalisation fits: both decoders' parameters (the encoder stays frozen)."""
+        return list(self.dynamic.parameters()) + list(self.static.parameters())
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+__all__ = [
+    "ATTRIBUTES",
+    "NUM_ATTRIBUTES",
+    "AvatarDecoders",
+    "DynamicDecoder",
+    "DynamicDecoderConfig",
+    "ExpressionEncoder",
+    "StaticDecoder",
+    "StaticDecoderConfig",
+    "file_sha256",
+    "raw_residual",
+    "residual_to_maps",
+    "uv_to_grid",
+]
