@@ -652,9 +652,12 @@ def load_flame(
             model_path.unlink(missing_ok=True)  # corrupt or old: rebuild below
     model, arrays = convert_flame(pkl, uv_path, num_identity, num_expressions, progress)
     write_smplx_files(folder, arrays)
-    model = replace(model, runtime=runtime)
-    save_headmodel(model, model_path)
-    return model
+    save_headmodel(replace(model, runtime=runtime), model_path)
+    # Return what was stored (float16 bases), so the converting run and later runs agree.
+    arrays, meta = load_headmodel_arrays(model_path)
+    kwargs = headmodel_kwargs(arrays, meta)
+    kwargs["source"] = {**kwargs["source"], "file": str(pkl), "uv_file": str(uv_path)}
+    return FlameHeadModel(**kwargs, runtime=runtime)
 
 
 __all__ = [

@@ -243,6 +243,8 @@ def load_ict(
             return HeadModel(**headmodel_kwargs(arrays, meta))
         except HeadModelError:
             path.unlink(missing_ok=True)  # corrupt or old: rebuild below
-    model = convert_ict(src, num_identity, progress)
-    save_headmodel(model, path)
-    return model
+    save_headmodel(convert_ict(src, num_identity, progress), path)
+    # Read back what was stored (float16 bases) so a first and a later load give the same model:
+    # otherwise results (fits, avatars) would differ between the converting run and every other.
+    arrays, meta = load_headmodel_arrays(path)
+    return HeadModel(**headmodel_kwargs(arrays, meta))
