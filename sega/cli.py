@@ -41,19 +41,26 @@ def load_model_from_args(args: argparse.Namespace):
     return with_mediapipe_embedding(load_ict(args.ict_dir, num_identity=args.num_identity, download=not args.no_download))
 
 
-def cmd_fit(args: argparse.Namespace) -> int:
+def _photo_output_model(args: argparse.Namespace):
+    """(photo path, decoded photo, output folder (created), head model) from PHOTO|--example, -o, head-model flags."""
     from .examples import example_photo
-    from .fit import FitOptions, fit_photo
-    from .io import load_photo, save_png
-    from .overlay import fit_overlay
+    from .io import load_photo
 
     if (args.photo is None) == (not args.example):
         raise SegaError("give a PHOTO or --example (not both)")
     photo_path = example_photo() if args.example else args.photo
+    img = load_photo(photo_path)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_model_from_args(args)
-    img = load_photo(photo_path)
+    return photo_path, img, out, load_model_from_args(args)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .fit import FitOptions, fit_photo
+    from .io import save_png
+    from .overlay import fit_overlay
+
+    photo_path, img, out, model = _photo_output_model(args)
     result, detection = fit_photo(img, model, FitOptions.preset(args.preset))
     result.save(out / "fit.json")
     save_png(out / "fit_overlay.png", fit_overlay(img, result, model, detection))
@@ -83,16 +90,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         preview_images,
         turntable_frames,
     )
-    from .examples import example_photo
-    from .io import load_photo, save_png
+    from .io import save_png
 
-    if (args.photo is None) == (not args.example):
-        raise SegaError("give a PHOTO or --example (not both)")
-    photo_path = example_photo() if args.example else args.photo
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    model = load_model_from_args(args)
-    img = load_photo(photo_path)
+    photo_path, img, out, model = _photo_output_model(args)
     options = AvatarOptions.preset(args.preset, seed=args.seed)
 
     with tqdm(total=len(BUILD_STAGES), unit="stage", bar_format="{l_bar}{bar}| {elapsed}", disable=args.quiet) as bar:

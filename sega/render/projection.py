@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..geometry import quat_to_matrix
+
 TILE_SIZE = 16  # pixels per tile side (as gsplat)
 ALPHA_THRESHOLD = 1.0 / 255.0  # alphas below this are skipped
 T_THRESHOLD = 1e-4  # a pixel stops once its transmittance would drop to this or below
@@ -64,16 +66,7 @@ def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
     scales: Tensor  # [N, 3] linear standard deviations (metres)
     returns: Tensor  # [N, 3, 3]
     """
-    q = torch.nn.functional.normalize(quats, p=2, dim=-1)
-    w, x, y, z = q.unbind(-1)
-    r = torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        -1,
-    ).reshape(*q.shape[:-1], 3, 3)
+    r = quat_to_matrix(quats)  # normalises, as gsplat does
     m = r * scales[..., None, :]
     return m @ m.transpose(-1, -2)
 
