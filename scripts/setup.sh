@@ -16,7 +16,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-deps -e .
   echo "$want" > "$stamp"
 fi
-# Node tooling (glTF validator; later the web viewer): from the lockfile, reinstalled only when it changes.
+# Node tooling (glTF validator, web viewer) from the lockfile; skipped with a note when npm is absent
+# (building avatars does not need it; `sega view` and the browser/GLB tests do).
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup: npm not found - skipping the web viewer build (install Node.js 20+ for 'sega view' and the browser tests)" >&2
+  exit 0
+fi
 if [ ! -f web/node_modules/.package-lock.json ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
   npm ci --prefix web --no-audit --no-fund
 fi
