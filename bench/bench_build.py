@@ -24,9 +24,9 @@ torch ops much slower when another process is busy on the same cores).
 
 from __future__ import annotations
 
+
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -44,6 +44,7 @@ from sega.headmodel.ict import load_ict
 from sega.landmarks import with_mediapipe_embedding
 from sega.meshraster import render_mesh
 from sega.render import render
+from machine_info import cpu_name, load_average  # bench/ is on sys.path when run as a script
 
 COVERAGE_YAWS = (0, 45, 90, 135, 180)  # degrees
 COVERAGE_SIZE = 256  # px
@@ -53,13 +54,7 @@ POSE_STD_M = 0.01  # random head translation (metres)
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cpu, load = cpu_name(), load_average()
     return (f"{cpu}, {os.cpu_count()} cores (load {load:.1f}), torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
 

@@ -27,6 +27,7 @@ from the repository root after ``npm ci --prefix web && npm run build --prefix w
 
 from __future__ import annotations
 
+
 import argparse
 import os
 import platform
@@ -45,16 +46,11 @@ os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 import bundle_fixture as fx
 
 from sega.viewer import serve
+from machine_info import cpu_name, load_average  # bench/ is on sys.path when run as a script
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cpu, load = cpu_name(), load_average()
     return f"{cpu}, {os.cpu_count()} logical cores, load {load:.2f}, {platform.system()} {platform.release()}"
 
 

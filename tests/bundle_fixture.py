@@ -38,18 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-# ICT-FaceKit's 53 expressions (ARKit names), in the head model's order.
-ARKIT_NAMES = (
-    "browDown_L", "browDown_R", "browInnerUp_L", "browInnerUp_R", "browOuterUp_L", "browOuterUp_R",
-    "cheekPuff_L", "cheekPuff_R", "cheekSquint_L", "cheekSquint_R", "eyeBlink_L", "eyeBlink_R",
-    "eyeLookDown_L", "eyeLookDown_R", "eyeLookIn_L", "eyeLookIn_R", "eyeLookOut_L", "eyeLookOut_R",
-    "eyeLookUp_L", "eyeLookUp_R", "eyeSquint_L", "eyeSquint_R", "eyeWide_L", "eyeWide_R",
-    "jawForward", "jawLeft", "jawOpen", "jawRight", "mouthClose", "mouthDimple_L", "mouthDimple_R",
-    "mouthFrown_L", "mouthFrown_R", "mouthFunnel", "mouthLeft", "mouthLowerDown_L", "mouthLowerDown_R",
-    "mouthPress_L", "mouthPress_R", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper",
-    "mouthShrugLower", "mouthShrugUpper", "mouthSmile_L", "mouthSmile_R", "mouthStretch_L",
-    "mouthStretch_R", "mouthUpperUp_L", "mouthUpperUp_R", "noseSneer_L", "noseSneer_R",
-)  # fmt: skip
+from arkit_names import ARKIT_53 as ARKIT_NAMES  # ICT-FaceKit's 53 expressions (ARKit names), model order
+
 GROUP_PREFIXES = {"brows": "brow", "eyes": "eye", "jaw": "jaw", "mouth": "mouth", "cheeks": "cheek", "nose": "nose"}
 
 BUNDLE_FORMAT = "sega-bundle"

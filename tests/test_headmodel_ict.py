@@ -6,21 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from arkit_names import ARKIT_53
+
 from sega.errors import HeadModelError
 from sega.headmodel import download as dl
 from sega.headmodel.ict import ICT_REGION_NAMES, convert_ict, load_ict
 
-ARKIT_53 = {
-    "browDown_L", "browDown_R", "browInnerUp_L", "browInnerUp_R", "browOuterUp_L", "browOuterUp_R",
-    "cheekPuff_L", "cheekPuff_R", "cheekSquint_L", "cheekSquint_R", "eyeBlink_L", "eyeBlink_R",
-    "eyeLookDown_L", "eyeLookDown_R", "eyeLookIn_L", "eyeLookIn_R", "eyeLookOut_L", "eyeLookOut_R",
-    "eyeLookUp_L", "eyeLookUp_R", "eyeSquint_L", "eyeSquint_R", "eyeWide_L", "eyeWide_R", "jawForward",
-    "jawLeft", "jawOpen", "jawRight", "mouthClose", "mouthDimple_L", "mouthDimple_R", "mouthFrown_L",
-    "mouthFrown_R", "mouthFunnel", "mouthLeft", "mouthLowerDown_L", "mouthLowerDown_R", "mouthPress_L",
-    "mouthPress_R", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower",
-    "mouthShrugUpper", "mouthSmile_L", "mouthSmile_R", "mouthStretch_L", "mouthStretch_R",
-    "mouthUpperUp_L", "mouthUpperUp_R", "noseSneer_L", "noseSneer_R",
-}
 
 
 def test_ict_shapes_units_regions(ict_model):
@@ -31,7 +22,7 @@ def test_ict_shapes_units_regions(ict_model):
     assert m.face_uvs.shape == (m.num_faces, 3, 2)
     assert m.identity_basis.shape == (50, m.num_vertices, 3)
     assert m.expression_basis.shape == (53, m.num_vertices, 3)
-    assert set(m.expression_names) == ARKIT_53
+    assert tuple(m.expression_names) == ARKIT_53
     assert m.region_names == ICT_REGION_NAMES
     for r in ICT_REGION_NAMES:
         assert m.region_face_mask(r).sum() > 100, r
