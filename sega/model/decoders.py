@@ -56,28 +56,15 @@ ATTRIBUTES = (("offset", 3), ("log_scale", 3), ("opacity_logit", 1), ("color", 3
 NUM_ATTRIBUTES = sum(c for _, c in ATTRIBUTES)  # A = 10
 
 
-def _config_from_dict(cls, d: dict):
-    """Rebuild a frozen config dataclass from ``to_dict`` output; unknown keys are an error (a newer layout)."""
-    names = {f.name for f in fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    return cls(**kw)
-
-
 @dataclass(frozen=True)
-class DynamicDecoderConfig:
-    """Architecture of a ``DynamicDecoder`` (stored in every avatar file that has one)."""
+class UVDecoderConfig:
+    """What both decoders share: a conv trunk from an r x r feature map up to the R x R residual map,
+    and the units of the raw outputs. Configs are stored in every avatar file that has decoders."""
 
-    latent_dim: int = 64  # Z: size of the expression feature (the displacement VAE's latent_dim)
-    identity_channels: int = 8  # C: channels of the per-avatar identity feature map
-    feature_resolution: int = 16  # r: side of the identity feature map and of the Linear(z) expression map
-    expression_channels: int = 8  # channels of the position-specific expression map Linear(z) -> [Ce, r, r]
+    feature_resolution: int = 16  # r: side of the input feature map(s)
     channels: tuple[int, ...] = (32, 16, 8)  # conv channels at r, 2r, 4r, ... (one 3x3 conv + LeakyReLU per level)
     map_resolution: int = 64  # R: side of the residual map = r * 2^(len(channels) - 1)
     leaky_slope: float = 0.2  # negative slope of the LeakyReLUs
-    identity_init_std: float = 0.0  # std-dev of the identity feature map at init (0: zeros)
     offset_unit_m: float = 1e-3  # one unit of raw output = this many metres of offset
     log_scale_unit: float = 0.1  # ... = this much log-scale
     opacity_unit: float = 1.0  # ... = this much opacity logit
@@ -94,38 +81,32 @@ class DynamicDecoderConfig:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_dict(cls, d: dict) -> DynamicDecoderConfig:
-        return _config_from_dict(cls, d)
+    def from_dict(cls, d: dict):
+        """Rebuild from ``to_dict`` output; unknown keys are an error (a newer layout)."""
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 @dataclass(frozen=True)
-class StaticDecoderConfig:
-    """Architecture of a ``StaticDecoder`` (stored in every avatar file that has one)."""
+class DynamicDecoderConfig(UVDecoderConfig):
+    """Architecture of a ``DynamicDecoder`` (shared trunk fields in ``UVDecoderConfig``)."""
+
+    latent_dim: int = 64  # Z: size of the expression feature (the displacement VAE's latent_dim)
+    identity_channels: int = 8  # C: channels of the per-avatar identity feature map
+    expression_channels: int = 8  # channels of the position-specific expression map Linear(z) -> [Ce, r, r]
+    identity_init_std: float = 0.0  # std-dev of the identity feature map at init (0: zeros)
+
+
+@dataclass(frozen=True)
+class StaticDecoderConfig(UVDecoderConfig):
+    """Architecture of a ``StaticDecoder`` (shared trunk fields in ``UVDecoderConfig``)."""
 
     feature_channels: int = 8  # C: channels of the per-avatar feature map
-    feature_resolution: int = 16  # r: side of the feature map
-    channels: tuple[int, ...] = (16, 8, 8)  # conv channels at r, 2r, 4r, ... (lighter: its output is low-frequency)
-    map_resolution: int = 64  # R: side of the residual map = r * 2^(len(channels) - 1)
-    leaky_slope: float = 0.2  # negative slope of the LeakyReLUs
+    channels: tuple[int, ...] = (16, 8, 8)  # lighter trunk than the dynamic one: its output is low-frequency
     feature_init_std: float = 0.1  # std-dev of the feature map at init (non-zero: gives the trunk something to shape)
-    offset_unit_m: float = 1e-3  # one unit of raw output = this many metres of offset
-    log_scale_unit: float = 0.1  # ... = this much log-scale
-    opacity_unit: float = 1.0  # ... = this much opacity logit
-    color_unit: float = 0.05  # ... = this much rgb
     seed: int = 1  # seeds the weight initialisation (independent of torch's global RNG)
-
-    def __post_init__(self) -> None:
-        produced = self.feature_resolution * 2 ** (len(self.channels) - 1)
-        if produced != self.map_resolution:
-            raise ValueError(f"decoder makes {self.feature_resolution} * 2^{len(self.channels) - 1} = {produced} texels per side, "
-                             f"map_resolution is {self.map_resolution}")
-
-    def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> StaticDecoderConfig:
-        return _config_from_dict(cls, d)
 
 
 def _units(cfg) -> Tensor:
