@@ -29,7 +29,7 @@ class Camera:
         return {"K": self.K.tolist(), "viewmat": self.viewmat.tolist(), "width": self.width, "height": self.height}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Camera":
+    def from_dict(cls, d: dict) -> Camera:
         return cls(np.asarray(d["K"], dtype=np.float64), np.asarray(d["viewmat"], dtype=np.float64), int(d["width"]), int(d["height"]))
 
     @property
@@ -74,6 +74,26 @@ def orbit_camera(
     w2c[:3, :3] = c2w_rot.T
     w2c[:3, 3] = -c2w_rot.T @ centre
     return Camera(intrinsics(focal_from_fov(fov_deg, width), width, height), w2c, width, height)
+
+
+def look_at_camera(position, target, up, fov_deg: float, width: int, height: int) -> Camera:
+    """A camera at ``position`` (metres) looking at ``target``, ``up`` roughly up in the image;
+    vertical field of view ``fov_deg``. Same convention as ``orbit_camera`` (OpenCV axes: x right,
+    y down, z forward). Raises ValueError when position == target or up is parallel to the view."""
+    position, target, up = (np.asarray(v, dtype=np.float64).reshape(3) for v in (position, target, up))
+    z = target - position
+    if np.linalg.norm(z) < 1e-12:
+        raise ValueError("camera position equals its target")
+    z = z / np.linalg.norm(z)
+    x = np.cross(z, up)
+    if np.linalg.norm(x) < 1e-9:
+        raise ValueError("camera up vector is parallel to the viewing direction")
+    x = x / np.linalg.norm(x)
+    y = np.cross(z, x)
+    w2c = np.eye(4)
+    w2c[:3, :3] = np.stack([x, y, z])
+    w2c[:3, 3] = -w2c[:3, :3] @ position
+    return Camera(intrinsics(focal_from_fov(fov_deg, height), width, height), w2c, width, height)
 
 
 def project_points(points: Tensor, K: Tensor, viewmat: Tensor) -> tuple[Tensor, Tensor]:

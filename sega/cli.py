@@ -114,12 +114,67 @@ def cmd_build(args: argparse.Namespace) -> int:
     save_png(out / "previews.png", contact_sheet(list(previews.values())))
     frames = turntable_frames(avatar, size=args.preview_size)
     imageio.mimwrite(out / "turntable.mp4", frames, fps=TURNTABLE_FPS, macro_block_size=1)
+    bundle_note = ""
+    if args.bundle:
+        from export.bundle import write_bundle
+
+        summary = write_bundle(avatar, out / "bundle.zip")
+        bundle_note = f", bundle.zip ({summary.size_bytes / 1e6:.1f} MB)"
     for note in data.detection.notes:
         print(f"note: {note}")
     secs = avatar.provenance["build_seconds"]
     print(f"built {photo_path}: {avatar.num_gaussians} Gaussians ({int(avatar.static_mask.sum())} static), "
           f"preset {args.preset}, {sum(secs.values()):.1f} s")
-    print(f"wrote {out / 'avatar.npz'}, fit.json, {len(previews)} previews, previews.png and turntable.mp4 in {out}")
+    print(f"wrote {out / 'avatar.npz'}, fit.json, {len(previews)} previews, previews.png, turntable.mp4{bundle_note} in {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """avatar.npz -> bundle (.zip or folder)."""
+    from export.bundle import BundleOptions, write_bundle
+
+    from .avatar import Avatar
+
+    if not Path(args.avatar).is_file():
+        raise SegaError(f"avatar file not found: {args.avatar}")
+    avatar = Avatar.load(args.avatar, load_model_from_args(args))
+    summary = write_bundle(avatar, args.output, BundleOptions(glb=not args.no_glb))
+    print(f"wrote {summary}")
+    return 0
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    """Render a clip of a bundle to an MP4 using the bundle alone (onnxruntime + the CPU/gsplat renderer)."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import imageio.v2 as imageio
+    import numpy as np
+    from tqdm import tqdm
+
+    from export.playback import load_bundle
+
+    from .camera import orbit_camera
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".mp4":
+        raise SegaError(f"output must be an .mp4 file, got {out}")
+    with load_bundle(args.bundle) as bundle:
+        frames = list(bundle.clip_frames(args.clip))
+        if args.max_frames:
+            frames = frames[: args.max_frames]
+        cam = bundle.camera(args.size, args.size)
+        if args.yaw:
+            c = bundle.manifest["camera"]
+            target = np.asarray(c["target"])
+            cam = orbit_camera(args.yaw, 0.0, float(np.linalg.norm(np.asarray(c["position"]) - target)), target, c["fov_deg"], args.size, args.size)
+        fps = bundle.clip(args.clip)["fps"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with imageio.get_writer(out, fps=fps, macro_block_size=1) as writer:
+            for expr, pose in tqdm(frames, unit="frame", disable=args.quiet):
+                rgb = bundle.render(expr, pose, camera=cam, backend=args.backend).rgb.numpy()
+                writer.append_data((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
+    print(f"wrote {out}: clip {args.clip!r}, {len(frames)} frames at {fps:g} fps, {args.size}x{args.size}")
     return 0
 
 
@@ -181,8 +236,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same machine: same avatar)")
     p.add_argument("--preview-size", type=int, default=256, help="side (px) of preview images and turntable frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--bundle", action="store_true", help="also export the avatar bundle (bundle.zip) for the web viewer")
     _add_headmodel_args(p)
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("export", help="export an avatar.npz as a bundle: splat PLY, ONNX per-frame graphs, GLB, clips, manifest")
+    p.add_argument("avatar", type=Path, help="avatar file written by build (avatar.npz)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="bundle .zip (or a folder when the name has no .zip)")
+    p.add_argument("--no-glb", action="store_true", help="leave out avatar.glb (mesh with ARKit morph targets)")
+    _add_headmodel_args(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("play", help="render a clip of a bundle to an MP4 (uses the bundle alone)")
+    p.add_argument("bundle", type=Path, help="bundle .zip or folder")
+    p.add_argument("--clip", default="talk", help="clip name (talk, smile, blink, look_around; default: talk)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output .mp4")
+    p.add_argument("--size", type=int, default=384, help="video side in pixels (default: 384)")
+    p.add_argument("--yaw", type=float, default=0.0, help="camera yaw in degrees around the head (default: 0, frontal)")
+    p.add_argument("--max-frames", type=int, default=0, help="render at most this many frames (0: the whole clip)")
+    p.add_argument("--backend", choices=("auto", "cpu", "gsplat"), default="auto", help="renderer (auto: gsplat on CUDA, else cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_play)
 
     p = sub.add_parser("headmodel", help="head-model data: show info or download ICT-FaceKit into the cache")
     p.add_argument("action", choices=("info", "download"))

@@ -32,3 +32,14 @@ def face_detector():
 
     with FaceDetector() as det:
         yield det
+
+
+@pytest.fixture(scope="session")
+def fast_build(ict_model, astronaut, face_detector):
+    """(avatar, build data, reported stages) of the astronaut, fast preset, seed 0: one build shared by
+    the avatar and export tests (~15 s on 2 cores). Tests must not modify it."""
+    from sega.avatar import AvatarOptions, build_avatar
+
+    stages = []
+    avatar, data = build_avatar(astronaut, ict_model, AvatarOptions.preset("fast"), lambda s, f: stages.append((s, f)), face_detector)
+    return avatar, data, stages

@@ -146,6 +146,29 @@ class _UVTrunk(nn.Module):
         return self.head(h)
 
 
+def bilinear_taps(grid: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """The four pixels and weights ``F.grid_sample`` (bilinear, border padding, align_corners=False)
+    reads at each grid point of a ``size`` x ``size`` map.
+
+    grid: Tensor  # [N, 2] (x, y) in [-1, 1], y down (``uv_to_grid``)
+    returns index: Tensor  # [4, N] int64 into the flattened map (row * size + col),
+            weight: Tensor  # [4, N] (each column sums to 1)
+    Why: the texel positions are fixed per avatar, so the sampling is a fixed 4-tap gather. It is
+    several times faster than ``grid_sample`` in onnxruntime (3 ms -> well under 1 ms at 18k texels)
+    and in torch; ``tests/test_decoders.py`` checks it against ``grid_sample``, forward and backward.
+    """
+    pix = ((grid + 1.0) * size - 1.0) / 2.0  # pixel coordinates, pixel centres at integers
+    pix = pix.clamp(0.0, size - 1.0)  # border padding = clamped coordinates
+    lo = pix.floor().clamp(max=size - 1.0)
+    frac = pix - lo
+    x0, y0 = lo[:, 0].long(), lo[:, 1].long()
+    x1, y1 = (x0 + 1).clamp(max=size - 1), (y0 + 1).clamp(max=size - 1)
+    fx, fy = frac[:, 0], frac[:, 1]
+    index = torch.stack([y0 * size + x0, y0 * size + x1, y1 * size + x0, y1 * size + x1])
+    weight = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
+    return index, weight
+
+
 class _SampledDecoder(nn.Module):
     """Shared plumbing: the texel UVs the residual map is sampled at, and the output units."""
 
@@ -154,6 +177,8 @@ class _SampledDecoder(nn.Module):
         self.config = cfg
         # Non-persistent: derived from the avatar's atlas (``set_texel_uv``), not part of the state dict.
         self.register_buffer("texel_grid", torch.zeros(0, 2), persistent=False)  # [N, 2] grid_sample coords
+        self.register_buffer("tap_index", torch.zeros(4, 0, dtype=torch.int64), persistent=False)  # [4, N] bilinear_taps
+        self.register_buffer("tap_weight", torch.zeros(4, 0), persistent=False)  # [4, N]
         self.register_buffer("units", _units(cfg), persistent=False)  # [A] raw -> attribute units
 
     @property
@@ -163,13 +188,25 @@ class _SampledDecoder(nn.Module):
     def set_texel_uv(self, uv) -> _SampledDecoder:
         """Where the residual map is sampled: uv [N, 2] atlas UVs of the texels (``Atlas.texel_uv`` rows). Returns self."""
         self.texel_grid = uv_to_grid(torch.as_tensor(np.asarray(uv), dtype=torch.float32))
+        self.tap_index, self.tap_weight = bilinear_taps(self.texel_grid, self.config.map_resolution)
         return self
 
+    def sample_rows(self, maps: Tensor) -> Tensor:
+        """maps: [B, A, R, R] -> [B, A, N] bilinear samples at the texel UVs (= ``grid_sample``, border padding).
+
+        One GatherElements for all four taps (onnxruntime gathers that way several times faster than
+        with Gather along the last axis; see ``export.graphs.gather_columns``)."""
+        n = self.num_texels
+        flat = maps.flatten(2)  # [B, A, R*R]
+        taps = torch.gather(flat, 2, self.tap_index.reshape(1, 1, -1).expand(flat.shape[0], flat.shape[1], -1))  # [B, A, 4N]
+        out = taps[:, :, 0:n] * self.tap_weight[0]
+        for k in range(1, 4):
+            out = out + taps[:, :, k * n : (k + 1) * n] * self.tap_weight[k]
+        return out
+
     def sample(self, maps: Tensor) -> Tensor:
-        """maps: [B, A, R, R] -> [B, N, A] bilinear samples at the texel UVs (border padding)."""
-        grid = self.texel_grid[None, None].expand(maps.shape[0], 1, -1, -1)  # [B, 1, N, 2]
-        out = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)  # [B, A, 1, N]
-        return out[:, :, 0].transpose(1, 2)
+        """maps: [B, A, R, R] -> [B, N, A] (``sample_rows`` transposed)."""
+        return self.sample_rows(maps).transpose(1, 2)
 
 
 class DynamicDecoder(_SampledDecoder):

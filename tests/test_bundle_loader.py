@@ -1,0 +1,229 @@
+"""``export.playback.load_bundle``: what it accepts and every kind of bundle it refuses, with its message.
+
+Uses the small synthetic bundle of ``tests/bundle_fixture.py`` (no avatar build needed); the real
+avatar's bundle is tested in ``tests/test_export_bundle.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import stat
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bundle_fixture import make_test_bundle, reference_outputs, zip_bundle
+
+from export.playback import BundleError, BundleLimits, load_bundle
+from sega.cli import main
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    return make_test_bundle(tmp_path_factory.mktemp("bundle") / "b", num_splats=800, num_dynamic=200)
+
+
+@pytest.fixture
+def bundle(pristine, tmp_path) -> Path:
+    """A fresh copy to damage."""
+    return Path(shutil.copytree(pristine, tmp_path / "b"))
+
+
+def manifest_of(b: Path) -> dict:
+    return json.loads((b / "manifest.json").read_text())
+
+
+def write_manifest(b: Path, m: dict, rehash: bool = True) -> None:
+    if rehash:
+        m["files"] = {f: hashlib.sha256((b / f).read_bytes()).hexdigest() for f in m["files"]}
+    (b / "manifest.json").write_text(json.dumps(m))
+
+
+def zip_members(path: Path, members: dict[str, bytes]) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicate names warn
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name, data in members.items() if isinstance(members, dict) else members:
+                zf.writestr(name, data)
+    return path
+
+
+def members_of(b: Path) -> list[tuple[str, bytes]]:
+    return [(p.relative_to(b).as_posix(), p.read_bytes()) for p in sorted(b.rglob("*")) if p.is_file()]
+
+
+# ---- accepted ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["folder", "zip", "zip_in_folder"])
+def test_loads_folders_and_zips_and_plays_like_onnxruntime(pristine, tmp_path, form):
+    src = {"folder": lambda: pristine, "zip": lambda: zip_bundle(pristine, tmp_path / "b.zip"),
+           "zip_in_folder": lambda: zip_bundle(pristine, tmp_path / "c.zip", prefix="avatar/")}[form]()  # fmt: skip
+    with load_bundle(src) as b:
+        assert b.num_splats == 800 and b.num_dynamic == 200 and "talk" in b.clip_names
+        expr = b.expression_with(jawOpen=0.8, mouthSmile_L=0.3)
+        pose = np.array([0.1, -0.2, 0.05, 0.01, 0.0, -0.01], np.float32)
+        got = b.frame(expr, pose)
+        ref = reference_outputs(pristine, expr, pose)
+        for name in ("dynamic_means", "dynamic_quats", "head_matrix"):
+            assert np.allclose(got[name], ref[name], atol=1e-6)
+        g = b.gaussians(expr, pose)
+        # Dynamic rows take the graph outputs, then everything is moved by head_matrix.
+        m = ref["head_matrix"]
+        assert np.allclose(g["means"][b.dynamic_rows], ref["dynamic_means"] @ m[:3, :3].T + m[:3, 3], atol=1e-5)
+        frames = list(b.clip_frames("blink"))
+        assert len(frames) > 10 and frames[0][0].shape == (len(b.expression_names),)
+        root = b.root
+    if form != "folder":
+        assert not root.exists(), "the temporary folder of an unzipped bundle is removed on close"
+
+
+# ---- refused: zips ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [("../evil.txt", "unsafe path"), ("/etc/evil", "unsafe path"), ("a/../../evil", "unsafe path"),
+     ("C:/evil", "unsafe path"), ("a\\..\\evil", "unsafe path")],
+)  # fmt: skip
+def test_zip_path_traversal_is_refused(pristine, tmp_path, name, message):
+    z = zip_members(tmp_path / "t.zip", members_of(pristine) + [(name, b"x")])
+    with pytest.raises(BundleError, match=message):
+        load_bundle(z)
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_zip_symlink_member_is_refused(pristine, tmp_path):
+    info = zipfile.ZipInfo("clips/link.json")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    path = tmp_path / "s.zip"
+    zip_members(path, members_of(pristine))
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(BundleError, match="symbolic link"):
+        load_bundle(path)
+
+
+def test_zip_bomb_by_ratio_size_and_count_is_refused(pristine, tmp_path):
+    bomb = zip_members(tmp_path / "bomb.zip", members_of(pristine) + [("clips/zeros.bin", bytes(4 * 1024 * 1024))])
+    with pytest.raises(BundleError, match="zip bomb"):
+        load_bundle(bomb)
+    ok = zip_bundle(pristine, tmp_path / "ok.zip")
+    with pytest.raises(BundleError, match="over the 1000-byte limit"):
+        load_bundle(ok, BundleLimits(max_member_bytes=1000))
+    with pytest.raises(BundleError, match="more than the 3 a bundle may have"):
+        load_bundle(ok, BundleLimits(max_members=3))
+    with pytest.raises(BundleError, match="add up to more than"):
+        load_bundle(ok, BundleLimits(max_total_bytes=20_000))
+
+
+def test_zip_with_duplicate_damaged_or_no_manifest_is_refused(pristine, tmp_path):
+    members = members_of(pristine)
+    with pytest.raises(BundleError, match="appears twice"):
+        load_bundle(zip_members(tmp_path / "d.zip", members + [members[0]]))
+    with pytest.raises(BundleError, match="no manifest.json"):
+        load_bundle(zip_members(tmp_path / "n.zip", [m for m in members if m[0] != "manifest.json"]))
+    # Flip bytes inside the deflated data of the largest member: CRC / inflate error -> "damaged".
+    path = zip_bundle(pristine, tmp_path / "x.zip")
+    with zipfile.ZipFile(path) as zf:
+        big = max(zf.infolist(), key=lambda i: i.compress_size)
+    raw = bytearray(path.read_bytes())
+    start = big.header_offset + 30 + len(big.filename.encode()) + len(big.extra)
+    for i in range(start + 100, start + 400):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="damaged"):
+        load_bundle(path)
+    not_zip = tmp_path / "photo.zip"
+    not_zip.write_bytes(b"\xff\xd8\xff\xe0 not a zip")
+    with pytest.raises(BundleError, match="not a readable zip"):
+        load_bundle(not_zip)
+
+
+# ---- refused: contents -----------------------------------------------------------------------------
+
+
+def test_missing_files_and_missing_bundle_are_refused(bundle, tmp_path):
+    with pytest.raises(BundleError, match="bundle not found"):
+        load_bundle(tmp_path / "nowhere.zip")
+    (bundle / "static.ply").unlink()
+    with pytest.raises(BundleError, match="missing static.ply"):
+        load_bundle(bundle)
+
+
+def test_required_file_missing_from_the_manifest_list_is_still_required(bundle):
+    m = manifest_of(bundle)
+    del m["files"]["dynamic_decoder.onnx"]
+    (bundle / "dynamic_decoder.onnx").unlink()
+    write_manifest(bundle, m)
+    with pytest.raises(BundleError, match="missing dynamic_decoder.onnx"):
+        load_bundle(bundle)
+
+
+def test_hash_mismatch_is_refused(bundle):
+    clip = bundle / "clips" / "talk.json"
+    data = json.loads(clip.read_text())
+    data["fps"] = 25  # still a valid clip, but not the file the manifest lists
+    clip.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="clips/talk.json: SHA-256 does not match"):
+        load_bundle(bundle)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [(lambda m: m.update(format_version=99), "unknown bundle format version 99"),
+     (lambda m: m.update(format="other"), "is not 'sega-bundle'"),
+     (lambda m: m.pop("frame"), "lacks required keys \\['frame'\\]"),
+     (lambda m: m["files"].update({"../outside.txt": "0" * 64}), "unsafe path"),
+     (lambda m: m["splats"].update(count=801), "holds 800 splats, the manifest says 801"),
+     (lambda m: m["frame"]["outputs"]["dynamic_means"].update(updates="teleport"), "unknown output update kinds"),
+     (lambda m: m["frame"]["outputs"]["dynamic_means"].update(shape=[201, 3]), "has shape \\[200, 3\\], the manifest says \\[201, 3\\]")],
+)  # fmt: skip
+def test_bad_manifests_are_refused(bundle, edit, message):
+    m = manifest_of(bundle)
+    edit(m)
+    write_manifest(bundle, m, rehash=False)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bundle)
+
+
+def test_manifest_that_is_not_json_is_refused(bundle):
+    (bundle / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(bundle)
+
+
+def test_onnx_graphs_that_do_not_match_the_contract_are_refused(bundle):
+    m = manifest_of(bundle)
+    shutil.copy(bundle / "displacement_vae.onnx", bundle / "dynamic_decoder.onnx")  # wrong graph in place
+    write_manifest(bundle, m)
+    with pytest.raises(BundleError, match="dynamic_decoder.onnx: graph inputs \\['expression'\\] do not match"):
+        load_bundle(bundle)
+    (bundle / "dynamic_decoder.onnx").write_bytes(b"this is not onnx")
+    write_manifest(bundle, m)
+    with pytest.raises(BundleError, match="dynamic_decoder.onnx is not a loadable ONNX graph"):
+        load_bundle(bundle)
+
+
+def test_broken_dynamic_index_is_refused(bundle):
+    from export.ply import read_splat_ply, write_splat_ply
+
+    s = read_splat_ply(bundle / "static.ply")
+    idx = s["extra"]["sega_dynamic_index"].copy()
+    idx[idx == 5] = 6  # splat 5 missing, 6 twice
+    write_splat_ply(bundle / "static.ply", s["means"], s["quats"], s["scales"], s["opacities"], s["colors"], extra={"sega_dynamic_index": idx})
+    write_manifest(bundle, manifest_of(bundle))
+    with pytest.raises(BundleError, match="must number the 200 dynamic splats"):
+        load_bundle(bundle)
+
+
+def test_cli_play_reports_a_bad_bundle_in_one_line(bundle, tmp_path, capsys):
+    (bundle / "manifest.json").write_text("[]")
+    assert main(["play", str(bundle), "-o", str(tmp_path / "x.mp4"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "JSON object" in err[0]
+    assert not (tmp_path / "x.mp4").exists()
