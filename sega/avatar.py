@@ -83,6 +83,8 @@ SCLERA_COLOR = (0.92, 0.90, 0.87)  # white of the eye, slightly warm
 VISIBILITY_DEPTH_TOLERANCE_M = 0.002  # a texel is visible if within this of the z-buffer depth
 VISIBILITY_MIN_COS = 0.25  # ... and its normal faces the camera at least this much (about 75 degrees)
 VISIBILITY_MIN_MASK = 0.5  # ... and the person mask there is at least this
+BLINK_EXPRESSIONS = ("eyeBlink_L", "eyeBlink_R")  # their moving texels are the eyelids
+LID_MOVE_M = 0.002  # texels moving more than this under a blink are lid texels: strict visibility (project_texels)
 INPAINT_NEIGHBOURS = 8  # seen texels averaged (inverse distance) for an unseen texel
 INPAINT_SMOOTH_STEPS = 20  # neighbour-averaging passes over inpainted texels
 SPACING_CLAMP = 1.5  # texel spacings are clamped to [median / this, median * this] per region
@@ -305,6 +307,18 @@ def dynamic_texels(model: HeadModel, atlas: Atlas, threshold_m: float) -> np.nda
     return moving
 
 
+def blink_texels(model: HeadModel, atlas: Atlas, threshold_m: float) -> np.ndarray:
+    """[T] bool: texels moving more than ``threshold_m`` under ``BLINK_EXPRESSIONS`` at weight 1 (the
+    eyelids); none when the model has no such expressions."""
+    names = [n for n in BLINK_EXPRESSIONS if n in model.expression_names]
+    tri, bary = atlas.texel_triangles, atlas.texel_bary.astype(np.float32)
+    out = np.zeros(atlas.num_texels, dtype=bool)
+    for n in names:
+        d = (np.asarray(model.expression_basis[model.expression_index(n)], dtype=np.float32)[tri] * bary[:, :, None]).sum(1)
+        out |= np.linalg.norm(d, axis=1) > threshold_m
+    return out
+
+
 def _region_or_none(atlas: Atlas, *names: str) -> np.ndarray:
     present = [n for n in names if n in atlas.region_names]
     return atlas.region_mask(*present) if present else np.zeros(atlas.num_texels, dtype=bool)
@@ -331,11 +345,16 @@ def project_texels(
     faces: np.ndarray,
     points: np.ndarray,
     normals: np.ndarray,
+    texel_faces: np.ndarray | None = None,
+    strict: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Photo colours of texels, whether the photo sees them, and how squarely.
 
     photo: [H, W, 3] float in [0, 1]; person_mask: [H, W] in [0, 1]; vertices [V, 3] / faces [F, 3]: the
     fitted mesh (occluder); points / normals: [T, 3] texel surface points and unit normals (world).
+    texel_faces: [T] triangle of each texel, with strict: [T] bool texels that are only visible where the
+    triangle drawn at their pixel shares a vertex with their own (for surfaces folded within the depth
+    tolerance, e.g. an open eye's upper lid tucked under the skin above it).
     returns (colors [T, 3] float32, visible [T] bool, cos [T] float): visible = in the photo, not occluded
     (z-buffer), facing the camera, on the person; cos = cosine between the normal and the direction to the camera.
     """
@@ -354,6 +373,12 @@ def project_texels(
     on_person = np.zeros(points.shape[0], dtype=bool)
     on_person[inside] = person_mask[row[inside], col[inside]] >= VISIBILITY_MIN_MASK
     visible = inside & (z <= zbuf + VISIBILITY_DEPTH_TOLERANCE_M) & facing & on_person
+    if strict is not None and texel_faces is not None:
+        check = np.flatnonzero(visible & strict)
+        drawn = frags.face_id[row[check], col[check]]
+        own = faces[texel_faces[check]]  # [K, 3]
+        near = (drawn >= 0) & (faces[np.maximum(drawn, 0)][:, :, None] == own[:, None, :]).any((1, 2))
+        visible[check[~near]] = False
     colors = _bilinear(photo, xy).astype(np.float32)
     return colors, visible, cos
 
@@ -828,6 +853,9 @@ class TexelInit:
     spacing: np.ndarray  # [T] metres between neighbouring texels on the surface
     pairs: np.ndarray  # [P, 2] atlas neighbours (see ``neighbour_pairs``)
     mirror: np.ndarray  # [T] mirror texel of each texel (``Atlas.mirror_texels``)
+    # [T] bool: texels whose colour and opacity the photo loss must not change (lid skin the photo does not
+    # see: at the input view it is a sliver at the lash line, and fitting it there paints a closed eye dark)
+    locked: np.ndarray | None = None
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -861,7 +889,8 @@ def initial_maps(
     pairs = neighbour_pairs(atlas, points, spacing)
 
     img = photo.astype(np.float32) / 255.0
-    colors, visible, cos = project_texels(img, person_mask, camera, vertices, atlas.faces, points, normals)
+    lids = blink_texels(model, atlas, LID_MOVE_M)
+    colors, visible, cos = project_texels(img, person_mask, camera, vertices, atlas.faces, points, normals, atlas.texel_face, lids)
     mouth = _region_or_none(atlas, *MOUTH_REGIONS)
     eyes = _region_or_none(atlas, "eyeball_left", "eyeball_right")
     seen = np.where(visible, _smoothstep(cos, options.photo_cos_low, options.photo_cos_high), 0.0)
@@ -873,7 +902,9 @@ def initial_maps(
     known = visible | from_mirror
     # Inpaint the rest from the nearest skin / hair texels seen at photo_cos_low or better (grazing texels carry smeared
     # silhouette colours; eyes and mouth are no sources).
-    sources = visible & (cos >= options.photo_cos_low) & ~eyes & ~mouth
+    # Lids are no sources either: their seen part is the dark lash line, which would paint the lid skin
+    # that only shows when the eye closes.
+    sources = visible & (cos >= options.photo_cos_low) & ~eyes & ~mouth & ~lids
     fill = inpaint_colors(np.where(sources[:, None], colors, 0.0), sources, points, pairs)
     colors = np.where(known[:, None], colors, fill)
     colors[eyes & ~known] = SCLERA_COLOR
@@ -884,7 +915,7 @@ def initial_maps(
     log_scale = np.stack([in_plane, in_plane, in_plane + math.log(options.init_normal_scale_ratio)], 1)
     logit = math.log(options.init_opacity / (1.0 - options.init_opacity))
     maps = GaussianMaps.initial(atlas.num_texels, torch.as_tensor(log_scale), torch.as_tensor(colors.astype(np.float32)), logit)
-    return TexelInit(maps, seen.astype(np.float32), spacing, pairs, mirror)
+    return TexelInit(maps, seen.astype(np.float32), spacing, pairs, mirror, locked=lids & ~visible)
 
 
 def crop_camera(camera: Camera, crop) -> Camera:
@@ -1079,6 +1110,8 @@ def optimise_maps(
     in_front = torch.zeros(points.shape[0], dtype=torch.bool)
     in_front[front] = True
     step = torch.where(in_front, confidence.clamp_min(options.photo_min_step), torch.ones_like(confidence))
+    if init.locked is not None:
+        step[torch.as_tensor(init.locked)] = 0.0
     start = {k: v.detach().clone() for k, v in maps.tensors().items()}
     params = {k: torch.zeros_like(v, requires_grad=True) for k, v in start.items()}  # deltas
     lrs = {"offset": options.lr_offset, "rotation": options.lr_rotation, "log_scale": options.lr_log_scale,

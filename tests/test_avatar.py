@@ -45,6 +45,7 @@ FLOAT_MARGIN_PX = 8
 MAX_FLOATING_ALPHA = 0.05
 # Expressions: mean absolute pixel change inside the mouth / eye boxes, measured 0.14 (jawOpen) and
 # 0.14 / 0.17 (blink, per eye); far from them (forehead box; mouth box for blink) it is ~2e-5.
+MAX_BLINK_APERTURE_RATIO = 0.8  # detected lid gap with eyeBlink = 1 / open (measured 0.67-0.74; 0.95 before lid fix)
 MIN_REGION_CHANGE = 0.03
 MAX_FAR_CHANGE = 0.005
 BOX_MARGIN_PX = 3  # landmark boxes are grown by this
@@ -123,6 +124,33 @@ def test_expressions_move_the_mouth_and_eyes(built):
     for eye in ("left_eye", "right_eye"):
         assert np.abs(blink - neutral)[landmark_box(avatar, eye)].mean() > MIN_REGION_CHANGE, eye
     assert np.abs(blink - neutral)[mouth].mean() < MAX_FAR_CHANGE
+
+
+MARKER = (0.0, 1.0, 0.0)  # pure green: no skin, hair or photo colour comes near it
+MAX_EYEBALL_SHOWING_CLOSED = 0.05  # visible eyeball pixels with eyeBlink = 1, as a fraction of the open eye's
+MARKER_VIEW_SIZE = 384  # px, the input view rendered larger so the eyes span enough pixels
+MIN_TEETH_PX = 40  # teeth pixels at jawOpen = 1 in that view (measured 82 on the fast astronaut; 0 with the jaw shut)
+
+
+def marker_pixels(avatar: Avatar, regions: tuple[str, ...], expr) -> int:
+    """Pixels of the input view where the texels of ``regions`` (painted MARKER) are what is seen."""
+    maps = avatar.maps.detach()
+    maps.color[torch.as_tensor(avatar.atlas.region_mask(*regions))] = torch.tensor(MARKER)
+    painted = replace(avatar, maps=maps, rig=None)  # precompute runs again
+    rgb = painted.render(expr, width=MARKER_VIEW_SIZE, height=MARKER_VIEW_SIZE).rgb.numpy()
+    return int(((rgb[..., 1] > 0.8) & (rgb[..., 0] < 0.3) & (rgb[..., 2] < 0.3)).sum())
+
+
+def test_blink_closes_the_eyes_and_jaw_open_shows_the_teeth(built):
+    """Rendered pixels, not parameters: the closed lids hide the eyeballs; the open mouth shows teeth."""
+    avatar, _, _ = built
+    eyes = ("eyeball_left", "eyeball_right")
+    open_px = marker_pixels(avatar, eyes, avatar.expression_with(eyeBlink_L=0.0, eyeBlink_R=0.0))
+    closed_px = marker_pixels(avatar, eyes, avatar.expression_with(eyeBlink_L=1.0, eyeBlink_R=1.0))
+    assert open_px > 50 and closed_px <= MAX_EYEBALL_SHOWING_CLOSED * open_px, (open_px, closed_px)
+    shut_px = marker_pixels(avatar, ("teeth",), avatar.expression_with(jawOpen=0.0))
+    teeth_px = marker_pixels(avatar, ("teeth",), avatar.expression_with(jawOpen=1.0))
+    assert teeth_px >= MIN_TEETH_PX and teeth_px > shut_px, (teeth_px, shut_px)
 
 
 def test_static_dynamic_split_matches_binding_the_posed_mesh(built, ict_model):
@@ -248,9 +276,8 @@ READBACK_SIZE = 512  # px: a frontal orbit view large enough for the detector
 
 def test_expressions_read_back_by_the_landmark_detector(built, face_detector):
     """Landmarks detected on the rendered avatar: jawOpen parts the lips, mouthSmile lifts the mouth
-    corners (relative to the lip centre). Blink is not read back yet: the detector still sees open
-    eyes under the closed lids (lid texels hidden in the photo get eye-coloured inpainting); the
-    pixel test above covers that the lids move."""
+    corners (relative to the lip centre), eyeBlink narrows the detected eye opening (the detector still
+    reads the closed lids' lash line as a slit; the eyeball test above shows the lids do cover the eyes)."""
     avatar, _, _ = built
     cam = avatar.orbit_camera(0.0, size=READBACK_SIZE)
 
@@ -267,3 +294,6 @@ def test_expressions_read_back_by_the_landmark_detector(built, face_detector):
     assert lip_gap(jaw) - lip_gap(calm) > 0.15 * iod, (lip_gap(jaw), lip_gap(calm), iod)
     smile = landmarks(avatar.expression_with(mouthSmile_L=1.0, mouthSmile_R=1.0, jawOpen=0.0))
     assert corner_lift(smile) - corner_lift(calm) > 0.03 * iod, (corner_lift(smile), corner_lift(calm), iod)
+    aperture = lambda p: (abs(p[159, 1] - p[145, 1]) + abs(p[386, 1] - p[374, 1])) / 2  # upper / lower lid midpoints
+    shut = landmarks(avatar.expression_with(eyeBlink_L=1.0, eyeBlink_R=1.0))
+    assert aperture(shut) <= MAX_BLINK_APERTURE_RATIO * aperture(calm), (aperture(shut), aperture(calm))
