@@ -5,7 +5,11 @@ frame budget, on one wasm thread where SharedArrayBuffer is unavailable. This pr
 
 * **ORT-web graph time**: all per-frame steps of the bundle (``runGraphs``: VAE + dynamic decoder for
   SEGA bundles) with onnxruntime-web's wasm backend on ``--graph-threads`` thread(s) (default 1),
-  median / p10 / p90 over ``--graph-runs`` random inputs (after warm-up);
+  median / p10 / p90 over ``--graph-runs`` random inputs (after warm-up), in total and per step
+  (graph file), for each ORT ``graphOptimizationLevel`` in ``--graph-opt`` (default ``all,disabled``;
+  the viewer uses ``all``, the first level listed is the headline figure). The page's draw loop is
+  paused meanwhile (software WebGL would share the CPU), and the levels take turns in
+  ``--graph-rounds`` rounds on one page;
 * **frame time, animated vs static**, same page size, same browser, same run: per frame the animated
   page sets the next frame of the "talk" clip, runs the graphs, writes the dynamic splats and draws
   once (Spark regenerates its splat buffer because the splats changed; its depth sort runs in a
@@ -20,7 +24,7 @@ requestAnimationFrame loop paused, so the figures are latencies, not vsync-limit
 ``--disable-gpu`` chromium renders WebGL with SwiftShader on the CPU: the draw figures here are
 CPU-bound software rendering and say little about a GPU browser; the ONNX figures transfer.
 
-Run: ``.venv/bin/python bench/bench_web.py [--bundle PATH] [--frames 40] [--graph-runs 100]``
+Run: ``.venv/bin/python bench/bench_web.py [--bundle PATH] [--frames 40] [--graph-runs 100] [--graph-opt all,disabled]``
 from the repository root after ``npm ci --prefix web && npm run build --prefix web``. Without
 ``--bundle`` it uses the synthetic test bundle (tests/bundle_fixture.py: 3000 splats, 600 dynamic).
 """
@@ -47,6 +51,8 @@ import bundle_fixture as fx
 
 from sega.viewer import serve
 from machine_info import cpu_name, load_average  # bench/ is on sys.path when run as a script
+
+GRAPH_OPT_LEVELS = ("all", "extended", "basic", "disabled")  # onnxruntime-web graphOptimizationLevel (web/src/runtime.js)
 
 
 def machine() -> str:
@@ -76,11 +82,17 @@ def main(argv=None) -> int:
     ap.add_argument("--bundle", type=Path, help="bundle folder or .zip (default: the synthetic test bundle)")
     ap.add_argument("--frames", type=int, default=40, help="frames per frame-time measurement")
     ap.add_argument("--graph-runs", type=int, default=100, help="runs for the ORT-web graph time")
+    ap.add_argument("--graph-rounds", type=int, default=4, help="rounds in which the --graph-opt levels take turns (runs split evenly)")
     ap.add_argument("--graph-threads", type=int, default=1, help="onnxruntime-web wasm threads for the graph time")
+    ap.add_argument("--graph-opt", default="all,disabled", help="comma-separated onnxruntime-web graphOptimizationLevel values to time (all, extended, basic, disabled)")
     ap.add_argument("--threads", type=int, default=1, help="wasm threads on the animated page during frame timing")
     ap.add_argument("--width", type=int, default=480)
     ap.add_argument("--height", type=int, default=360)
     args = ap.parse_args(argv)
+    levels = [v.strip() for v in args.graph_opt.split(",") if v.strip()]
+    bad = [v for v in levels if v not in GRAPH_OPT_LEVELS]
+    if not levels or bad:
+        ap.error(f"--graph-opt: expected values from {', '.join(GRAPH_OPT_LEVELS)}, got {args.graph_opt!r}")
 
     from playwright.sync_api import sync_playwright
 
@@ -107,18 +119,33 @@ def main(argv=None) -> int:
                     return page, info, errors
 
                 gl_renderer = None
-                # 1. ONNX graph time on --graph-threads thread(s).
-                page, info, errors = open_page(f"threads={args.graph_threads}")
+                error_lists = []  # one list per page, filled by its console handler until the page closes
+                # 1. ONNX graph time on --graph-threads thread(s), per graphOptimizationLevel, total and per
+                #    step, with the page's draw loop paused. The levels take turns in rounds on one page, so
+                #    that a change in the machine's load (it may be shared) hits them alike.
+                page, info, errs = open_page(f"threads={args.graph_threads}")
+                error_lists.append(errs)
                 gl_renderer = page.evaluate(GL_RENDERER_JS)
-                graph_ms = page.evaluate(f"window.segaViewer.benchGraphs({args.graph_runs}, 10)")
                 threads_used = info["threads"]
+                graphs = {level: {"total": [], "steps": {}} for level in levels}
+                per_round = max(1, -(-args.graph_runs // args.graph_rounds))
+                for r in range(args.graph_rounds):
+                    for level in levels:
+                        res = page.evaluate(
+                            "([n, w, o]) => window.segaViewer.benchSteps(n, w, o)", [per_round, 10 if r == 0 else 2, {"graphOptimizationLevel": level}]
+                        )
+                        if res["graphOptimizationLevel"] != level:
+                            raise SystemExit(f"the page did not time graphOptimizationLevel={level}: rebuild web/dist")
+                        graphs[level]["total"] += res["total"]
+                        for graph, ms in res["steps"].items():
+                            graphs[level]["steps"].setdefault(graph, []).extend(ms)
                 page.close()
                 # 2. Frame time, animated (ONNX + splat update + draw) vs static (draw only), same size.
                 frames = {}
                 for orbit in (False, True):
                     for mode, query in (("animated", f"threads={args.threads}"), ("static", "animate=0")):
                         page, _, errs = open_page(query)
-                        errors += errs
+                        error_lists.append(errs)
                         res = page.evaluate(
                             "(o) => window.segaViewer.benchFrames(o)", {"n": args.frames, "warmup": 5, "animate": mode == "animated", "orbit": orbit}
                         )
@@ -135,7 +162,13 @@ def main(argv=None) -> int:
     print(f"browser: chromium {version} (headless, {fx.CHROMIUM_PATH}), WebGL renderer: {gl_renderer}")
     print(f"bundle:  {bundle_label}: {info['splats']} splats, {info['dynamic']} dynamic, {len(info['expressions'])} expressions")
     print(f"page:    {args.width}x{args.height} px, crossOriginIsolated={info['crossOriginIsolated']}")
-    print(f"ORT-web graph time per frame ({threads_used} wasm thread{'s' if threads_used != 1 else ''}): {summary(graph_ms)}")
+    plural = "s" if threads_used != 1 else ""
+    for k, level in enumerate(levels):
+        res = graphs[level]
+        head = "ORT-web graph time per frame" if k == 0 else "  the same"
+        print(f"{head} ({threads_used} wasm thread{plural}, graphOptimizationLevel={level}): {summary(res['total'])}")
+        for graph, ms in res["steps"].items():
+            print(f"    {graph:28s} {summary(ms)}")
     for orbit in (False, True):
         anim, stat = frames[("animated", orbit)], frames[("static", orbit)]
         label = "camera turning 1 deg/frame" if orbit else "fixed camera"
@@ -148,6 +181,7 @@ def main(argv=None) -> int:
         )
         print(f"  static static.ply (draw):                {summary(stat['frameMs'])}")
         print(f"  ratio animated / static: {a / s:.2f}x")
+    errors = [e for errs in error_lists for e in errs]
     if errors:
         print(f"console errors during the run: {errors[:5]}")
     return 0

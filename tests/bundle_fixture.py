@@ -11,11 +11,14 @@ contract (see ``web/README.md``), small enough for software WebGL:
 * ``displacement_vae.onnx``: expression [1, E] -> expression_feature [1, Z] (a bias-free Linear + tanh,
   so the neutral expression gives a zero feature);
 * ``dynamic_decoder.onnx``: (expression, expression_feature, head_pose) -> dynamic_means [D, 3],
-  dynamic_quats [D, 4] (wxyz), dynamic_colors [D, 3], dynamic_opacities [D], head_matrix [4, 4]
+  dynamic_quats [D, 4] (wxyz), dynamic_scales [D, 3] (linear std devs, ``updates: "scale"``, as the
+  real bundle writer ``export/bundle.py`` has; left out with ``dynamic_scales=False``),
+  dynamic_colors [D, 3], dynamic_opacities [D], head_matrix [4, 4]
   (row-major, rotation about ``HEAD_PIVOT`` then translation; Rodrigues written with basic ops).
   It is a linear blend-shape model: ``jawOpen`` moves the chin/lower-lip splats down by up to
   ``JAW_DROP_M`` (and tilts them), ``mouthSmile_L/R`` lift the mouth corners, ``eyeBlink_L/R``
-  paint the eye splats with a lid colour and lower them a little; every other expression moves a
+  paint the eye splats with a lid colour and lower them a little, ``SCALE_EXPRESSION`` (mouthFunnel)
+  also grows the splats around the mouth up to ``SCALE_GROWTH`` times; every other expression moves a
   random patch by a few millimetres. At the neutral expression it reproduces ``static.ply`` exactly;
 * ``clips/*.json`` (``export.clips.write_clips``) and ``manifest.json`` with SHA-256 of every file.
 
@@ -77,6 +80,9 @@ SMILE_LIFT_M = 0.006
 BLINK_DROP_M = 0.002
 OTHER_AMPLITUDE_M = 0.003  # every other expression moves a random patch by up to this much
 OTHER_RADIUS_M = 0.015
+SCALE_EXPRESSION = "mouthFunnel"  # also scales the splats around the mouth (the "scale" update kind)
+SCALE_GROWTH = 2.0  # ... by up to this factor at weight 1
+SCALE_RADIUS_M = 0.02
 FEATURE_SIZE = 16
 FEATURE_GAIN_M = 0.001  # scale of the feature -> displacement correction
 
@@ -157,7 +163,8 @@ def synthetic_head(num_splats: int, num_dynamic: int) -> dict:
 
 def _blendshapes(head: dict, names: Sequence[str], seed: int) -> dict:
     """Per-expression linear bases over the D dynamic splats: displacement [E,D,3], colour [E,D,3],
-    opacity [E,D], rotation angle about +X [E,D]; and mouth_area [D] (1 away from the eyes)."""
+    opacity [E,D], rotation angle about +X [E,D], log scale factor [E,D]; and mouth_area [D] (1 away
+    from the eyes)."""
     rng = np.random.default_rng(seed)
     idx = head["dynamic"]
     p = head["means"][idx].astype(np.float64)
@@ -196,10 +203,14 @@ def _blendshapes(head: dict, names: Sequence[str], seed: int) -> dict:
             direction = rng.normal(size=3)
             w = np.exp(-((np.linalg.norm(p - centre, axis=1) / OTHER_RADIUS_M) ** 2))
             disp[k] = OTHER_AMPLITUDE_M * w[:, None] * direction / np.linalg.norm(direction)
-    return {"disp": disp, "col": col, "opa": opa, "tilt": tilt, "mouth_area": (~near_eyes).astype(np.float64)}
+    lnscale = np.zeros((e, d))
+    if SCALE_EXPRESSION in names:  # on top of its random patch (no extra draws: the other motions stay as they were)
+        w = np.exp(-((np.hypot(x, y - MOUTH_CENTRE_Y) / SCALE_RADIUS_M) ** 2)) * ~near_eyes
+        lnscale[list(names).index(SCALE_EXPRESSION)] = np.log(SCALE_GROWTH) * w
+    return {"disp": disp, "col": col, "opa": opa, "tilt": tilt, "lnscale": lnscale, "mouth_area": (~near_eyes).astype(np.float64)}
 
 
-def _torch_modules(head: dict, names: Sequence[str], seed: int):
+def _torch_modules(head: dict, names: Sequence[str], seed: int, dynamic_scales: bool = True):
     import torch
 
     torch.manual_seed(seed)
@@ -226,6 +237,8 @@ def _torch_modules(head: dict, names: Sequence[str], seed: int):
             super().__init__()
             self.register_buffer("means0", const(head["means"][idx]))
             self.register_buffer("quats0", const(head["quats"][idx]))
+            self.register_buffer("scales0", const(head["scales"][idx]))
+            self.register_buffer("lnscale", const(bases["lnscale"]))
             self.register_buffer("colors0", const(head["colors"][idx]))
             self.register_buffer("opac0", const(head["opacities"][idx]))
             self.register_buffer("disp", const(bases["disp"].reshape(e, d * 3)))
@@ -257,7 +270,10 @@ def _torch_modules(head: dict, names: Sequence[str], seed: int):
             trans = t + self.pivot - rot @ self.pivot
             top = torch.cat([rot, trans.reshape(3, 1)], dim=1)
             head_matrix = torch.cat([top, torch.tensor([[0.0, 0.0, 0.0, 1.0]])], dim=0)
-            return means, quats, colors, opacities, head_matrix
+            if not dynamic_scales:
+                return means, quats, colors, opacities, head_matrix
+            scales = self.scales0 * torch.exp(expression @ self.lnscale).reshape(d, 1)
+            return means, quats, scales, colors, opacities, head_matrix
 
     return DisplacementVAE().eval(), DynamicDecoder().eval()
 
@@ -290,11 +306,13 @@ def make_test_bundle(
     num_expressions: int = 53,
     names: Sequence[str] | None = None,
     seed: int = 0,
+    dynamic_scales: bool = True,
 ) -> Path:
     """Write a synthetic bundle into ``directory`` (created) and return its path.
 
     names: expression names (default: the first ``num_expressions`` of ``ARKIT_NAMES``; must include
         jawOpen, mouthSmile_L/R and eyeBlink_L/R for the designed motions to exist).
+    dynamic_scales: give the decoder the output dynamic_scales [D, 3] (``updates: "scale"``).
     """
     import torch
 
@@ -314,11 +332,11 @@ def make_test_bundle(
         extra={DYNAMIC_INDEX_PROPERTY: dyn_index},
     )  # fmt: skip
     e = len(names)
-    vae, decoder = _torch_modules(head, names, seed)
+    vae, decoder = _torch_modules(head, names, seed, dynamic_scales)
     expression = torch.zeros(1, e)
     feature = vae(expression)
     _export(vae, (expression,), out / VAE_GRAPH, ["expression"], ["expression_feature"])
-    outputs = ["dynamic_means", "dynamic_quats", "dynamic_colors", "dynamic_opacities", "head_matrix"]
+    outputs = ["dynamic_means", "dynamic_quats", *(["dynamic_scales"] if dynamic_scales else []), "dynamic_colors", "dynamic_opacities", "head_matrix"]
     _export(decoder, (expression, feature, torch.zeros(1, 6)), out / DECODER_GRAPH,
             ["expression", "expression_feature", "head_pose"], outputs)  # fmt: skip
     clip_paths = write_clips(out / "clips", CLIP_NAMES, names)
@@ -343,6 +361,7 @@ def make_test_bundle(
             "outputs": {
                 "dynamic_means": {"shape": [num_dynamic, 3], "updates": "center"},
                 "dynamic_quats": {"shape": [num_dynamic, 4], "updates": "quaternion_wxyz"},
+                **({"dynamic_scales": {"shape": [num_dynamic, 3], "updates": "scale"}} if dynamic_scales else {}),
                 "dynamic_colors": {"shape": [num_dynamic, 3], "updates": "rgb"},
                 "dynamic_opacities": {"shape": [num_dynamic], "updates": "opacity"},
                 "head_matrix": {"shape": [4, 4], "updates": "object_matrix_row_major"},

@@ -2,7 +2,8 @@
 
 Checks: the page loads without console errors and draws the avatar where the manifest camera puts
 it; the jawOpen slider changes the mouth region only; the yaw slider turns the head the right way;
-clip playback changes frames over time; onnxruntime-web outputs equal onnxruntime (Python) outputs;
+clip playback changes frames over time; the decoder's ``scale`` output reaches Spark's packed splats;
+the camera orbit hook turns the view; onnxruntime-web outputs equal onnxruntime (Python) outputs;
 zip bundles load; the page requests nothing outside 127.0.0.1; the server's headers, MIME types
 and path checks. Software WebGL (SwiftShader) is slow, so the page is 480x360 and the bundle small.
 No frame rates are asserted. Needs ``npm ci --prefix web && npm run build --prefix web`` first (the
@@ -247,6 +248,57 @@ def test_clip_playback_changes_frames_over_time(viewer):
     reset(page)
 
 
+def test_scale_output_resizes_the_dynamic_splats(viewer, bundle):
+    """The decoder's dynamic_scales (``updates: "scale"``, linear std devs) end up in Spark's packed splats."""
+    page, _, _ = viewer
+    manifest = fx.read_manifest(bundle)
+    assert manifest["frame"]["outputs"]["dynamic_scales"]["updates"] == "scale"
+    names, d = manifest["expressions"]["names"], manifest["splats"]["dynamic_count"]
+    static = fx.read_static_splats(bundle)
+    dyn = static["extra"][fx.DYNAMIC_INDEX_PROPERTY]
+    splat_of = np.empty(d, dtype=np.int64)
+    splat_of[dyn[dyn >= 0]] = np.flatnonzero(dyn >= 0)
+    read = "(i) => window.segaViewer.readSplats(i, true)"
+    reset(page)
+    neutral = page.evaluate(read, list(range(d)))
+    assert [s["index"] for s in neutral] == splat_of.tolist()
+    expression = np.zeros(len(names), dtype=np.float32)
+    expression[names.index(fx.SCALE_EXPRESSION)] = 1.0
+    page.evaluate("(n) => window.segaViewer.setExpression(n, 1)", fx.SCALE_EXPRESSION)
+    grown = page.evaluate(read, list(range(d)))
+    ref = fx.reference_outputs(bundle, expression, np.zeros(6))["dynamic_scales"].astype(np.float64)
+    ref0 = static["scales"][splat_of].astype(np.float64)
+    got, got0 = np.array([s["scales"] for s in grown]), np.array([s["scales"] for s in neutral])
+    # Spark keeps ln(scale) in 8 bits over [-12, 9]: half a step is 21 / 254 / 2 = 0.041.
+    assert np.abs(np.log(got0) - np.log(ref0)).max() <= 0.045
+    assert np.abs(np.log(got) - np.log(ref)).max() <= 0.045
+    grew = ref[:, 0] / ref0[:, 0] > 1.5
+    assert grew.sum() >= 10, "the fixture's scale expression grows too few splats"
+    assert (got[grew, 0] / got0[grew, 0] > 1.3).all()
+    same = np.isclose(ref, ref0, rtol=1e-6).all(axis=1)
+    assert same.sum() >= 100 and np.array_equal(got[same], got0[same])  # the eye splats
+    reset(page)
+
+
+def test_orbit_camera_hook_turns_the_view(viewer):
+    """orbitCamera(90) looks at the (narrower than deep) ellipsoid head from its side: a wider silhouette."""
+    page, _, _ = viewer
+    reset(page)
+
+    def width(img):
+        cols = np.flatnonzero(differs(img, BACKGROUND).any(axis=0))
+        return cols.max() - cols.min()
+
+    front = width(snapshot(page))
+    page.evaluate("window.segaViewer.orbitCamera(90, 0, 1)")
+    side = snapshot(page)
+    save(side, "sega_viewer_side.png")
+    ratio = width(side) / front
+    assert 1.1 < ratio < 1.4, ratio  # HEAD_RADII z / x = 1.2
+    reset(page)
+    assert width(snapshot(page)) == pytest.approx(front, abs=2)
+
+
 def test_ort_web_matches_onnxruntime_python(viewer, bundle):
     page, _, _ = viewer
     e = len(fx.read_manifest(bundle)["expressions"]["names"])
@@ -260,7 +312,7 @@ def test_ort_web_matches_onnxruntime_python(viewer, bundle):
         expression, pose = expression.astype(np.float32), pose.astype(np.float32)
         web = page.evaluate("([e, p]) => window.segaViewer.runGraphs(e, p)", [expression.tolist(), pose.tolist()])
         ref = fx.reference_outputs(bundle, expression, pose)
-        for name in ("expression_feature", "dynamic_means", "dynamic_quats", "dynamic_colors", "dynamic_opacities", "head_matrix"):
+        for name in ("expression_feature", "dynamic_means", "dynamic_quats", "dynamic_scales", "dynamic_colors", "dynamic_opacities", "head_matrix"):
             got = np.asarray(web[name]["data"], dtype=np.float64).reshape(web[name]["dims"])
             assert got.shape == ref[name].shape, name
             err = np.abs(got - ref[name]).max()
@@ -273,9 +325,10 @@ def test_zip_bundle_loads_and_runs(browser, bundle, dist_dir, tmp_path):
         with urllib.request.urlopen(srv.origin + "/bundle.zip") as res:
             assert res.headers["Content-Type"] == "application/zip" and res.read() == zip_path.read_bytes()
         # The page reads the zip itself (fflate), not the server's extracted members.
-        page, log, info = open_viewer(browser, f"{srv.origin}/?bundle=/bundle.zip&threads=1")
+        page, log, info = open_viewer(browser, f"{srv.origin}/?bundle=/bundle.zip&threads=1&graphopt=disabled")
         try:
             assert info["splats"] == 3000 and info["threads"] == 1
+            assert info["graphOptimizationLevel"] == "disabled"  # the parity check below holds without ORT's optimiser too
             assert "dynamic_decoder.onnx" in info["verifiedFiles"]
             assert not any("/bundle/" in u for u in log.requests)
             img = snapshot(page)

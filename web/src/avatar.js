@@ -6,9 +6,9 @@
 // captures). static.ply holds canonical head space; the SplatMesh's object matrix is the rigid
 // head_matrix (row-major in the bundle; Matrix4.set takes row-major arguments).
 //
-// How dynamic splats are updated (Spark 2.2.0): we write the new centre / rotation / colour /
+// How dynamic splats are updated (Spark 2.2.0): we write the new centre / rotation / scale / colour /
 // opacity of the D dynamic splats straight into the SplatMesh's PackedSplats array with Spark's own
-// packing helpers (utils.setPackedSplatCenter/Quat/Rgb/Opacity), then set
+// packing helpers (utils.setPackedSplatCenter/Quat/Scales/Rgb/Opacity), then set
 // `packedSplats.needsUpdate = true` (re-upload of the packed texture) and `mesh.updateVersion()` (so the
 // SparkRenderer regenerates and re-sorts its splat accumulator on the next render). This is the path
 // Spark itself uses for animated splats (its XR hand visualiser), needs no shader code, keeps
@@ -76,6 +76,7 @@ export class Avatar {
     this.numSplats = mesh.packedSplats.numSplats;
     this.numDynamic = dynToSplat.length;
     this.warned = new Set();
+    this.lastApplyMs = {}; // update kind -> ms spent writing it in the latest apply()
   }
 
   /** Apply graph outputs ({name: {data, dims}}) as manifest.frame.outputs describes. */
@@ -100,17 +101,16 @@ export class Avatar {
         continue;
       }
       if (v.length !== want) throw new BundleError(`output ${name} (${kind}) has ${v.length} values, expected ${want}`);
+      const t0 = performance.now();
       switch (kind) {
         case "center":
           for (let k = 0; k < d; k++) setPackedSplatCenter(arr, map[k], v[3 * k], v[3 * k + 1], v[3 * k + 2]);
           splatsChanged = true;
           break;
         case "quaternion_wxyz":
-          for (let k = 0; k < d; k++) {
-            const w = v[4 * k], x = v[4 * k + 1], y = v[4 * k + 2], z = v[4 * k + 3];
-            const s = 1 / (Math.hypot(w, x, y, z) || 1);
-            setPackedSplatQuat(arr, map[k], x * s, y * s, z * s, w * s); // Spark takes x, y, z, w
-          }
+          // Spark takes x, y, z, w and normalises itself (a zero quaternion becomes the identity), so
+          // no normalisation here: it would double the cost of this, the most expensive update.
+          for (let k = 0; k < d; k++) setPackedSplatQuat(arr, map[k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3], v[4 * k]);
           splatsChanged = true;
           break;
         case "rgb":
@@ -135,6 +135,7 @@ export class Avatar {
           break;
         }
       }
+      this.lastApplyMs[kind] = performance.now() - t0;
     }
     if (splatsChanged) {
       packed.needsUpdate = true;

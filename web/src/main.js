@@ -4,6 +4,7 @@
 //   bundle=URL   folder ("/bundle/") or .zip URL of a SEGA bundle (or drop a .zip on the page)
 //   threads=N    onnxruntime-web wasm threads (default: min(4, cores) when cross-origin isolated, else 1)
 //   animate=0    draw static.ply only: no ONNX sessions, no per-frame updates (benchmark baseline)
+//   graphopt=L  onnxruntime-web graphOptimizationLevel: all (default), extended, basic, disabled
 //   panel=0|1    start with the control panel collapsed / open (default: open if the window is >= 720 px wide)
 //   bg=RRGGBB    background colour (default 1e2127)
 //
@@ -13,7 +14,7 @@ import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
 import { SparkRenderer } from "@sparkjsdev/spark";
 import { BundleError, openBundleUrl, openBundleZip, prepareClip } from "./bundle.js";
-import { FrameRuntime, configureOrt } from "./runtime.js";
+import { FrameRuntime, GRAPH_OPT_LEVELS, configureOrt } from "./runtime.js";
 import { Avatar, axisAngleToEulerDeg, eulerDegToAxisAngle } from "./avatar.js";
 
 const params = new URLSearchParams(location.search);
@@ -22,6 +23,8 @@ const config = {
   bundle: params.get("bundle"),
   threads: Math.max(1, Number.parseInt(params.get("threads") || String(defaultThreads), 10) || 1),
   animate: params.get("animate") !== "0",
+  ortProfile: params.get("ortprofile") === "1",
+  graphOpt: GRAPH_OPT_LEVELS.includes(params.get("graphopt")) ? params.get("graphopt") : "all",
   // The panel starts collapsed on narrow windows unless panel=1.
   panel: params.has("panel") ? params.get("panel") !== "0" : window.innerWidth >= 720,
   background: /^[0-9a-fA-F]{6}$/.test(params.get("bg") || "") ? `#${params.get("bg")}` : "#1e2127",
@@ -50,6 +53,7 @@ class Viewer {
     this.scene.add(this.spark);
     this.avatar = null;
     this.runtime = null;
+    this.benchRuntimes = new Map(); // graphOptimizationLevel -> FrameRuntime, made by benchSteps
     this.bundle = null;
     this.names = [];
     this.range = [0, 1];
@@ -115,7 +119,7 @@ class Viewer {
   async useBundle(bundle) {
     const m = bundle.manifest;
     const threads = config.animate ? configureOrt(config.threads) : 0; // before the first session
-    const runtimePromise = config.animate ? FrameRuntime.create(bundle) : Promise.resolve(null);
+    const runtimePromise = config.animate ? FrameRuntime.create(bundle, { graphOptimizationLevel: config.graphOpt, enableProfiling: config.ortProfile }) : Promise.resolve(null);
     const [avatar, runtime] = await Promise.all([Avatar.load(bundle), runtimePromise]);
     const clips = new Map();
     if (config.animate) {
@@ -132,6 +136,8 @@ class Viewer {
     // Swap in the new avatar.
     if (this.avatar) this.avatar.dispose();
     if (this.runtime) await this.runtime.release();
+    for (const rt of this.benchRuntimes.values()) await rt.release();
+    this.benchRuntimes.clear();
     this.bundle = bundle;
     this.avatar = avatar;
     this.runtime = runtime;
@@ -170,6 +176,23 @@ class Viewer {
     this.controls.update();
   }
 
+  /**
+   * Put the camera back where the manifest has it, then orbit it about the target: azimuth degrees
+   * about the camera's up axis (+ moves the camera towards +X, i.e. shows the subject's left side),
+   * elevation degrees up; distanceScale scales the distance to the target.
+   */
+  orbitCamera(azimuthDeg = 0, elevationDeg = 0, distanceScale = 1) {
+    this.setCameraFromManifest();
+    const target = this.controls.target;
+    const off = this.camera.position.clone().sub(target);
+    const up = this.camera.up.clone().normalize();
+    off.applyAxisAngle(up, THREE.MathUtils.degToRad(azimuthDeg));
+    const right = new THREE.Vector3().crossVectors(up, off).normalize();
+    off.applyAxisAngle(right, -THREE.MathUtils.degToRad(elevationDeg));
+    this.camera.position.copy(target).addScaledVector(off, distanceScale);
+    this.controls.update();
+  }
+
   info() {
     const m = this.bundle.manifest;
     return {
@@ -180,6 +203,8 @@ class Viewer {
       clips: [...this.clips.keys()],
       threads: this.stats.threads,
       animate: config.animate,
+      graphOptimizationLevel: this.runtime ? this.runtime.graphOptimizationLevel : null,
+      steps: (m.frame && m.frame.steps ? m.frame.steps : []).map((s) => s.graph),
       crossOriginIsolated,
       verifiedFiles: this.bundle.verified.slice(),
       camera: m.camera || null,
@@ -581,18 +606,69 @@ class Viewer {
     return plain;
   }
 
-  /** Median-friendly timings of the graph steps alone: n runs with random expressions -> ms per run. */
+  /**
+   * The splats as Spark holds them now (after any pending update), for tests: splat indices ->
+   * [{center [3], scales [3] (linear std devs), quaternion [x, y, z, w], color [3], opacity}] in canonical
+   * head space (the object matrix is not applied). dynamic=true: the indices are dynamic indices 0..D-1.
+   */
+  async readSplats(indices, dynamic = false) {
+    if (!this.avatar) throw new Error("no bundle loaded");
+    await this.flushUpdate();
+    const packed = this.avatar.mesh.packedSplats;
+    return Array.from(indices, (k) => {
+      const i = dynamic ? this.avatar.dynToSplat[k] : k;
+      if (!(i >= 0 && i < this.avatar.numSplats)) throw new Error(`no splat ${k}`);
+      const s = packed.getSplat(i); // shared scratch object: copy now
+      return {
+        index: i,
+        center: s.center.toArray(),
+        scales: s.scales.toArray(),
+        quaternion: [s.quaternion.x, s.quaternion.y, s.quaternion.z, s.quaternion.w],
+        color: [s.color.r, s.color.g, s.color.b],
+        opacity: s.opacity,
+      };
+    });
+  }
+
+  /**
+   * Timings of the graph steps alone: n runs with random inputs (after warmup runs) -> ms per run.
+   * The rAF loop is paused and Spark's background sort is let finish first, so that drawing (which is
+   * slow with software WebGL and shares the CPU) does not land in the figures.
+   */
   async benchGraphs(n = 50, warmup = 5) {
-    const e = this.names.length;
-    const times = [];
-    for (let i = 0; i < n + warmup; i++) {
-      const ex = Float32Array.from({ length: e }, () => Math.random());
-      const pose = Float32Array.from({ length: 6 }, (_, j) => (j < 3 ? 0.2 : 0.01) * (Math.random() - 0.5));
-      const t0 = now();
-      await this.runtime.run({ expression: ex, head_pose: pose });
-      if (i >= warmup) times.push(now() - t0);
+    return (await this.benchSteps(n, warmup)).total;
+  }
+
+  /**
+   * Like benchGraphs, also per step -> {total: ms[], steps: {graph: ms[]}, graphOptimizationLevel}.
+   * graphOptimizationLevel: time sessions created with that ORT level instead of the viewer's own
+   * (made once per level and kept for later calls, so levels can be interleaved in one page).
+   */
+  async benchSteps(n = 50, warmup = 5, { graphOptimizationLevel = null } = {}) {
+    if (!this.runtime) throw new Error("no ONNX runtime (animate=0 or no bundle)");
+    let rt = this.runtime;
+    if (graphOptimizationLevel && graphOptimizationLevel !== rt.graphOptimizationLevel) {
+      if (!this.benchRuntimes.has(graphOptimizationLevel)) {
+        this.benchRuntimes.set(graphOptimizationLevel, await FrameRuntime.create(this.bundle, { graphOptimizationLevel }));
+      }
+      rt = this.benchRuntimes.get(graphOptimizationLevel);
     }
-    return times;
+    return this.withLoopPaused(async () => {
+      const t0 = now();
+      while ((this.spark.sorting || this.spark.sortDirty) && now() - t0 < SORT_WAIT_MS) await sleep(2);
+      const e = this.names.length;
+      const res = { total: [], steps: Object.fromEntries(rt.sessions.map(({ step }) => [step.graph, []])), graphOptimizationLevel: rt.graphOptimizationLevel };
+      for (let i = 0; i < n + warmup; i++) {
+        const ex = Float32Array.from({ length: e }, () => Math.random());
+        const pose = Float32Array.from({ length: 6 }, (_, j) => (j < 3 ? 0.2 : 0.01) * (Math.random() - 0.5));
+        const t1 = now();
+        await rt.run({ expression: ex, head_pose: pose });
+        if (i < warmup) continue;
+        res.total.push(now() - t1);
+        rt.sessions.forEach(({ step }, k) => res.steps[step.graph].push(rt.lastStepMs[k]));
+      }
+      return res;
+    });
   }
 
   /**
@@ -688,13 +764,20 @@ window.segaViewer = {
   setHeadPose: (pose) => viewer.setHeadPose(pose),
   getHeadPose: () => Array.from(viewer.headPose),
   runGraphs: (expression, headPose) => viewer.runGraphs(expression, headPose),
+  readSplats: (indices, dynamic = false) => viewer.readSplats(indices, dynamic),
+  get applyMs() {
+    return viewer.avatar ? { ...viewer.avatar.lastApplyMs } : {};
+  },
   renderOnce: () => viewer.renderOnce(),
   snapshot: () => viewer.snapshot(),
   playClip: (name, opts) => viewer.playClip(name, opts),
   pauseClip: () => viewer.pauseClip(),
   seekClip: (s) => viewer.seekClip(s),
   reset: () => viewer.reset(),
+  orbitCamera: (azimuthDeg, elevationDeg, distanceScale) => viewer.orbitCamera(azimuthDeg, elevationDeg, distanceScale),
   benchGraphs: (n, warmup) => viewer.benchGraphs(n, warmup),
+  benchSteps: (n, warmup, opts) => viewer.benchSteps(n, warmup, opts),
+  endProfiling: () => viewer.runtime && viewer.runtime.endProfiling(),
   benchFrames: (opts) => viewer.benchFrames(opts),
   loadUrl: (url) => viewer.load(() => openBundleUrl(url), url),
   lastLoad: () => viewer.lastLoad, // promise of the latest load (URL, file input or drop): info or null

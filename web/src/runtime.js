@@ -10,6 +10,9 @@ import { BundleError } from "./bundle.js";
 
 let envConfigured = false;
 
+/** onnxruntime-web session option graphOptimizationLevel values (page parameter graphopt=). */
+export const GRAPH_OPT_LEVELS = ["all", "extended", "basic", "disabled"];
+
 /** Configure ORT once: wasm files served beside the page (ort/), thread count. */
 export function configureOrt(numThreads) {
   if (envConfigured) return ort.env.wasm.numThreads;
@@ -32,14 +35,15 @@ function numel(shape) {
 
 export class FrameRuntime {
   /** Build sessions for every step graph of the bundle (bytes read through bundle.bytes, i.e. hash-checked). */
-  static async create(bundle) {
+  static async create(bundle, { graphOptimizationLevel = "all", enableProfiling = false } = {}) {
+    if (!GRAPH_OPT_LEVELS.includes(graphOptimizationLevel)) throw new BundleError(`graphOptimizationLevel ${graphOptimizationLevel}: expected one of ${GRAPH_OPT_LEVELS.join(", ")}`);
     const frame = bundle.manifest.frame;
     const sessions = [];
     for (const step of frame.steps) {
       const bytes = await bundle.bytes(step.graph);
       let session;
       try {
-        session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+        session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], graphOptimizationLevel, enableProfiling });
       } catch (err) {
         throw new BundleError(`${step.graph}: onnxruntime-web cannot load it (${err.message || err})`);
       }
@@ -51,12 +55,15 @@ export class FrameRuntime {
       }
       sessions.push({ step, session });
     }
-    return new FrameRuntime(frame, sessions);
+    const rt = new FrameRuntime(frame, sessions);
+    rt.graphOptimizationLevel = graphOptimizationLevel;
+    return rt;
   }
 
   constructor(frame, sessions) {
     this.frame = frame;
     this.sessions = sessions;
+    this.lastStepMs = sessions.map(() => 0); // wall time of each step in the latest run()
     this.inputShapes = {};
     for (const [name, spec] of Object.entries(frame.inputs)) {
       if ((spec.dtype || "float32") !== "float32") throw new BundleError(`frame input ${name}: dtype ${spec.dtype} is not supported (float32 only)`);
@@ -77,7 +84,9 @@ export class FrameRuntime {
       else if (data.length !== n) throw new BundleError(`frame input ${name}: got ${data.length} values, the bundle wants shape ${JSON.stringify(shape)}`);
       table[name] = new ort.Tensor("float32", Float32Array.from(data), shape);
     }
-    for (const { step, session } of this.sessions) {
+    for (let k = 0; k < this.sessions.length; k++) {
+      const { step, session } = this.sessions[k];
+      const t0 = performance.now();
       const feeds = {};
       for (const [graphName, tensorName] of Object.entries(step.inputs)) {
         const t = table[tensorName];
@@ -86,6 +95,7 @@ export class FrameRuntime {
       }
       const results = await session.run(feeds, step.outputs);
       for (const name of step.outputs) table[name] = results[name];
+      this.lastStepMs[k] = performance.now() - t0;
     }
     const out = {};
     for (const [name, t] of Object.entries(table)) {
@@ -93,6 +103,11 @@ export class FrameRuntime {
       out[name] = { data: t.data, dims: Array.from(t.dims) };
     }
     return out;
+  }
+
+  /** End ORT profiling (sessions created with enableProfiling): onnxruntime-web prints the events to the console. */
+  async endProfiling() {
+    for (const { session } of this.sessions) await session.endProfiling();
   }
 
   async release() {
