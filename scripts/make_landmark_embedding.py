@@ -17,14 +17,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from matplotlib.path import Path as PolyPath
 
 from sega.camera import orbit_camera, project_points
 from sega.face import FaceDetector
 from sega.headmodel.ict import load_ict
 from sega.landmarks import MP_GROUPS_FILE, MP_NUM_LANDMARKS, embedding_file
 from sega.meshraster import draw_points, render_mesh, shade
-from sega.synthetic import FACE_CENTRE
+from sega.synthetic import FACE_CENTRE, paint
 
 DATA = Path(__file__).resolve().parents[1] / "sega" / "data"
 YAWS = (-24.0, -12.0, 0.0, 12.0, 24.0)  # degrees
@@ -32,17 +31,6 @@ PITCHES = (-8.0, 0.0, 8.0)  # degrees
 IMAGE_SIZE = 512  # pixels
 DISTANCE = 0.7  # metres
 FOV_DEG = 25.0
-SKIN = (0.80, 0.62, 0.52)
-LIPS = (0.62, 0.32, 0.32)
-BROW = (0.25, 0.17, 0.12)
-IRIS = (0.25, 0.17, 0.10)
-PUPIL = (0.03, 0.03, 0.03)
-SCLERA = (0.92, 0.90, 0.88)
-MOUTH = (0.25, 0.08, 0.08)
-BROW_RADIUS = 0.006  # metres around the brow landmark polyline
-IRIS_COS, PUPIL_COS = 0.90, 0.98  # cosine of the angle from the eyeball's forward axis
-IBUG_BROWS = (range(17, 22), range(22, 27))
-IBUG_OUTER_LIPS = range(48, 60)
 IRIS_POINTS = range(468, 478)
 SNAP_RADIUS = 0.02  # metres: triangles considered when snapping a point to the surface
 
@@ -58,37 +46,6 @@ def mediapipe_groups() -> dict[str, list[int]]:
     groups["left_iris"] = sorted(groups["left_iris"] + [473])  # iris centres
     groups["right_iris"] = sorted(groups["right_iris"] + [468])
     return groups
-
-
-def paint(model) -> np.ndarray:
-    """[V, 3] albedo: skin, brows and lips from the ibug-68 landmark vertices, eyes by direction."""
-    v = model.vertices.astype(np.float64)
-    col = np.tile(np.array(SKIN), (model.num_vertices, 1))
-    emb = model.landmarks["ibug68"]
-    lmk = (v[model.faces[emb.face_ids]] * emb.barycentrics[..., None]).sum(1)
-    face = model.region_vertex_mask("face")
-    for brow in IBUG_BROWS:
-        pts = lmk[list(brow)]
-        for a, b in zip(pts[:-1], pts[1:]):
-            ab = b - a
-            t = np.clip(((v - a) @ ab) / (ab @ ab), 0, 1)
-            d = np.linalg.norm(v - (a + t[:, None] * ab), axis=1)
-            col[face & (d < BROW_RADIUS)] = BROW
-    lips = PolyPath(lmk[list(IBUG_OUTER_LIPS), :2])
-    front = v[:, 2] > lmk[list(IBUG_OUTER_LIPS), 2].min() - 0.01
-    col[face & front & lips.contains_points(v[:, :2])] = LIPS
-    for side in ("eyeball_left", "eyeball_right"):
-        m = model.region_vertex_mask(side)
-        centre = v[m].mean(0)
-        radius = np.linalg.norm(v[m] - centre, axis=1).max()
-        centre = centre - np.array([0, 0, 0.2 * radius])  # the mesh centroid sits in front of the ball centre
-        d = v - centre
-        cos = d[:, 2] / np.linalg.norm(d, axis=1).clip(1e-9)
-        col[m] = SCLERA
-        col[m & (cos > IRIS_COS)] = IRIS
-        col[m & (cos > PUPIL_COS)] = PUPIL
-    col[model.region_vertex_mask("mouth_interior")] = MOUTH
-    return col.astype(np.float32)
 
 
 def snap_to_surface(p: np.ndarray, v: np.ndarray, faces: np.ndarray, allowed: np.ndarray) -> tuple[int, np.ndarray]:

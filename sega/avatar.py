@@ -37,6 +37,7 @@ Shapes: T texels, Ts static, Td dynamic, V vertices, E expressions, I identity c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -319,6 +320,11 @@ def blink_texels(model: HeadModel, atlas: Atlas, threshold_m: float) -> np.ndarr
     return out
 
 
+def _as_float_tensor(x) -> Tensor:
+    """float32 tensor of x (tensors pass through, keeping their autograd graph)."""
+    return x.float() if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
+
+
 def _region_or_none(atlas: Atlas, *names: str) -> np.ndarray:
     present = [n for n in names if n in atlas.region_names]
     return atlas.region_mask(*present) if present else np.zeros(atlas.num_texels, dtype=bool)
@@ -566,17 +572,18 @@ class Avatar:
         )
         return self
 
-    def dynamic_residual_maps(self, expression) -> GaussianMaps | None:
+    def dynamic_residual_maps(self, expression, grad: bool = False) -> GaussianMaps | None:
         """Td rows: the dynamic branch's residuals at ``expression`` [E] (tensor), or None without one.
 
         expression -> ``decoders.encoder`` (the displacement VAE's encoder mean: the expression feature)
         -> ``decoders.dynamic`` sampled at the dynamic texels; or the ``dynamic_residual`` hook if set.
+        grad: keep the autograd graph (w.r.t. ``expression``).
         """
         if self.dynamic_residual is not None:
             return self.dynamic_residual(expression)
         if self.decoders is None:
             return None
-        with torch.no_grad():
+        with contextlib.nullcontext() if grad else torch.no_grad():
             z = self.decoders.encoder(expression[None])
             return residual_to_maps(self.decoders.dynamic(z)[0])
 
@@ -598,11 +605,13 @@ class Avatar:
                     out.tensors()[k][rig.dynamic_index] += v
         return out
 
-    def animate(self, expression=None, head_pose: tuple | None = None) -> Gaussians:
+    def animate(self, expression=None, head_pose: tuple | None = None, grad: bool = False) -> Gaussians:
         """World-space Gaussians for one frame.
 
         expression: [E] absolute expression weights (numpy or tensor); None = the fitted expression.
         head_pose: (rotation [3] axis-angle radians, translation [3] metres) or None (canonical pose).
+        grad: differentiable w.r.t. tensor ``expression`` / ``head_pose`` (photometric tracking); the
+            avatar's own parameters stay fixed either way.
         returns Gaussians with the static texels first, then the dynamic ones (``rig.static_index`` /
         ``rig.dynamic_index`` give their texel ids).
 
@@ -612,22 +621,21 @@ class Avatar:
         it); the VAE's encoder only supplies the expression feature of the dynamic decoder.
         """
         rig = self.rig
-        expr = torch.as_tensor(np.asarray(self.expression if expression is None else expression), dtype=torch.float32)
+        expr = _as_float_tensor(self.expression if expression is None else expression)
         if expr.shape != (self.model.num_expressions,):
             raise ValueError(f"expected {self.model.num_expressions} expression weights, got {tuple(expr.shape)}")
-        with torch.no_grad():
+        with contextlib.nullcontext() if grad else torch.no_grad():
             verts = rig.base_vertices + (expr @ rig.expression_basis).reshape(-1, 3)  # [Vd, 3]
             pts = (verts[rig.texel_tri] * rig.texel_bary[..., None]).sum(1)
             frames = face_frames(verts, rig.faces, rig.face_uvs)[rig.texel_face]
             maps = rig.dynamic_maps
-            residual = self.dynamic_residual_maps(expr)  # <- the dynamic decoder's residuals
+            residual = self.dynamic_residual_maps(expr, grad)  # <- the dynamic decoder's residuals
             if residual is not None:
                 maps = maps.add(residual)
             dynamic = bind_frames(maps, pts, frames)
             out = Gaussians.cat([rig.static, dynamic])
             if head_pose is not None:
-                rot = torch.as_tensor(np.asarray(head_pose[0]), dtype=torch.float32)
-                trans = torch.as_tensor(np.asarray(head_pose[1]), dtype=torch.float32)
+                rot, trans = _as_float_tensor(head_pose[0]), _as_float_tensor(head_pose[1])
                 r = axis_angle_to_matrix(rot)
                 out = out.transformed(r, rig.pivot - r @ rig.pivot + trans)
         return out

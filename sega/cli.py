@@ -178,6 +178,84 @@ def cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drive(args: argparse.Namespace) -> int:
+    """Drive an avatar with a video (or a folder of frames, or one image) -> side-by-side MP4 (+ clip JSON)."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from .avatar import Avatar
+    from .drive import DriveOptions, drive_frames, render_side_by_side, to_clip
+    from .face import FaceDetector
+    from .video import read_frames, write_video
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".mp4":
+        raise SegaError(f"output must be an .mp4 file, got {out}")
+    if not Path(args.avatar).is_file():
+        raise SegaError(f"avatar file not found: {args.avatar}")
+    frames = read_frames(args.video)
+    model = load_model_from_args(args)
+    avatar = Avatar.load(args.avatar, model)
+    options = replace(DriveOptions(), smooth=not args.no_smooth, remove_neutral=not args.keep_neutral, render_size=args.size)
+    with FaceDetector() as detector:
+        result = drive_frames(frames, model, detector, options)
+    if result.missing:
+        shown = ", ".join(str(i) for i in result.missing[:10]) + (" ..." if len(result.missing) > 10 else "")
+        print(f"note: no face in {len(result.missing)} of {len(frames)} frames ({shown}); they hold the last good fit")
+    if args.clip:
+        from export.clips import write_clip
+
+        write_clip(args.clip, to_clip(result, Path(args.clip).stem, str(args.video), options))
+    with tqdm(total=len(frames), unit="frame", disable=args.quiet) as bar:
+        write_video(out, render_side_by_side(avatar, frames, result, args.size, lambda i: bar.update(1)), result.fps)
+    fps = len(frames) / max(result.seconds["landmarks"] + result.seconds["solve"], 1e-9)
+    print(f"wrote {out}: {len(frames)} frames at {result.fps:g} fps (tracking {fps:.1f} frames/s)" + (f", clip {args.clip}" if args.clip else ""))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Self-reenactment fidelity on a video: build from one frame, drive with the others, compare."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from tqdm import tqdm
+
+    from .avatar import Avatar
+    from .evaluate import EvalOptions, evaluate_frames, write_report
+    from .face import FaceDetector
+    from .video import read_frames, write_video
+
+    frames = read_frames(args.video)
+    model = load_model_from_args(args)
+    avatar = Avatar.load(args.avatar, model) if args.avatar else None
+    options = EvalOptions(source_frame=args.source_frame, every=args.every, preset=args.preset)
+    with FaceDetector() as detector, tqdm(unit="frame", disable=args.quiet) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = evaluate_frames(frames, model, detector, options, avatar, progress)
+    path = write_report(report, args.output)
+    if args.video_out:
+        import numpy as np
+
+        sheet = [np.concatenate([t, r], 1) for _, t, r, _ in report["_images"]]
+        if sheet:
+            write_video(Path(args.output) / "side_by_side.mp4", sheet, max(1.0, (frames.fps or 1.0) / args.every))
+    o = report["overall"]
+    fmt = lambda k, f: "n/a" if o.get(k) is None else f.format(o[k]["mean"])  # noqa: E731
+    print(f"scored {report['scored_frames']} frames: PSNR {fmt('psnr_db', '{:.2f} dB')}, SSIM {fmt('ssim', '{:.3f}')}, "
+          f"L1 {fmt('l1', '{:.4f}')}, expression error {fmt('expression_error', '{:.4f}')}, pose error {fmt('pose_error_deg', '{:.2f} deg')}")
+    if report["identity_similarity_note"]:
+        print(f"note: identity similarity {report['identity_similarity_note']}")
+    print(f"wrote {path} and {Path(args.output) / 'contact_sheet.png'}")
+    return 0
+
+
 def cmd_headmodel(args: argparse.Namespace) -> int:
     if args.action == "download":
         from .headmodel.download import download_ict
@@ -257,6 +335,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", "cpu", "gsplat"), default="auto", help="renderer (auto: gsplat on CUDA, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_play)
+
+    p = sub.add_parser("drive", help="drive an avatar with a video: side-by-side MP4 and optionally the clip (ARKit weights + head pose)")
+    p.add_argument("avatar", type=Path, help="avatar file written by build (avatar.npz)")
+    p.add_argument("--video", required=True, type=Path, help="driving video, folder of frames, or one image")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output .mp4 (driving frame | avatar)")
+    p.add_argument("--clip", type=Path, help="also write the driving signal as a clip JSON (bundle clip format)")
+    p.add_argument("--size", type=int, default=384, help="render size in pixels (default: 384)")
+    p.add_argument("--no-smooth", action="store_true", help="no temporal smoothing (One-Euro filter)")
+    p.add_argument("--keep-neutral", action="store_true", help="keep the driver's resting face (default: removed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_headmodel_args(p)
+    p.set_defaults(func=cmd_drive)
+
+    p = sub.add_parser("eval", help="self-reenactment fidelity: build from one frame of a video, compare renders with the others")
+    p.add_argument("--video", required=True, type=Path, help="video, folder of frames")
+    p.add_argument("-o", "--output", required=True, type=Path, help="report folder (report.json, contact_sheet.png)")
+    p.add_argument("--source-frame", type=int, default=0, help="frame to build the avatar from (default: 0)")
+    p.add_argument("--every", type=int, default=5, help="score every K-th other frame (default: 5)")
+    p.add_argument("--preset", choices=("fast", "default", "high"), default="fast", help="avatar preset (default: fast)")
+    p.add_argument("--avatar", type=Path, help="use this avatar (built from the source frame) instead of building one")
+    p.add_argument("--video-out", action="store_true", help="also write side_by_side.mp4 of the scored frames")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_headmodel_args(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("headmodel", help="head-model data: show info or download ICT-FaceKit into the cache")
     p.add_argument("action", choices=("info", "download"))

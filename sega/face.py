@@ -35,6 +35,7 @@ from .errors import FaceNotFoundError
 from .io import DETECTION_MAX_SIDE, downscale_for_detection
 
 NUM_LANDMARKS = 478  # FaceMesh with refine_landmarks=True
+TRACKING_CONFIDENCE = 0.5  # video mode: below this landmark confidence the face detector runs again
 # A few FaceMesh indices ("right"/"left" are the subject's, see sega.conventions).
 RIGHT_IRIS_CENTER = 468  # subject's right eye: image left in a frontal photo
 LEFT_IRIS_CENTER = 473
@@ -227,6 +228,11 @@ class FaceDetector:
                 g = mp.solutions.face_mesh.FaceMesh(
                     static_image_mode=True, refine_landmarks=True, max_num_faces=5, min_detection_confidence=self.min_confidence
                 )
+            elif name == "track":  # video mode: landmarks from the last frame's region, detection only on loss
+                g = mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=False, refine_landmarks=True, max_num_faces=1,
+                    min_detection_confidence=self.min_confidence, min_tracking_confidence=TRACKING_CONFIDENCE,
+                )  # fmt: skip
             elif name == "segment":
                 g = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=self.segmentation_model)
             else:  # pragma: no cover
@@ -270,7 +276,10 @@ class FaceDetector:
 
     def _mesh(self, img: np.ndarray, out_w: float, out_h: float, dx: float = 0.0, dy: float = 0.0) -> list[np.ndarray]:
         """FaceMesh on img -> list of [478, 3] float32 landmarks in photo px via (x*out_w+dx, y*out_h+dy, z*out_w)."""
-        res = self._graph("mesh").process(img)
+        return self._mesh_with(self._graph("mesh"), img, out_w, out_h, dx, dy)
+
+    def _mesh_with(self, graph: Any, img: np.ndarray, out_w: float, out_h: float, dx: float = 0.0, dy: float = 0.0) -> list[np.ndarray]:
+        res = graph.process(img)
         out = []
         for lms in res.multi_face_landmarks or []:
             a = np.array([(p.x, p.y, p.z) for p in lms.landmark], dtype=np.float64)
@@ -384,6 +393,25 @@ class FaceDetector:
             notes=notes,
             detector_box=None if math.isnan(face.score) else face.box.copy(),
         )
+
+    def track(self, img: np.ndarray) -> np.ndarray | None:
+        """Landmarks of the face in a video frame, [478, 3] float32 photo px, or None when lost.
+
+        Uses MediaPipe FaceMesh in video mode: each frame's landmarks come from the region of the
+        previous frame's face (the crop is reused), and the face detector only runs again when the
+        landmark model's confidence drops below ``TRACKING_CONFIDENCE`` or the face is lost. Frames
+        must be fed in order; call ``reset_tracking()`` before another video.
+        """
+        img = _check_image(img)
+        h, w = img.shape[:2]
+        found = self._mesh_with(self._graph("track"), img, w, h)
+        return found[0] if found else None
+
+    def reset_tracking(self) -> None:
+        """Forget the tracked face (start of a new video)."""
+        g = self._graphs.pop("track", None)
+        if g is not None:
+            g.close()
 
     def segment_person(self, img: np.ndarray) -> np.ndarray:
         """Person (foreground) probability: img [H, W, 3] uint8 -> [H, W] float32 in [0, 1]."""

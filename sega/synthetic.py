@@ -16,6 +16,19 @@ from .headmodel.base import HeadModel
 
 FACE_CENTRE = np.array([0.0, 0.01, 0.05])  # metres, ICT-ish point between the eyes and the mouth
 
+# ---- painted heads (albedo per vertex) that MediaPipe detects as faces ---------------------------
+SKIN = (0.80, 0.62, 0.52)
+LIPS = (0.62, 0.32, 0.32)
+BROW = (0.25, 0.17, 0.12)
+IRIS = (0.25, 0.17, 0.10)
+PUPIL = (0.03, 0.03, 0.03)
+SCLERA = (0.92, 0.90, 0.88)
+MOUTH = (0.25, 0.08, 0.08)
+BROW_RADIUS = 0.006  # metres around the brow landmark polyline
+IRIS_COS, PUPIL_COS = 0.90, 0.98  # cosine of the angle from the eyeball's forward axis
+IBUG_BROWS = (range(17, 22), range(22, 27))
+IBUG_OUTER_LIPS = range(48, 60)
+
 
 @dataclass(frozen=True)
 class SyntheticCase:
@@ -75,3 +88,55 @@ def similarity_align(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     rot = u @ np.diag(d) @ vt
     scale = (sig * d).sum() / (s0**2).sum(1).mean()
     return scale * s0 @ rot.T + mu_d
+
+
+def paint(model: HeadModel) -> np.ndarray:
+    """[V, 3] albedo: skin, brows and lips from the ibug-68 landmark vertices, eyes by direction."""
+    from matplotlib.path import Path as PolyPath  # lazy: matplotlib is slow to import
+    v = model.vertices.astype(np.float64)
+    col = np.tile(np.array(SKIN), (model.num_vertices, 1))
+    emb = model.landmarks["ibug68"]
+    lmk = (v[model.faces[emb.face_ids]] * emb.barycentrics[..., None]).sum(1)
+    face = model.region_vertex_mask("face")
+    for brow in IBUG_BROWS:
+        pts = lmk[list(brow)]
+        for a, b in zip(pts[:-1], pts[1:]):
+            ab = b - a
+            t = np.clip(((v - a) @ ab) / (ab @ ab), 0, 1)
+            d = np.linalg.norm(v - (a + t[:, None] * ab), axis=1)
+            col[face & (d < BROW_RADIUS)] = BROW
+    lips = PolyPath(lmk[list(IBUG_OUTER_LIPS), :2])
+    front = v[:, 2] > lmk[list(IBUG_OUTER_LIPS), 2].min() - 0.01
+    col[face & front & lips.contains_points(v[:, :2])] = LIPS
+    for side in ("eyeball_left", "eyeball_right"):
+        m = model.region_vertex_mask(side)
+        centre = v[m].mean(0)
+        radius = np.linalg.norm(v[m] - centre, axis=1).max()
+        centre = centre - np.array([0, 0, 0.2 * radius])  # the mesh centroid sits in front of the ball centre
+        d = v - centre
+        cos = d[:, 2] / np.linalg.norm(d, axis=1).clip(1e-9)
+        col[m] = SCLERA
+        col[m & (cos > IRIS_COS)] = IRIS
+        col[m & (cos > PUPIL_COS)] = PUPIL
+    col[model.region_vertex_mask("mouth_interior")] = MOUTH
+    return col.astype(np.float32)
+
+
+def render_painted_head(model: HeadModel, identity, expression, head_pose, camera: Camera, albedo: np.ndarray | None = None,
+                        background: float = 1.0) -> np.ndarray:  # fmt: skip
+    """A shaded render of the painted head: [H, W, 3] uint8 (a synthetic person MediaPipe can track).
+
+    identity [I], expression [E], head_pose [6] (axis-angle radians about the model's pivot, metres).
+    """
+    from .geometry import apply_head_pose
+    from .meshraster import render_mesh, shade
+
+    buf = model.torch_buffers()
+    with torch.no_grad():
+        v = model.deform(buf, torch.as_tensor(np.asarray(identity), dtype=torch.float32), torch.as_tensor(np.asarray(expression), dtype=torch.float32))
+        pose = torch.as_tensor(np.asarray(head_pose), dtype=torch.float32)
+        v = apply_head_pose(v, pose[:3], pose[3:], torch.as_tensor(model.pivot, dtype=torch.float32)).numpy()
+    regions = [r for r in ("face", "head_neck", "eyeball_left", "eyeball_right", "mouth_interior", "teeth") if r in model.region_names]
+    frags = render_mesh(v, model.faces, camera, face_mask=model.region_face_mask(*regions))
+    img = shade(frags, v, model.faces, camera, vertex_colors=paint(model) if albedo is None else albedo, background=background)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)

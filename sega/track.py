@@ -1,0 +1,260 @@
+"""Per-frame tracking: expression weights and head pose from landmarks, identity and camera held fixed.
+
+A driving video is fitted in two parts. The driver's identity and the camera are estimated once
+(``sega.fit.fit_landmarks`` on the first frame with a face; for self-reenactment the avatar's own fit
+is passed in). Then every frame solves only for the expression weights E and the head pose (axis-angle
+rotation about the model's pivot + translation, the same parameters ``Avatar.animate`` and the clips
+use), by damped Gauss-Newton (Levenberg-Marquardt) on the landmark reprojection error, warm-started
+from the previous frame: a handful of iterations over E + 6 unknowns and 478 landmarks, with the
+Jacobian from forward-mode autodiff (``torch.func.jacfwd``). Weights are kept in the model's range
+by clamping after each step (projected Gauss-Newton). Priors are those of the photo fit.
+
+Shapes: L landmarks, E expressions, I identity components; pixels are photo pixels.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .camera import Camera
+from .errors import FaceNotFoundError, SegaError
+from .fit import LANDMARK_SET, FitOptions, LandmarkBasis, default_weights, fit_landmarks, interocular
+from .geometry import axis_angle_to_matrix, matrix_to_axis_angle
+from .headmodel.base import HeadModel
+from .landmarks import mediapipe_groups
+
+HEAD_POSE_SIZE = 6  # rx, ry, rz (axis-angle, radians), tx, ty, tz (metres), as in export.clips
+LM_MAX_TRIES = 4  # damping increases tried per iteration before giving up on a step
+LM_DAMPING_FACTOR = 4.0  # damping is multiplied / divided by this after a rejected / accepted step
+LM_MIN_DAMPING = 1e-6
+MP_LEFT_LIDS, MP_RIGHT_LIDS = (386, 374), (159, 145)  # MediaPipe upper / lower lid midpoints of each eye
+IRIS_CLOSED, IRIS_OPEN = 0.03, 0.07  # lid gap / inter-ocular distance: iris points count 0 below, fully above
+
+
+@dataclass(frozen=True)
+class TrackOptions:
+    """Per-frame solver settings. Loss units as ``FitOptions``: squared pixels / inter-ocular distance^2."""
+
+    iterations: int = 6  # Gauss-Newton steps per frame, warm-started from the previous frame
+    first_iterations: int = 25  # steps for the first frame and after a frame without a face
+    damping: float = 1e-3  # Levenberg-Marquardt damping, relative to the diagonal of J^T J
+    expression_l1: float = 2e-5  # weight of sum(expression) (sparsity), as FitOptions
+    expression_l2: float = 1e-4  # weight of sum(expression^2): 10x the photo fit's, which halves the frame-to-frame
+    # jitter of poorly determined channels (jawForward, cheekSquint) and lowers the weight error on synthetic videos
+    fit_preset: str = "default"  # sega.fit preset of the one-off identity + camera fit
+    translation_prior: float = 0.5  # weight of |head translation|^2 (metres): depth is weakly observed by landmarks, and
+    # without it a few pixels of landmark bias move the head centimetres towards the camera
+    eye_weight: float = 4.0  # weight of the eyelid landmarks: the eyes are small, and with equal weights the
+    # expression prior outweighs a closing lid (blinks would be missed)
+    oval_weight: float = 0.3  # weight of the face-contour landmarks (they slide along the silhouette when the head turns)
+
+
+@dataclass
+class Track:
+    """Per-frame results of ``track_landmarks`` / ``track_video``."""
+
+    expressions: np.ndarray  # [T, E] weights (held from the last good frame where no face was found)
+    head_poses: np.ndarray  # [T, 6] axis-angle radians + translation metres, relative to the camera's fit
+    found: np.ndarray  # [T] bool: a face was found in the frame
+    nme: np.ndarray  # [T] landmark error / inter-ocular distance (NaN where not found)
+    identity: np.ndarray  # [I] held fixed
+    camera: Camera  # held fixed
+    expression_names: tuple[str, ...]
+    fps: float | None
+    seconds: dict = field(default_factory=dict)  # wall time: "landmarks", "solve"
+
+    @property
+    def missing(self) -> list[int]:
+        return [int(i) for i in np.flatnonzero(~self.found)]
+
+
+class ExpressionPoseSolver:
+    """Fits expression + head pose to one frame's landmarks (identity and camera fixed)."""
+
+    def __init__(self, model: HeadModel, identity: np.ndarray, camera: Camera, options: TrackOptions = TrackOptions(),
+                 embedding: str = LANDMARK_SET):  # fmt: skip
+        if embedding not in model.landmarks:
+            raise SegaError(f"head model {model.name!r} has no {embedding!r} landmark embedding")
+        self.options = options
+        basis = LandmarkBasis.from_model(model, model.landmarks[embedding])
+        ident = torch.as_tensor(np.asarray(identity), dtype=torch.float32)
+        self.rest = basis.mean + torch.einsum("i,ilc->lc", ident, basis.identity)  # [L, 3]
+        self.num_e = model.num_expressions
+        self.expr_basis = basis.expression.reshape(self.num_e, -1)  # [E, L*3]
+        self.pivot = torch.as_tensor(model.pivot, dtype=torch.float32)
+        self.cam_r = torch.as_tensor(camera.viewmat[:3, :3], dtype=torch.float32)
+        self.cam_t = torch.as_tensor(camera.viewmat[:3, 3], dtype=torch.float32)
+        self.focal = torch.tensor([camera.K[0, 0], camera.K[1, 1]], dtype=torch.float32)
+        self.centre = torch.tensor([camera.K[0, 2], camera.K[1, 2]], dtype=torch.float32)
+        w = torch.as_tensor(default_weights(model, embedding, FitOptions(oval_weight=options.oval_weight)), dtype=torch.float32)
+        if embedding == LANDMARK_SET:
+            groups = mediapipe_groups()
+            w[list(groups["left_eye"]) + list(groups["right_eye"])] *= options.eye_weight
+            # Iris points of a closing eye are guesses (the detector still places them): fade them out.
+            self.iris = {side: (list(groups[f"{side}_iris"]), lids) for side, lids in (("left", MP_LEFT_LIDS), ("right", MP_RIGHT_LIDS))}
+        else:
+            self.iris = {}
+        self.base_w = w  # [L]
+        self.sqrt_w = (w / w.sum()).sqrt().repeat_interleave(2)  # [2L]
+        self.lo, self.hi = model.expression_range
+
+    def _split(self, params: torch.Tensor):
+        return params[: self.num_e], params[self.num_e : self.num_e + 3], params[self.num_e + 3 :]
+
+    def project(self, params: torch.Tensor) -> torch.Tensor:
+        """params [E + 6] -> [L, 2] projected landmarks (pixels)."""
+        return self._project(params)[0]
+
+    def _project(self, params: torch.Tensor):
+        e, rot, trans = self._split(params)
+        pts = self.rest + (e @ self.expr_basis).reshape(-1, 3)
+        r = axis_angle_to_matrix(rot)
+        rotated = (pts - self.pivot) @ r.T  # [L, 3] (the lever arm of the rotation derivative)
+        cam = (rotated + self.pivot + trans) @ self.cam_r.T + self.cam_t
+        z = cam[:, 2:3].clamp_min(1e-3)
+        return self.focal * cam[:, :2] / z + self.centre, cam, z, r, rotated
+
+    def jacobian(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Analytic Jacobian of the projected landmarks: ([L, 2] pixels, [L, 2, E + 6]).
+
+        Rotation columns are w.r.t. a small rotation applied on the left (R <- exp(d) R); ``solve``
+        composes updates that way. Tested against autodiff in tests/test_track.py.
+        """
+        xy, cam, z, r, rotated = self._project(params)
+        fx, fy = self.focal
+        zero = torch.zeros_like(z[:, 0])
+        inv = 1.0 / z[:, 0]
+        proj = torch.stack([torch.stack([fx * inv, zero, -fx * cam[:, 0] * inv * inv], -1),
+                            torch.stack([zero, fy * inv, -fy * cam[:, 1] * inv * inv], -1)], 1)  # [L, 2, 3]  # fmt: skip
+        a = proj @ self.cam_r  # [L, 2, 3]: d xy / d world point
+        basis = self.expr_basis.reshape(self.num_e, -1, 3)  # [E, L, 3]
+        j_e = torch.einsum("lij,ejl->lie", (a @ r), basis.permute(0, 2, 1))  # [L, 2, E]
+        x, y, zz = rotated.unbind(-1)
+        zeros = torch.zeros_like(x)
+        neg_skew = torch.stack([torch.stack([zeros, zz, -y], -1), torch.stack([-zz, zeros, x], -1), torch.stack([y, -x, zeros], -1)], 1)
+        j_rot = a @ neg_skew  # [L, 2, 3]: d(exp(d) q)/dd = -[q]x
+        return xy, torch.cat([j_e, j_rot, a], dim=-1)
+
+    def _apply(self, params: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        out = params + step
+        e, rot, _ = self._split(params)
+        out[: self.num_e] = (e + step[: self.num_e]).clamp(self.lo, self.hi)
+        d_rot = step[self.num_e : self.num_e + 3]
+        out[self.num_e : self.num_e + 3] = matrix_to_axis_angle(axis_angle_to_matrix(d_rot) @ axis_angle_to_matrix(rot))
+        return out
+
+    def solve(self, landmarks: np.ndarray, init: np.ndarray | None = None, iterations: int | None = None) -> tuple[np.ndarray, float]:
+        """landmarks [L, 2+] pixels -> (params [E + 6], NME). init: warm start (default: zeros).
+
+        Levenberg-Marquardt: a step is kept only if it lowers the cost (else the damping grows)."""
+        o = self.options
+        target = torch.as_tensor(np.asarray(landmarks)[:, :2], dtype=torch.float32)
+        iod = max(interocular(np.asarray(landmarks)), 1.0)
+        w = self.base_w.clone()
+        for idx, (upper, lower) in self.iris.values():
+            opening = float((target[upper, 1] - target[lower, 1]).abs()) / iod
+            w[idx] *= min(max((opening - IRIS_CLOSED) / (IRIS_OPEN - IRIS_CLOSED), 0.0), 1.0)
+        self.sqrt_w = (w / w.sum()).sqrt().repeat_interleave(2)
+        p = torch.zeros(self.num_e + HEAD_POSE_SIZE) if init is None else torch.as_tensor(np.asarray(init), dtype=torch.float32).clone()
+        reg_l2 = torch.zeros(p.shape[0])
+        reg_l2[: self.num_e] = o.expression_l2
+        reg_l2[self.num_e + 3 :] = o.translation_prior
+        reg_l1 = torch.zeros(p.shape[0])
+        reg_l1[: self.num_e] = o.expression_l1
+
+        def cost(q: torch.Tensor) -> float:
+            r = self.sqrt_w * ((self.project(q) - target) / iod).reshape(-1)
+            return float(r @ r + (reg_l2 * q * q).sum() + (reg_l1 * q).sum())
+
+        damping = o.damping
+        current = cost(p)
+        with torch.no_grad():
+            for _ in range(o.iterations if iterations is None else iterations):
+                xy, jac = self.jacobian(p)
+                r = self.sqrt_w * ((xy - target) / iod).reshape(-1)
+                jac = (self.sqrt_w[:, None] / iod) * jac.reshape(-1, jac.shape[-1])
+                h = jac.T @ jac + torch.diag(reg_l2)
+                g = jac.T @ r + reg_l2 * p + 0.5 * reg_l1
+                # Active set: weights at a bound whose gradient pushes them out stay there this iteration.
+                e = p[: self.num_e]
+                pinned = torch.zeros_like(p, dtype=torch.bool)
+                pinned[: self.num_e] = ((e <= self.lo) & (g[: self.num_e] > 0)) | ((e >= self.hi) & (g[: self.num_e] < 0))
+                free = torch.nonzero(~pinned).flatten()
+                h_free, g_free = h[free][:, free], g[free]
+                for _ in range(LM_MAX_TRIES):
+                    step = torch.zeros_like(p)
+                    step[free] = -torch.linalg.solve(h_free + damping * torch.diag(h_free.diagonal().clamp_min(1e-12)), g_free)
+                    cand = self._apply(p, step)
+                    c = cost(cand)
+                    if c <= current:
+                        p, current, damping = cand, c, max(damping / LM_DAMPING_FACTOR, LM_MIN_DAMPING)
+                        break
+                    damping *= LM_DAMPING_FACTOR
+            err = (self.project(p) - target).norm(dim=-1)
+            nme = float(err[self.sqrt_w[::2] > 0].mean() / iod)
+        return p.numpy().astype(np.float32), nme
+
+
+def track_landmarks(
+    model: HeadModel,
+    landmarks: list[np.ndarray | None],
+    image_size: tuple[int, int],
+    options: TrackOptions = TrackOptions(),
+    identity: np.ndarray | None = None,
+    camera: Camera | None = None,
+    fps: float | None = None,
+) -> Track:
+    """Fit every frame's landmarks ([478, 2+] pixels, or None where no face was found).
+
+    identity / camera: held fixed; None = estimated from the first frame with landmarks
+    (``fit_landmarks``; its head pose is then zero by construction).
+    """
+    good = [i for i, lm in enumerate(landmarks) if lm is not None]
+    if not good:
+        raise FaceNotFoundError(f"no face found in any of the {len(landmarks)} frames")
+    t0 = time.perf_counter()
+    init = None
+    if identity is None or camera is None:
+        fit = fit_landmarks(model, landmarks[good[0]], image_size, FitOptions.preset(options.fit_preset))
+        identity = fit.identity if identity is None else identity
+        camera = fit.camera if camera is None else camera
+        init = np.concatenate([fit.expression, np.zeros(HEAD_POSE_SIZE, np.float32)])
+    solver = ExpressionPoseSolver(model, identity, camera, options)
+    num_t, num_e = len(landmarks), model.num_expressions
+    params = np.zeros((num_t, num_e + HEAD_POSE_SIZE), np.float32)
+    found = np.zeros(num_t, dtype=bool)
+    nme = np.full(num_t, np.nan, np.float32)
+    last, fresh = init, True
+    for i, lm in enumerate(landmarks):
+        if lm is None:
+            params[i] = last if last is not None else 0.0
+            fresh = True
+            continue
+        p, err = solver.solve(lm, last, options.first_iterations if fresh else options.iterations)
+        params[i], nme[i], found[i] = p, err, True
+        last, fresh = p, False
+    first = good[0]
+    params[:first] = params[first]  # frames before the first face hold its fit
+    return Track(params[:, :num_e], params[:, num_e:], found, nme, np.asarray(identity, np.float32), camera,
+                 tuple(model.expression_names), fps, {"solve": time.perf_counter() - t0})  # fmt: skip
+
+
+def detect_video_landmarks(frames: list[np.ndarray], detector) -> tuple[list[np.ndarray | None], float]:
+    """Landmarks per frame with ``FaceDetector.track`` (video mode), falling back to a full ``detect``
+    when the tracker loses the face -> (list of [478, 3] or None, seconds)."""
+    t0 = time.perf_counter()
+    detector.reset_tracking()
+    out: list[np.ndarray | None] = []
+    for frame in frames:
+        lm = detector.track(frame)
+        if lm is None:
+            try:
+                lm = detector.detect(frame).landmarks
+            except FaceNotFoundError:
+                lm = None
+        out.append(lm)
+    return out, time.perf_counter() - t0
