@@ -72,60 +72,43 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    """Photo -> avatar.npz, fit.json, preview PNGs, a contact sheet and a turntable MP4 in the output folder."""
+    """Photo -> avatar.npz, fit.json, preview PNGs, a contact sheet and a turntable MP4 (+ bundle) in the output folder.
+
+    The same ``sega.pipeline.BuildPipeline`` the Gradio app runs."""
     import os
 
     # Before torch / numba load libgomp: spinning OpenMP threads make small torch ops 40-100x slower
     # when another process is busy on the same few cores (see bench/bench_rasterizer.py).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import imageio.v2 as imageio
     from tqdm import tqdm
 
-    from .avatar import (
-        BUILD_STAGES,
-        TURNTABLE_FPS,
-        AvatarOptions,
-        build_avatar,
-        contact_sheet,
-        preview_images,
-        turntable_frames,
-    )
-    from .io import save_png
+    from .examples import example_photo
+    from .pipeline import BuildOptions, BuildPipeline, HeadModelConfig, pipeline_stages
 
-    photo_path, img, out, model = _photo_output_model(args)
-    options = AvatarOptions.preset(args.preset, seed=args.seed)
-
-    with tqdm(total=len(BUILD_STAGES), unit="stage", bar_format="{l_bar}{bar}| {elapsed}", disable=args.quiet) as bar:
-
+    if (args.photo is None) == (not args.example):
+        raise SegaError("give a PHOTO or --example (not both)")
+    photo_path = example_photo() if args.example else args.photo
+    pipe = BuildPipeline(HeadModelConfig(args.head_model, args.ict_dir, args.num_identity, not args.no_download, args.flame, args.flame_uv))
+    options = BuildOptions(preset=args.preset, seed=args.seed, preview_size=args.preview_size, bundle=args.bundle)
+    stages = [s for s in pipeline_stages() if args.bundle or s != "export"]
+    with tqdm(total=len(stages), unit="stage", bar_format="{l_bar}{bar}| {elapsed}", disable=args.quiet) as bar:
         shown = {"stage": ""}
 
         def progress(stage: str, fraction: float) -> None:
             if shown["stage"] != stage:
                 shown["stage"] = stage
                 bar.set_description(stage, refresh=False)
-            bar.update(BUILD_STAGES.index(stage) + fraction - bar.n)  # rate-limited by tqdm's mininterval
+            bar.update(stages.index(stage) + fraction - bar.n)  # rate-limited by tqdm's mininterval
 
-        avatar, data = build_avatar(img, model, options, progress)
-    avatar.save(out / "avatar.npz")
-    data.fit.save(out / "fit.json")
-    previews = preview_images(avatar, size=args.preview_size)
-    for name, image in previews.items():
-        save_png(out / f"preview_{name}.png", image)
-    save_png(out / "previews.png", contact_sheet(list(previews.values())))
-    frames = turntable_frames(avatar, size=args.preview_size)
-    imageio.mimwrite(out / "turntable.mp4", frames, fps=TURNTABLE_FPS, macro_block_size=1)
-    bundle_note = ""
-    if args.bundle:
-        from export.bundle import write_bundle
-
-        summary = write_bundle(avatar, out / "bundle.zip")
-        bundle_note = f", bundle.zip ({summary.size_bytes / 1e6:.1f} MB)"
-    for note in data.detection.notes:
+        result = pipe.run(photo_path, args.output, options, progress=progress)
+    for note in result.notes:
         print(f"note: {note}")
-    secs = avatar.provenance["build_seconds"]
+    avatar = result.avatar
+    build_s = sum(v for k, v in result.seconds.items() if k not in ("previews", "export"))
     print(f"built {photo_path}: {avatar.num_gaussians} Gaussians ({int(avatar.static_mask.sum())} static), "
-          f"preset {args.preset}, {sum(secs.values()):.1f} s")
-    print(f"wrote {out / 'avatar.npz'}, fit.json, {len(previews)} previews, previews.png, turntable.mp4{bundle_note} in {out}")
+          f"preset {args.preset}, {build_s:.1f} s")
+    extra = f", bundle.zip ({result.bundle_zip.stat().st_size / 1e6:.1f} MB), avatar.glb, static.ply" if result.bundle_zip else ""
+    print(f"wrote avatar.npz, fit.json, {len(result.previews)} previews, previews.png, turntable.mp4{extra} in {result.out_dir}")
     return 0
 
 
