@@ -20,7 +20,6 @@ validates what it writes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from sega import __version__
+from sega.io import file_sha256
 
 from .clips import CLIP_NAMES, write_clips
 from .glb import write_head_glb
@@ -101,14 +101,6 @@ class BundleSummary:
     def __str__(self) -> str:
         parts = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in self.files.items() if not k.startswith(CLIPS_DIR + "/"))
         return f"{self.path}: {self.size_bytes / 1e6:.1f} MB, {self.num_splats} splats ({self.num_dynamic} dynamic); {parts}"
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def expression_groups(names) -> dict[str, list[str]]:

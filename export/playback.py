@@ -19,7 +19,6 @@ renderer the avatar uses (``sega.render``, which needs torch).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import posixpath
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from sega.errors import SegaError
+from sega.io import file_sha256
 
 from .bundle import (
     BUNDLE_FORMAT,
@@ -147,14 +147,6 @@ def _resolve(root: Path, rel: str, what: str) -> Path:
     if not path.is_file():
         raise BundleError(f"bundle is missing {rel} ({what})")
     return path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_manifest(root: Path) -> dict:
@@ -425,7 +417,7 @@ def _load_folder(root: Path, limits: BundleLimits, threads, verify_hashes: bool,
         file = _resolve(root, rel, "listed file")
         if file.stat().st_size > limits.max_member_bytes:
             raise BundleError(f"{rel} is {file.stat().st_size} bytes, over the {limits.max_member_bytes}-byte limit")
-        if verify_hashes and _sha256(file) != digest:
+        if verify_hashes and file_sha256(file) != digest:
             raise BundleError(f"{rel}: SHA-256 does not match the manifest (the file was changed or damaged)")
 
     splats_entry = manifest["splats"]

@@ -9,8 +9,13 @@ import json
 import sys
 from pathlib import Path
 
-from sega.headmodel.download import file_sha256, vertex_lines_sha256
-from sega.headmodel.ict import ICT_INDICES_JSON, ICT_NEUTRAL_OBJ, ICT_NUM_IDENTITY_SHAPES
+from sega.headmodel.download import vertex_lines_sha256
+from sega.headmodel.ict import (
+    ICT_INDICES_JSON,
+    ICT_NEUTRAL_OBJ,
+    ICT_NUM_IDENTITY_SHAPES,
+)
+from sega.io import file_sha256
 
 
 def main(src: Path) -> None:

@@ -32,7 +32,6 @@ The chromium launch settings used by the browser tests and ``bench/bench_web.py`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -40,19 +39,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from arkit_names import (
+    ARKIT_53 as ARKIT_NAMES,  # ICT-FaceKit's 53 expressions (ARKit names), model order
+)
 
-from arkit_names import ARKIT_53 as ARKIT_NAMES  # ICT-FaceKit's 53 expressions (ARKit names), model order
-
-GROUP_PREFIXES = {"brows": "brow", "eyes": "eye", "jaw": "jaw", "mouth": "mouth", "cheeks": "cheek", "nose": "nose"}
-
-BUNDLE_FORMAT = "sega-bundle"
-BUNDLE_VERSION = 1
-MANIFEST = "manifest.json"
-STATIC_PLY = "static.ply"
-VAE_GRAPH = "displacement_vae.onnx"
-DECODER_GRAPH = "dynamic_decoder.onnx"
-DYNAMIC_INDEX_PROPERTY = "sega_dynamic_index"
-OPSET = 17
+from export.bundle import (  # the contract's names, written once
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    DECODER_GRAPH,
+    DYNAMIC_INDEX_PROPERTY,
+    MANIFEST,
+    STATIC_PLY,
+    VAE_GRAPH,
+    expression_groups,
+)
+from export.graphs import OPSET
+from sega.io import file_sha256
 
 # ---- synthetic head geometry (metres, SEGA world axes) -------------------------------------------
 HEAD_RADII = np.array([0.075, 0.10, 0.09])  # ellipsoid semi-axes x, y, z, centred at the origin
@@ -88,15 +90,6 @@ FEATURE_GAIN_M = 0.001  # scale of the feature -> displacement correction
 
 # ---- default camera (three.js / OpenGL style: looks from +Z at the face) ----------------------------
 CAMERA = {"position": [0.0, 0.0, 0.6], "target": [0.0, 0.0, 0.0], "fov_deg": 30.0, "up": [0.0, 1.0, 0.0]}
-
-
-def expression_groups(names: Sequence[str]) -> dict[str, list[str]]:
-    """Names grouped by ARKit prefix (brows, eyes, jaw, mouth, cheeks, nose; anything else under "other")."""
-    groups: dict[str, list[str]] = {g: [] for g in GROUP_PREFIXES}
-    for n in names:
-        group = next((g for g, p in GROUP_PREFIXES.items() if n.startswith(p)), "other")
-        groups.setdefault(group, []).append(n)
-    return {g: v for g, v in groups.items() if v}
 
 
 def _fibonacci_sphere(n: int) -> np.ndarray:
@@ -291,14 +284,6 @@ def _export(module, args, path: Path, input_names, output_names) -> None:
         )  # fmt: skip
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def make_test_bundle(
     directory: str | Path,
     num_splats: int = 3000,
@@ -370,7 +355,7 @@ def make_test_bundle(
         "expressions": {"names": names, "range": [0, 1], "groups": expression_groups(names)},
         "camera": CAMERA,
         "clips": [f for f in files if f.startswith("clips/")],
-        "files": {f: _sha256(out / f) for f in files},
+        "files": {f: file_sha256(out / f) for f in files},
         "provenance": {"generator": "tests/bundle_fixture.py", "synthetic": True, "seed": seed},
         "licences": [{"component": "synthetic test bundle", "licence": "MIT"}],
     }

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import HeadModelError
+from ..io import file_sha256
 from .cache import cache_dir
 
 ICT_UPSTREAM_COMMIT = "da5f95a607f5e6b37755b38d3385d7f2853732e5"
@@ -31,14 +32,6 @@ def vertex_lines_sha256(path: Path) -> str:
         for ln in fh:
             if ln.startswith(b"v "):
                 h.update(ln.rstrip(b"\r\n") + b"\n")
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(DOWNLOAD_CHUNK), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 

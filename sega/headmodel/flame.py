@@ -44,9 +44,9 @@ from scipy.spatial import cKDTree
 from torch import Tensor
 
 from ..errors import HeadModelError
+from ..io import file_sha256
 from .base import HeadModel, HeadModelTensors
 from .cache import cache_dir, headmodel_kwargs, load_headmodel_arrays, save_headmodel
-from .download import file_sha256
 from .safe_pickle import safe_load_pickle, to_numpy
 
 FLAME_SHAPE_SPACE_DIM = 300  # shapedirs[..., :300] are identity (shape) components
