@@ -6,20 +6,25 @@ Prints, in one run on one machine:
   over random expressions, with 1 intra-op thread and with onnxruntime's default [goal: <= 2 ms];
 * beside it, in the same run: the same graphs run in torch (``export.graphs`` modules), and the
   avatar's own per-frame path ``Avatar.animate`` (dynamic part + binding, canonical pose);
-* ONNX vs torch agreement on the random expressions (max abs difference per output).
+* ONNX vs torch agreement on the random expressions (max abs difference per output);
+* with ``--profile``: onnxruntime's own profile of ``dynamic_decoder.onnx`` on 1 thread (all
+  optimisations), milliseconds per frame by operator type and for the slowest nodes.
 
-Run: ``.venv/bin/python bench/bench_bundle.py [--avatar out/avatar.npz] [--frames 200]`` from the
+Run: ``.venv/bin/python bench/bench_bundle.py [--avatar out/avatar.npz] [--frames 200] [--profile]`` from the
 repository root. Without ``--avatar`` it builds the astronaut avatar first (about a minute).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgomp
@@ -49,11 +54,42 @@ def median_ms(fn, inputs) -> float:
     return 1e3 * statistics.median(times)
 
 
+def profile_graph(path: Path, feeds: list[dict], top: int = 15) -> None:
+    """Per-frame milliseconds by operator type and for the ``top`` slowest nodes (onnxruntime profiler, 1 thread)."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "profile")
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        names = {i.name for i in sess.get_inputs()}
+        for f in feeds:
+            sess.run(None, {k: v for k, v in f.items() if k in names})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    runs = sum(1 for e in events if e.get("name") == "model_run")
+    by_op, by_node = collections.Counter(), collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            by_op[e["args"]["op_name"]] += e["dur"]
+            by_node[e["name"][: -len("_kernel_time")]] += e["dur"]
+    total = sum(e["dur"] for e in events if e.get("name") == "model_run") / runs / 1e3
+    print(f"onnxruntime profile of {path.name}, 1 thread, {runs} runs: {total:.2f} ms per run (profiling adds overhead)")
+    for op, us in by_op.most_common():
+        if us / runs >= 5:
+            print(f"  {op:28s} {us / runs / 1e3:6.3f} ms")
+    print(f"  slowest {top} nodes:")
+    for node, us in by_node.most_common(top):
+        print(f"    {node:60s} {us / runs / 1e3:6.3f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--avatar", type=Path, help="avatar.npz (default: build the astronaut, default preset)")
     ap.add_argument("--preset", default="default", help="preset when building (default: default)")
     ap.add_argument("--frames", type=int, default=200, help="random expressions to time")
+    ap.add_argument("--profile", action="store_true", help="also print onnxruntime's per-node profile of the dynamic decoder")
     args = ap.parse_args()
     from sega.avatar import Avatar, AvatarOptions
 
@@ -112,6 +148,13 @@ def main() -> None:
         for k, v in results.items():
             print(f"  {k:40s} {v:7.2f} ms")
         print(f"ONNX vs torch graphs, 20 expressions: max abs difference {worst:.2e}")
+        if args.profile:
+            folder = Path(tmp) / "unzipped"
+            with zipfile.ZipFile(summary.path) as z:
+                z.extract("dynamic_decoder.onnx", folder)
+            with torch.no_grad():
+                feeds = [{"expression": e[None], "expression_feature": feature(torch.from_numpy(e)[None]).numpy(), "head_pose": pose[None]} for e in exprs]
+            profile_graph(folder / "dynamic_decoder.onnx", feeds)
 
 
 if __name__ == "__main__":

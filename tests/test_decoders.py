@@ -205,3 +205,30 @@ def test_bilinear_taps_equal_grid_sample_forward_and_backward():
     (g_fast,) = torch.autograd.grad((fast * w).sum(), maps)
     (g_slow,) = torch.autograd.grad((slow * w).sum(), maps)
     assert torch.allclose(g_fast, g_slow, atol=1e-5)
+
+
+@pytest.mark.parametrize("atlas_res, factor", [(256, 4), (128, 2), (64, 1), (200, 0)])
+def test_upsampled_row_taps_equal_grid_sample_at_atlas_texel_centres(atlas_res, factor):
+    """The exported graph's sampling (x-upsample + two row taps) against F.grid_sample, forward and
+    backward, at every texel centre of an atlas (edges included); 200 is not a multiple of the 64 map:
+    the 4-tap fallback is used."""
+    import torch.nn.functional as F
+
+    from sega.model.decoders import uv_to_grid
+
+    gen = torch.Generator().manual_seed(1)
+    dyn = DynamicDecoder()
+    rows, cols = np.meshgrid(np.arange(atlas_res), np.arange(atlas_res), indexing="ij")
+    uv = np.stack([(cols.ravel() + 0.5) / atlas_res, 1.0 - (rows.ravel() + 0.5) / atlas_res], 1)
+    dyn.set_texel_uv(uv)
+    assert dyn.row_factor == factor
+    res = dyn.config.map_resolution
+    maps = torch.randn(1, NUM_ATTRIBUTES, res, res, generator=gen, requires_grad=True)
+    fast = dyn.sample_rows_upsampled(maps)
+    grid = uv_to_grid(torch.as_tensor(uv, dtype=torch.float32))[None, None]
+    slow = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
+    assert torch.allclose(fast, slow, atol=1e-5)
+    w = torch.randn_like(fast)
+    (g_fast,) = torch.autograd.grad((fast * w).sum(), maps)
+    (g_slow,) = torch.autograd.grad((slow * w).sum(), maps)
+    assert torch.allclose(g_fast, g_slow, atol=1e-4)
