@@ -4,12 +4,15 @@
 ``mediapipe.python.solutions.face_mesh_connections``; "left" = the subject's left).
 ``data/<model>_mediapipe478.npz``: where each of the 478 points lies on a head model's surface
 (triangle id + barycentrics), made by ``scripts/make_landmark_embedding.py``.
-Both are written by that script; this module only reads them.
+``data/<model>_mediapipe478_views.npz``: the same per view (yaw x pitch bins), made by
+``scripts/make_view_embeddings.py`` (the points slide over the face as it turns).
+The scripts write them; this module only reads them.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
@@ -30,6 +33,48 @@ def mediapipe_groups() -> dict[str, tuple[int, ...]]:
 
 def embedding_file(model_name: str) -> str:
     return f"{model_name}_mediapipe478.npz"
+
+
+def view_embedding_file(model_name: str) -> str:
+    return f"{model_name}_mediapipe478_views.npz"
+
+
+@dataclass(frozen=True)
+class ViewEmbeddings:
+    """MediaPipe-478 embeddings per view bin (made by ``scripts/make_view_embeddings.py``).
+
+    A view is the direction from ``sega.synthetic.FACE_CENTRE`` to the camera in the head's canonical
+    frame: yaw (degrees, + towards the subject's left, +X) and pitch (degrees, + from above), as
+    ``sega.camera.orbit_camera`` places cameras.
+    """
+
+    yaws_deg: np.ndarray  # [Y] bin centres, increasing
+    pitches_deg: np.ndarray  # [P] bin centres, increasing
+    face_ids: np.ndarray  # [P, Y, 478] int64 triangle of each point
+    barycentrics: np.ndarray  # [P, Y, 478, 3] float32
+
+    def embedding(self, i: int, j: int) -> LandmarkEmbedding:
+        return LandmarkEmbedding(self.face_ids[i, j], self.barycentrics[i, j], None)
+
+    def weights(self, yaw_deg: float, pitch_deg: float) -> list[tuple[int, int, float]]:
+        """Bilinear weights [(pitch bin, yaw bin, weight)] of a view (clamped to the grid)."""
+        fy = float(np.interp(yaw_deg, self.yaws_deg, np.arange(len(self.yaws_deg))))
+        fp = float(np.interp(pitch_deg, self.pitches_deg, np.arange(len(self.pitches_deg))))
+        j0, i0 = min(int(fy), len(self.yaws_deg) - 2), min(int(fp), len(self.pitches_deg) - 2)
+        wy, wp = fy - j0, fp - i0
+        return [(i0, j0, (1 - wp) * (1 - wy)), (i0, j0 + 1, (1 - wp) * wy), (i0 + 1, j0, wp * (1 - wy)), (i0 + 1, j0 + 1, wp * wy)]
+
+
+def load_view_embeddings(model: HeadModel) -> ViewEmbeddings | None:
+    """The shipped view-dependent embeddings for ``model`` if they match its mesh, else None."""
+    res = resources.files("sega.data").joinpath(view_embedding_file(model.name))
+    if not res.is_file():
+        return None
+    with res.open("rb") as fh, np.load(fh, allow_pickle=False) as z:
+        if int(z["num_faces"]) != model.num_faces or int(z["num_vertices"]) != model.num_vertices:
+            return None
+        return ViewEmbeddings(z["yaws_deg"].astype(np.float64), z["pitches_deg"].astype(np.float64),
+                              z["face_ids"].astype(np.int64), z["barycentrics"].astype(np.float32))  # fmt: skip
 
 
 def load_embedding(model: HeadModel) -> LandmarkEmbedding | None:

@@ -14,6 +14,7 @@ Shapes: L landmarks, E expressions, I identity components; pixels are photo pixe
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -25,7 +26,8 @@ from .errors import FaceNotFoundError, SegaError
 from .fit import LANDMARK_SET, FitOptions, LandmarkBasis, default_weights, fit_landmarks, interocular
 from .geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from .headmodel.base import HeadModel
-from .landmarks import mediapipe_groups
+from .landmarks import load_view_embeddings, mediapipe_groups
+from .synthetic import FACE_CENTRE
 
 HEAD_POSE_SIZE = 6  # rx, ry, rz (axis-angle, radians), tx, ty, tz (metres), as in export.clips
 LM_MAX_TRIES = 4  # damping increases tried per iteration before giving up on a step
@@ -50,6 +52,8 @@ class TrackOptions:
     # without it a few pixels of landmark bias move the head centimetres towards the camera
     eye_weight: float = 4.0  # weight of the eyelid landmarks: the eyes are small, and with equal weights the
     # expression prior outweighs a closing lid (blinks would be missed)
+    view_dependent: bool = True  # use the per-view landmark embeddings (scripts/make_view_embeddings.py) when shipped
+    view_iterations: int = 3  # extra steps after the embedding is re-interpolated for the solved pose
     oval_weight: float = 0.3  # weight of the face-contour landmarks (they slide along the silhouette when the head turns)
 
 
@@ -101,6 +105,35 @@ class ExpressionPoseSolver:
         self.base_w = w  # [L]
         self.sqrt_w = (w / w.sum()).sqrt().repeat_interleave(2)  # [2L]
         self.lo, self.hi = model.expression_range
+        # Per-view embeddings: the landmark rows for each view bin, interpolated per frame (``set_view``).
+        self.views = load_view_embeddings(model) if (options.view_dependent and embedding == LANDMARK_SET) else None
+        if self.views is not None:
+            rests, bases = [], []
+            for i in range(len(self.views.pitches_deg)):
+                for j in range(len(self.views.yaws_deg)):
+                    b = LandmarkBasis.from_model(model, self.views.embedding(i, j))
+                    rests.append(b.mean + torch.einsum("i,ilc->lc", ident, b.identity))
+                    bases.append(b.expression.reshape(self.num_e, -1))
+            shape = (len(self.views.pitches_deg), len(self.views.yaws_deg))
+            self.view_rests = torch.stack(rests).reshape(*shape, -1, 3)  # [P, Y, L, 3]
+            self.view_bases = torch.stack(bases).reshape(*shape, self.num_e, -1)  # [P, Y, E, L*3]
+            self.cam_centre = -self.cam_r.T @ self.cam_t  # [3] world
+            self.face_centre = torch.as_tensor(FACE_CENTRE, dtype=torch.float32)
+
+    def view_angles(self, head_pose) -> tuple[float, float]:
+        """(yaw, pitch) degrees of the camera as seen from the posed head (``ViewEmbeddings`` convention)."""
+        pose = torch.as_tensor(np.asarray(head_pose), dtype=torch.float32)
+        r = axis_angle_to_matrix(pose[:3])
+        d = r.T @ (self.cam_centre - self.pivot - pose[3:]) + self.pivot - self.face_centre  # camera in head space
+        return math.degrees(math.atan2(float(d[0]), float(d[2]))), math.degrees(math.atan2(float(d[1]), math.hypot(float(d[0]), float(d[2]))))
+
+    def set_view(self, head_pose) -> None:
+        """Interpolate the landmark rows for the view of ``head_pose`` [6] (no-op without view embeddings)."""
+        if self.views is None:
+            return
+        w = self.views.weights(*self.view_angles(head_pose))
+        self.rest = sum(wt * self.view_rests[i, j] for i, j, wt in w)
+        self.expr_basis = sum(wt * self.view_bases[i, j] for i, j, wt in w)
 
     def _split(self, params: torch.Tensor):
         return params[: self.num_e], params[self.num_e : self.num_e + 3], params[self.num_e + 3 :]
@@ -166,6 +199,20 @@ class ExpressionPoseSolver:
         reg_l1 = torch.zeros(p.shape[0])
         reg_l1[: self.num_e] = o.expression_l1
 
+        self.set_view(p[self.num_e :].numpy())
+        p = self._lm(p, target, iod, reg_l2, reg_l1, o.iterations if iterations is None else iterations)
+        if self.views is not None and o.view_iterations > 0:  # once more with the embedding of the view just found
+            self.set_view(p[self.num_e :].numpy())
+            p = self._lm(p, target, iod, reg_l2, reg_l1, o.view_iterations)
+        with torch.no_grad():
+            err = (self.project(p) - target).norm(dim=-1)
+            nme = float(err[self.sqrt_w[::2] > 0].mean() / iod)
+        return p.numpy().astype(np.float32), nme
+
+    def _lm(self, p: torch.Tensor, target: torch.Tensor, iod: float, reg_l2: torch.Tensor, reg_l1: torch.Tensor, iterations: int) -> torch.Tensor:
+        """``iterations`` Levenberg-Marquardt steps from ``p`` (see ``solve``)."""
+        o = self.options
+
         def cost(q: torch.Tensor) -> float:
             r = self.sqrt_w * ((self.project(q) - target) / iod).reshape(-1)
             return float(r @ r + (reg_l2 * q * q).sum() + (reg_l1 * q).sum())
@@ -173,7 +220,7 @@ class ExpressionPoseSolver:
         damping = o.damping
         current = cost(p)
         with torch.no_grad():
-            for _ in range(o.iterations if iterations is None else iterations):
+            for _ in range(iterations):
                 xy, jac = self.jacobian(p)
                 r = self.sqrt_w * ((xy - target) / iod).reshape(-1)
                 jac = (self.sqrt_w[:, None] / iod) * jac.reshape(-1, jac.shape[-1])
@@ -194,9 +241,7 @@ class ExpressionPoseSolver:
                         p, current, damping = cand, c, max(damping / LM_DAMPING_FACTOR, LM_MIN_DAMPING)
                         break
                     damping *= LM_DAMPING_FACTOR
-            err = (self.project(p) - target).norm(dim=-1)
-            nme = float(err[self.sqrt_w[::2] > 0].mean() / iod)
-        return p.numpy().astype(np.float32), nme
+        return p
 
 
 def track_landmarks(
