@@ -25,7 +25,7 @@ from .camera import Camera
 from .errors import FaceNotFoundError, SegaError
 from .fit import LANDMARK_SET, FitOptions, LandmarkBasis, default_weights, fit_landmarks, interocular
 from .geometry import axis_angle_to_matrix, matrix_to_axis_angle
-from .headmodel.base import HeadModel
+from .headmodel.base import HeadModel, LandmarkEmbedding
 from .landmarks import load_view_embeddings, mediapipe_groups
 from .synthetic import FACE_CENTRE
 
@@ -108,15 +108,13 @@ class ExpressionPoseSolver:
         # Per-view embeddings: the landmark rows for each view bin, interpolated per frame (``set_view``).
         self.views = load_view_embeddings(model) if (options.view_dependent and embedding == LANDMARK_SET) else None
         if self.views is not None:
-            rests, bases = [], []
-            for i in range(len(self.views.pitches_deg)):
-                for j in range(len(self.views.yaws_deg)):
-                    b = LandmarkBasis.from_model(model, self.views.embedding(i, j))
-                    rests.append(b.mean + torch.einsum("i,ilc->lc", ident, b.identity))
-                    bases.append(b.expression.reshape(self.num_e, -1))
-            shape = (len(self.views.pitches_deg), len(self.views.yaws_deg))
-            self.view_rests = torch.stack(rests).reshape(*shape, -1, 3)  # [P, Y, L, 3]
-            self.view_bases = torch.stack(bases).reshape(*shape, self.num_e, -1)  # [P, Y, E, L*3]
+            shape = self.views.face_ids.shape[:2]  # (P, Y)
+            num_l = self.views.face_ids.shape[2]
+            # All bins' points as one embedding: one gather of the bases instead of one per bin.
+            b = LandmarkBasis.from_model(model, LandmarkEmbedding(self.views.face_ids.reshape(-1), self.views.barycentrics.reshape(-1, 3), None))
+            rest = b.mean + torch.einsum("i,ilc->lc", ident, b.identity)  # [P*Y*L, 3]
+            self.view_rests = rest.reshape(*shape, num_l, 3)  # [P, Y, L, 3]
+            self.view_bases = b.expression.reshape(self.num_e, *shape, num_l * 3).permute(1, 2, 0, 3).contiguous()  # [P, Y, E, L*3]
             self.cam_centre = -self.cam_r.T @ self.cam_t  # [3] world
             self.face_centre = torch.as_tensor(FACE_CENTRE, dtype=torch.float32)
 
