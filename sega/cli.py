@@ -161,6 +161,20 @@ def cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
+def _video_model_avatar(args: argparse.Namespace, required: bool):
+    """(frames of --video, head model, avatar of AVATAR/--avatar or None); the video is read first, so a
+    bad video is reported before anything slow loads."""
+    from .avatar import Avatar
+    from .video import read_frames
+
+    if args.avatar is not None and not Path(args.avatar).is_file():
+        raise SegaError(f"avatar file not found: {args.avatar}")
+    frames = read_frames(args.video)
+    model = load_model_from_args(args)
+    avatar = Avatar.load(args.avatar, model) if (required or args.avatar is not None) else None
+    return frames, model, avatar
+
+
 def cmd_drive(args: argparse.Namespace) -> int:
     """Drive an avatar with a video (or a folder of frames, or one image) -> side-by-side MP4 (+ clip JSON)."""
     import os
@@ -170,19 +184,14 @@ def cmd_drive(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .avatar import Avatar
     from .drive import DriveOptions, drive_frames, render_side_by_side, to_clip
     from .face import FaceDetector
-    from .video import read_frames, write_video
+    from .video import write_video
 
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":
         raise SegaError(f"output must be an .mp4 file, got {out}")
-    if not Path(args.avatar).is_file():
-        raise SegaError(f"avatar file not found: {args.avatar}")
-    frames = read_frames(args.video)
-    model = load_model_from_args(args)
-    avatar = Avatar.load(args.avatar, model)
+    frames, model, avatar = _video_model_avatar(args, required=True)
     options = replace(DriveOptions(), smooth=not args.no_smooth, remove_neutral=not args.keep_neutral, render_size=args.size)
     with FaceDetector() as detector:
         result = drive_frames(frames, model, detector, options)
@@ -207,14 +216,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from tqdm import tqdm
 
-    from .avatar import Avatar
     from .evaluate import EvalOptions, evaluate_frames, write_report
     from .face import FaceDetector
-    from .video import read_frames, write_video
+    from .video import write_video
 
-    frames = read_frames(args.video)
-    model = load_model_from_args(args)
-    avatar = Avatar.load(args.avatar, model) if args.avatar else None
+    frames, model, avatar = _video_model_avatar(args, required=False)
     options = EvalOptions(source_frame=args.source_frame, every=args.every, preset=args.preset)
     with FaceDetector() as detector, tqdm(unit="frame", disable=args.quiet) as bar:
         def progress(done: int, total: int) -> None:

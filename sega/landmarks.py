@@ -65,27 +65,32 @@ class ViewEmbeddings:
         return [(i0, j0, (1 - wp) * (1 - wy)), (i0, j0 + 1, (1 - wp) * wy), (i0 + 1, j0, wp * (1 - wy)), (i0 + 1, j0 + 1, wp * wy)]
 
 
-def load_view_embeddings(model: HeadModel) -> ViewEmbeddings | None:
-    """The shipped view-dependent embeddings for ``model`` if they match its mesh, else None."""
-    res = resources.files("sega.data").joinpath(view_embedding_file(model.name))
+def _shipped_arrays(model: HeadModel, name: str) -> dict[str, np.ndarray] | None:
+    """Arrays of ``sega/data/<name>`` if it ships and was made for ``model``'s mesh, else None."""
+    res = resources.files("sega.data").joinpath(name)
     if not res.is_file():
         return None
     with res.open("rb") as fh, np.load(fh, allow_pickle=False) as z:
         if int(z["num_faces"]) != model.num_faces or int(z["num_vertices"]) != model.num_vertices:
             return None
-        return ViewEmbeddings(z["yaws_deg"].astype(np.float64), z["pitches_deg"].astype(np.float64),
-                              z["face_ids"].astype(np.int64), z["barycentrics"].astype(np.float32))  # fmt: skip
+        return {k: z[k] for k in z.files}
+
+
+def load_view_embeddings(model: HeadModel) -> ViewEmbeddings | None:
+    """The shipped view-dependent embeddings for ``model`` if they match its mesh, else None."""
+    z = _shipped_arrays(model, view_embedding_file(model.name))
+    if z is None:
+        return None
+    return ViewEmbeddings(z["yaws_deg"].astype(np.float64), z["pitches_deg"].astype(np.float64),
+                          z["face_ids"].astype(np.int64), z["barycentrics"].astype(np.float32))  # fmt: skip
 
 
 def load_embedding(model: HeadModel) -> LandmarkEmbedding | None:
     """The shipped MediaPipe embedding for ``model`` if one matches its mesh, else None."""
-    res = resources.files("sega.data").joinpath(embedding_file(model.name))
-    if not res.is_file():
+    z = _shipped_arrays(model, embedding_file(model.name))
+    if z is None:
         return None
-    with res.open("rb") as fh, np.load(fh, allow_pickle=False) as z:
-        if int(z["num_faces"]) != model.num_faces or int(z["num_vertices"]) != model.num_vertices:
-            return None
-        return LandmarkEmbedding(z["face_ids"].astype(np.int64), z["barycentrics"].astype(np.float32), z["valid"].astype(bool))
+    return LandmarkEmbedding(z["face_ids"].astype(np.int64), z["barycentrics"].astype(np.float32), z["valid"].astype(bool))
 
 
 def with_mediapipe_embedding(model: HeadModel) -> HeadModel:
