@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from sega import __version__
+from sega.conventions import HEAD_POSE_SIZE
 from sega.io import file_sha256
 
 from .clips import CLIP_NAMES, write_clips
@@ -40,7 +41,6 @@ from .graphs import (
     DYNAMIC_OUTPUTS,
     FEATURE_INPUTS,
     FEATURE_OUTPUTS,
-    HEAD_POSE_SIZE,
     OPSET,
     DynamicBranchGraph,
     ExpressionFeatureGraph,

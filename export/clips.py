@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from sega.conventions import HEAD_POSE_SIZE
 from sega.errors import SegaError
 
 CLIP_FORMAT = "sega-clip"
@@ -41,7 +42,6 @@ CLIP_NAMES = ("talk", "smile", "blink", "look_around")
 DEFAULT_FPS = 30
 DEFAULT_SECONDS = {"talk": 4.0, "smile": 3.0, "blink": 4.0, "look_around": 6.0}
 MIN_SECONDS = 0.5  # shorter clips cannot hold a full gesture
-HEAD_POSE_SIZE = 6  # rx, ry, rz (axis-angle, rad), tx, ty, tz (m)
 WEIGHT_DECIMALS = 4
 POSE_DECIMALS = 5
 CLIP_SUFFIX = ".json"

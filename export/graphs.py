@@ -40,7 +40,6 @@ from sega.uv import DEGENERATE_UV_DET, FRAME_NORM_EPS
 
 OPSET = 17  # GridSample needs >= 16; 17 is what onnxruntime-web 1.30 and onnxruntime 1.31 both run fully
 REL_QUAT_EPS = 1e-8  # clamp of 1 + trace: a triangle turned by 180 degrees from neutral (never met in practice)
-HEAD_POSE_SIZE = 6  # rx, ry, rz (axis-angle, radians), tx, ty, tz (metres)
 
 FEATURE_INPUTS = ("expression",)
 FEATURE_OUTPUTS = ("expression_feature",)

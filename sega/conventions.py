@@ -20,7 +20,8 @@ Cameras
 
 Rotations
     Quaternions are unit **wxyz**. Axis-angle vectors are (3,) radians.
-    Head pose = rotation about ``HeadModel.pivot`` followed by translation.
+    Head pose = rotation about ``HeadModel.pivot`` followed by translation, stored as
+    ``HEAD_POSE_SIZE`` = 6 numbers: axis-angle (3, radians) then translation (3, metres).
 
 UV
     UV origin is bottom-left (OBJ convention), v up. In atlas images row 0 is
@@ -38,6 +39,7 @@ import numpy as np
 
 ICT_CM_TO_M = 0.01  # ICT-FaceKit OBJ files are in centimetres.
 SH_C0 = 0.28209479177387814  # Y_0^0 = 1 / (2 sqrt(pi)).
+HEAD_POSE_SIZE = 6  # rx, ry, rz (axis-angle, radians), tx, ty, tz (metres): clips, bundles, tracking
 
 # World-to-camera rotation of a camera on the +Z axis looking at the origin (OpenCV axes).
 FRONTAL_CAMERA_ROTATION = np.diag([1.0, -1.0, -1.0])

@@ -26,11 +26,6 @@ from .smoothing import OneEuroOptions, one_euro
 from .track import Track, TrackOptions, detect_video_landmarks, track_landmarks
 from .video import Frames
 
-CLIP_FORMAT = "sega-clip"  # export.clips.CLIP_FORMAT (sega does not import export)
-CLIP_VERSION = 1
-WEIGHT_DECIMALS = 4
-POSE_DECIMALS = 5
-
 
 @dataclass(frozen=True)
 class DriveOptions:
@@ -100,7 +95,14 @@ def drive_frames(frames: Frames, model: HeadModel, detector, options: DriveOptio
 
 
 def to_clip(result: DriveResult, name: str, source: str = "", options: DriveOptions | None = None) -> dict:
-    """The driving signal as a clip dict (``export.clips`` format, version 1)."""
+    """The driving signal as a clip dict (``export.clips`` format)."""
+    from export.clips import (  # the format's owner
+        CLIP_FORMAT,
+        CLIP_VERSION,
+        POSE_DECIMALS,
+        WEIGHT_DECIMALS,
+    )
+
     clip = {
         "format": CLIP_FORMAT,
         "version": CLIP_VERSION,

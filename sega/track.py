@@ -22,14 +22,21 @@ import numpy as np
 import torch
 
 from .camera import Camera
+from .conventions import HEAD_POSE_SIZE
 from .errors import FaceNotFoundError, SegaError
-from .fit import LANDMARK_SET, FitOptions, LandmarkBasis, default_weights, fit_landmarks, interocular
+from .fit import (
+    LANDMARK_SET,
+    FitOptions,
+    LandmarkBasis,
+    default_weights,
+    fit_landmarks,
+    interocular,
+)
 from .geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from .headmodel.base import HeadModel, LandmarkEmbedding
 from .landmarks import load_view_embeddings, mediapipe_groups
 from .synthetic import FACE_CENTRE
 
-HEAD_POSE_SIZE = 6  # rx, ry, rz (axis-angle, radians), tx, ty, tz (metres), as in export.clips
 LM_MAX_TRIES = 4  # damping increases tried per iteration before giving up on a step
 LM_DAMPING_FACTOR = 4.0  # damping is multiplied / divided by this after a rejected / accepted step
 LM_MIN_DAMPING = 1e-6

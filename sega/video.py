@@ -10,7 +10,6 @@ no frames, truncated or damaged, frames too large, too many frames.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,8 +135,3 @@ def write_video(path: str | Path, frames, fps: float) -> Path:
             writer.append_data(np.asarray(f, dtype=np.uint8))
     return path
 
-
-def iter_chunks(frames: Frames, every: int = 1) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, frame) for every ``every``-th frame."""
-    for i in range(0, len(frames), max(1, every)):
-        yield i, frames.frames[i]
