@@ -30,9 +30,8 @@ resolution, R residual-map resolution, N sampled texels, A = ``NUM_ATTRIBUTES``.
 
 from __future__ import annotations
 
-import json
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +41,9 @@ from torch import Tensor, nn
 
 from ..errors import HeadModelError
 from ..gaussians import GaussianMaps
-from ..io import file_sha256
 from ..headmodel.base import HeadModel
+from ..io import file_sha256
+from .config import config_from_dict, config_to_dict
 from .vae import (
     DisplacementVAE,
     DisplacementVAEConfig,
@@ -78,15 +78,12 @@ class UVDecoderConfig:
                              f"map_resolution is {self.map_resolution}")
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict):
         """Rebuild from ``to_dict`` output; unknown keys are an error (a newer layout)."""
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return config_from_dict(cls, d)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from ..errors import HeadModelError
 from ..headmodel.base import HeadModel
+from .config import config_from_dict, config_to_dict
 
 CHECKPOINT_FORMAT_VERSION = 1  # bump when the checkpoint layout changes
 DEFAULT_CHECKPOINT_NAME = "ict_displacement_vae.pt"  # shipped in sega/data
@@ -113,22 +114,12 @@ class DisplacementVAEConfig:
 
     def to_dict(self) -> dict:
         """JSON-able dict (tuples become lists)."""
-        return json.loads(json.dumps(asdict(self)))
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> DisplacementVAEConfig:
         """Inverse of ``to_dict``; unknown keys are an error (a checkpoint from a newer layout)."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown DisplacementVAEConfig fields {sorted(unknown)}")
-        kw = dict(d)
-        for key in ("encoder_hidden", "decoder_channels"):
-            if key in kw:
-                kw[key] = tuple(int(x) for x in kw[key])
-        if kw.get("atlas_regions") is not None:
-            kw["atlas_regions"] = tuple(kw["atlas_regions"])
-        return cls(**kw)
+        return config_from_dict(cls, d)
 
 
 # ---------------------------------------------------------------------------------------------
