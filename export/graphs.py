@@ -28,6 +28,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
@@ -35,11 +36,10 @@ from onnx import TensorProto, helper
 from torch import Tensor, nn
 
 from sega.gaussians import QUAT_NORM_EPS
-from sega.geometry import axis_angle_to_matrix, matrix_to_quat, quat_multiply
-from sega.uv import DEGENERATE_UV_DET, FRAME_NORM_EPS
+from sega.geometry import matrix_to_quat, quat_multiply
+from sega.uv import DEGENERATE_UV_DET, FRAME_NORM_EPS, face_frames
 
 OPSET = 17  # GridSample needs >= 16; 17 is what onnxruntime-web 1.30 and onnxruntime 1.31 both run fully
-REL_QUAT_EPS = 1e-8  # clamp of 1 + trace: a triangle turned by 180 degrees from neutral (never met in practice)
 
 FEATURE_INPUTS = ("expression",)
 FEATURE_OUTPUTS = ("expression_feature",)
@@ -58,18 +58,32 @@ class ExpressionFeatureGraph(nn.Module):
         return self.encoder(expression)
 
 
+ROW_ROLL_1 = (1, 2, 0)  # row i -> row i + 1 (mod 3): (a x b)_i = a_{i+1} b_{i+2} - a_{i+2} b_{i+1}
+ROW_ROLL_2 = (2, 0, 1)  # row i -> row i + 2 (mod 3)
+
+
 def _cross_rows(a: Tensor, b: Tensor) -> Tensor:
     """Cross product of [3, N] row-stacked vectors (x, y, z rows) -> [3, N].
 
-    Row slices and ``cat`` (not ``a[1]`` and ``stack``): no Squeeze / Unsqueeze copies in the graph."""
-    ax, ay, az = a[0:1], a[1:2], a[2:3]
-    bx, by, bz = b[0:1], b[1:2], b[2:3]
-    return torch.cat([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx])
+    Rolled rows (Gather along axis 0: three contiguous row copies each) rather than nine row slices
+    and a Concat: 7 graph nodes instead of 16, and in onnxruntime the node count, not the arithmetic,
+    is what costs at these sizes."""
+    r1, r2 = list(ROW_ROLL_1), list(ROW_ROLL_2)
+    return a[r1] * b[r2] - a[r2] * b[r1]
+
+
+def _sum_rows(a: Tensor) -> Tensor:
+    """[3, N] -> [1, N] column sums, as a MatMul with a row of ones: onnxruntime's ReduceSum over the
+    leading axis is about 3x slower than that (native and wasm)."""
+    return _ONES_3.to(a.dtype) @ a
+
+
+_ONES_3 = torch.ones(1, 3)
 
 
 def _normalise_rows(a: Tensor) -> Tensor:
     """[3, N] -> unit columns (norms clamped like ``sega.uv.face_frames``)."""
-    return a / (a * a).sum(0, keepdim=True).sqrt().clamp_min(FRAME_NORM_EPS)
+    return a / _sum_rows(a * a).sqrt().clamp_min(FRAME_NORM_EPS)
 
 
 def gather_columns(x: Tensor, index: Tensor) -> Tensor:
@@ -84,13 +98,21 @@ def gather_columns(x: Tensor, index: Tensor) -> Tensor:
     return torch.gather(x, 1, index[None].expand(x.shape[0], -1))
 
 
-def face_frames_rows(vertices: Tensor, faces: Tensor, uv_coeffs: Tensor, uv_ok: Tensor) -> tuple[Tensor, ...]:
+def _split_columns(x: Tensor, sizes: list[int]) -> list[Tensor | None]:
+    """x [C, sum(sizes)] -> one [C, size] block per size (None for empty ones), in one Split node."""
+    kept = [n for n in sizes if n > 0]
+    blocks = iter(x.split(kept, 1) if len(kept) > 1 else (x,))
+    return [next(blocks) if n > 0 else None for n in sizes]
+
+
+def face_frames_rows(vertices: Tensor, faces: Tensor, uv_coeffs: Tensor, uv_ok: Tensor | None) -> tuple[Tensor, ...]:
     """``sega.uv.face_frames`` in row layout, the fast twin used by the exported graph.
 
     vertices: Tensor  # [3, V] x, y, z rows (metres)
     faces: Tensor  # [3 * F] int64 corners, corner-major (all first corners, then all second, ...)
     uv_coeffs: Tensor  # [2, F] (dv2, dv1) * sign(det) of each face's UVs (``uv_frame_coefficients``)
-    uv_ok: Tensor  # [1, F] bool, False where the UVs are degenerate (tangent = edge p0 -> p1)
+    uv_ok: Tensor  # [1, F] bool, False where the UVs are degenerate (tangent = edge p0 -> p1);
+        None when no face is degenerate (the graph then has no Where)
     returns tangent, bitangent, normal: Tensor  # [3, F] each, the columns of ``face_frames``;
         then p0, e1 = p1 - p0, e2 = p2 - p0: Tensor  # [3, F] each (for surface points).
     Why rows: onnxruntime broadcasts [1, F] against [3, F] with long contiguous spans; the [F, 3]
@@ -102,8 +124,9 @@ def face_frames_rows(vertices: Tensor, faces: Tensor, uv_coeffs: Tensor, uv_ok: 
     e1, e2 = p1 - p0, p2 - p0
     t = e1 * uv_coeffs[0:1] - e2 * uv_coeffs[1:2]
     n = _normalise_rows(_cross_rows(e1, e2))
-    t = torch.where(uv_ok, t, e1)
-    t = _normalise_rows(t - (t * n).sum(0, keepdim=True) * n)
+    if uv_ok is not None:
+        t = torch.where(uv_ok, t, e1)
+    t = _normalise_rows(t - _sum_rows(t * n) * n)
     return t, _cross_rows(n, t), n, p0, e1, e2
 
 
@@ -114,6 +137,44 @@ def uv_frame_coefficients(face_uvs: Tensor) -> tuple[Tensor, Tensor]:
     det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
     sign = torch.sign(det)
     return torch.stack([d2[:, 1] * sign, d1[:, 1] * sign]), (det.abs() > DEGENERATE_UV_DET)[None]
+
+
+EXPRESSION_BLOCKS = 8  # dense blocks of the per-frame expression MatMul (about 0.68 of the dense cost for ICT)
+
+
+def expression_blocks(support: np.ndarray, num_blocks: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Group vertices into at most ``num_blocks`` dense blocks of the expression MatMul.
+
+    support: [V, E] bool, True where expression e moves vertex v. Returns [(vertex ids [V_k],
+    expression ids [E_k])], every vertex in one block, E_k the expressions that move some vertex of
+    block k. Why: ARKit shapes are local (a blink moves no lip), so half of the dense [E, 3V] basis is
+    zeros; block k costs E_k x V_k instead of E x V_k, and the MatMul is the largest single cost of the
+    per-frame graph. Greedy agglomeration (deterministic): one group per distinct support pattern, then
+    the smallest group is merged into the one whose cost |union| x size grows least, until
+    ``num_blocks`` remain.
+    """
+    patterns, inverse = np.unique(support, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    sets = patterns.copy()  # [G, E]
+    sizes = np.bincount(inverse, minlength=len(patterns))
+    members = [[g] for g in range(len(patterns))]
+    while len(sizes) > max(1, num_blocks):
+        small = int(np.lexsort((np.arange(len(sizes)), sizes))[0])  # smallest group (lowest id on ties)
+        union = (sets | sets[small]).sum(1)
+        growth = union * (sizes + sizes[small]) - sets.sum(1) * sizes - sets[small].sum() * sizes[small]
+        growth[small] = np.iinfo(growth.dtype).max
+        into = int(np.argmin(growth))
+        sets[into] |= sets[small]
+        sizes[into] += sizes[small]
+        members[into] += members[small]
+        keep = np.arange(len(sizes)) != small
+        sets, sizes = sets[keep], sizes[keep]
+        members = [m for g, m in enumerate(members) if g != small]
+    out = []
+    for group, cols in zip(members, sets):
+        verts = np.flatnonzero(np.isin(inverse, group))
+        out.append((verts, np.flatnonzero(cols)))
+    return out
 
 
 def right_multiplication_rows(c: Tensor) -> Tensor:
@@ -129,6 +190,33 @@ def right_multiplication_rows(c: Tensor) -> Tensor:
     )
 
 
+def rodrigues_rows(aa: Tensor) -> Tensor:
+    """``sega.geometry.axis_angle_to_matrix`` for one rotation, in fewer graph nodes: aa [3] -> [3, 3].
+
+    R = I + a K + b K^2 with K the cross-product matrix of aa, a = sin(theta) / theta and
+    b = (1 - cos(theta)) / theta^2 (Taylor terms near zero, as the library's). K comes from one MatMul
+    with a constant [3, 9] map instead of nine stacked scalars (the head pose is three numbers, so what
+    costs is the number of nodes)."""
+    theta2 = (aa * aa).sum()
+    theta = theta2.clamp_min(1e-12).sqrt()
+    small = theta2 < 1e-8
+    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / theta2.clamp_min(1e-12))
+    k = (aa[None] @ _SKEW_MAP.to(aa.dtype)).reshape(3, 3)
+    return torch.eye(3, dtype=aa.dtype) + a * k + b * (k @ k)
+
+
+# [3, 9]: axis-angle (x, y, z) -> the row-major cross-product matrix [[0, -z, y], [z, 0, -x], [-y, x, 0]].
+_SKEW_MAP = torch.tensor(
+    [
+        [0, 0, 0, 0, 0, -1, 0, 1, 0],  # x
+        [0, 0, 1, 0, 0, 0, -1, 0, 0],  # y
+        [0, -1, 0, 1, 0, 0, 0, 0, 0],  # z
+    ],
+    dtype=torch.float32,
+)
+
+
 class DynamicBranchGraph(nn.Module):
     """The dynamic Gaussians of one frame and the head's rigid transform (see the module docstring).
 
@@ -137,18 +225,26 @@ class DynamicBranchGraph(nn.Module):
     ``Avatar.animate`` (quaternions up to sign), computed in a form that is cheap in onnxruntime:
 
     * row layout ([3, D] not [D, 3]; see ``face_frames_rows``), outputs transposed at the end;
+    * the rig orders the dynamic texels *moving* first (``AnimationRig.num_moving``): the rest lie on
+      triangles no expression moves, so their surface point, frame and rotation are constants here,
+      and only the dynamic branch's residual offset moves them (three multiply-adds); the mesh work
+      (vertices, frames, gathers) runs for the moving texels and their triangles only;
     * frame rotations as quaternions *relative to the neutral frames*: q(F) = q(F F0^T) q(F0), and
       q(F0) times the texel's local rotation is a per-texel constant, so the per-frame quaternion is
-      q_rel (four rows, from the trace and the skew part of F F0^T, exact while the triangle turns by
-      less than 180 degrees from neutral) times a constant: four broadcast multiplies;
+      q_rel times a constant (a [4, 4, D] product summed over one axis). q_rel is taken unnormalised,
+      as (1 + trace, skew part) of F F0^T = 4 w q_rel, exact while the triangle turns by less than
+      180 degrees from neutral: the final normalisation removes the factor, so no square root;
     * the decoder's residual map is read through an x-upsample (Resize) and two row taps when the
       texels sit on an atlas k times the map's resolution (``sample_rows_upsampled``; about half the
       cost of the four fixed bilinear taps, which remain the fallback);
-    * the decoder's output units are folded into its last conv, so the map needs no extra Mul;
-    * only the vertices that some expression moves go through the expression MatMul (about 20% of
-      the dynamic vertices never move; they are ordered last and copied from ``base_rows``);
-    * per-face quantities are gathered to the texels one tensor at a time (no Concat of 22 rows and
-      Split afterwards: both copy the data, and in the browser those copies cost as much as the gathers).
+    * the decoder's output units are folded into its last conv, so the map needs no extra Mul, and the
+      identity half of its first conv (a per-avatar constant) is a precomputed bias map;
+    * only the vertices that some expression moves go through the expression MatMul (they are ordered
+      first; the others are copied from ``base_rows``);
+    * per-face quantities are gathered to the texels one tensor at a time (frame [9, U], relative
+      quaternion [4, U], corner point and edges), never Concat + Split (both copy the data);
+    * cross products from rolled rows, and the head rotation from one small MatMul
+      (``rodrigues_rows``): in onnxruntime the per-node overhead dominates at these sizes.
     ``export_graph`` then gives every GatherElements int32 indices (``int32_gather_indices``).
     """
 
@@ -164,25 +260,73 @@ class DynamicBranchGraph(nn.Module):
         num_e = rig.expression_basis.shape[0]
         basis = rig.expression_basis.reshape(num_e, -1, 3)  # [E, Vd, 3]
         # Vertices that some expression moves first, the others (exactly zero basis rows) last.
-        moving = (basis != 0).any(-1).any(0)  # [Vd]
-        order = torch.cat([torch.nonzero(moving)[:, 0], torch.nonzero(~moving)[:, 0]])
+        support = (basis != 0).any(-1)  # [E, Vd]: expression e moves vertex v
+        moving = support.any(0)  # [Vd]
+        # Moving vertices first, grouped into blocks by the expressions that move them; then the others.
+        blocks = expression_blocks(support[:, moving].T.numpy(), EXPRESSION_BLOCKS)
+        moving_ids = torch.nonzero(moving)[:, 0]
+        order = torch.cat([moving_ids[torch.as_tensor(np.concatenate([v for v, _ in blocks]))], torch.nonzero(~moving)[:, 0]])
         new_index = torch.empty_like(order)
         new_index[order] = torch.arange(order.numel())
         self.num_moving = int(moving.sum())
         self.register_buffer("base_rows", rig.base_vertices[order].T.contiguous())  # [3, Vd], reordered
-        self.register_buffer("basis_rows", basis[:, order[: self.num_moving]].transpose(1, 2).reshape(num_e, -1).contiguous())  # [E, 3 * Vm]
-        self.register_buffer("faces", new_index[rig.faces].T.reshape(-1).contiguous())  # [3 * U] corner-major, reordered vertices
-        coeffs, ok = uv_frame_coefficients(rig.face_uvs)
-        self.register_buffer("uv_coeffs", coeffs)  # [2, U]
-        self.register_buffer("uv_ok", ok)  # [1, U]
-        self.register_buffer("texel_face", rig.texel_face.clone())  # [D]
-        self.register_buffer("texel_bary", rig.texel_bary.T.contiguous())  # [3, D]
-        t0, b0, n0 = face_frames_rows(self.base_rows, self.faces, coeffs, ok)[:3]  # neutral (zero expression) frames
-        self.register_buffer("neutral_frames", torch.stack([t0, b0, n0]))  # [3 columns, 3, U]
+        self.block_expressions = [cols.tolist() for _, cols in blocks]  # expression columns of each block
+        self.block_sizes = [int(v.size) for v, _ in blocks]
+        start = 0
+        for k, (verts, cols) in enumerate(blocks):
+            ids = order[start : start + verts.size]
+            start += verts.size
+            # [E_k, 3 * V_k]: x rows of the block's vertices, then y, then z (a [3, V_k] reshape per frame).
+            self.register_buffer(f"basis_block_{k}", basis[torch.as_tensor(cols)][:, ids].transpose(1, 2).reshape(len(cols), -1).contiguous())
+        self.register_buffer("still_rows", torch.zeros(3, order.numel() - self.num_moving))  # [3, Vd - Vm] zero motion
+
+        # Texels: the first num_moving_texels lie on triangles with a moving vertex (the rig's order).
+        nt = self.num_moving_texels = int(rig.num_moving)
+        if not bool(moving[rig.texel_tri[:nt]].any(1).all()) or bool(moving[rig.texel_tri[nt:]].any()):
+            raise ValueError("the rig's dynamic texels are not ordered moving first (AnimationRig.num_moving)")
+        # Faces of the moving texels, renumbered 0..Um-1; their corners in the reordered vertex numbering.
+        used, texel_face = torch.unique(rig.texel_face[:nt], return_inverse=True)
+        faces = new_index[rig.faces[used]]  # [Um, 3]
+        self.register_buffer("faces", faces.T.reshape(-1).contiguous())  # [3 * Um] corner-major
+        coeffs, ok = uv_frame_coefficients(rig.face_uvs[used])
+        self.register_buffer("uv_coeffs", coeffs)  # [2, Um]
+        self.uv_any_degenerate = not bool(ok.all())
+        self.register_buffer("uv_ok", ok)  # [1, Um]
+        texel_face = texel_face.reshape(-1)
+        num_faces = self.num_primary = int(used.numel())  # Um: the first Um texels are one per face, in face order
+        if not torch.equal(texel_face[:num_faces], torch.arange(num_faces)):
+            raise ValueError("the rig's moving texels do not start with one texel per triangle (sega.avatar.dynamic_texel_order)")
+        self.register_buffer("extra_face", texel_face[num_faces:].clone())  # [De] faces of the other moving texels
+        bary = rig.texel_bary.T.contiguous()  # [3, D]
+        self.register_buffer("bary_primary", bary[1:3, :num_faces].contiguous())  # [2, Um] (b1, b2)
+        self.register_buffer("bary_extra", bary[1:3, num_faces:nt].contiguous())  # [2, De]
+        t0, b0, n0, p0, e1, e2 = face_frames_rows(self.base_rows, self.faces, coeffs, ok if self.uv_any_degenerate else None)
+        self.register_buffer("neutral_frames", torch.cat([t0, b0, n0]))  # [9, Um] rows t_xyz, b_xyz, n_xyz
+        # Constant operands of the relative rotation: skew = sum_c (c0 x c) = sum_c c0[r1] c[r2] - c0[r2] c[r1].
+        self.roll_1 = [3 * c + r for c in range(3) for r in ROW_ROLL_1]  # rows of [9, U] rolled by one within each column
+        self.roll_2 = [3 * c + r for c in range(3) for r in ROW_ROLL_2]
+        self.register_buffer("skew_a", self.neutral_frames[self.roll_1].contiguous())  # [9, Um]
+        self.register_buffer("skew_b", self.neutral_frames[self.roll_2].contiguous())  # [9, Um]
+        column_sum = torch.eye(3).repeat(1, 3)  # [3, 9]: row r sums rows r, 3 + r, 6 + r (over the three columns)
+        self.register_buffer("column_sum", column_sum)
+        self.register_buffer("trace_sum", torch.cat([torch.ones(1, 9), torch.zeros(3, 9)]))  # [4, 9]: products -> (trace, 0, 0, 0)
+        self.register_buffer("skew_sum", torch.cat([torch.zeros(1, 9), column_sum]))  # [4, 9]: crossed -> (0, skew)
+        self.register_buffer("q_one", torch.tensor([[1.0], [0.0], [0.0], [0.0]]))  # [4, 1]: the 1 of 1 + trace
+        self.register_buffer("ones_4", torch.ones(1, 4))
+        self.offset_rows = [c for c in range(3) for _ in range(3)]  # offset component c for frame rows 3c .. 3c + 2
         local = maps.rotation / maps.rotation.norm(dim=-1, keepdim=True).clamp_min(QUAT_NORM_EPS)
-        neutral_quat = matrix_to_quat(torch.stack([t0, b0, n0], -1).permute(1, 0, 2))[rig.texel_face]  # [D, 4]
-        self.register_buffer("quat_rows", right_multiplication_rows(quat_multiply(neutral_quat, local)))  # [4, 4, D]
-        self.register_buffer("offset", maps.offset.T.contiguous())  # [3, D]
+        # Neutral frames of every dynamic texel (fixed ones included: their frame never changes).
+        all_frames = face_frames(rig.base_vertices, rig.faces, rig.face_uvs)[rig.texel_face]  # [D, 3, 3] columns t, b, n
+        neutral_quat = matrix_to_quat(all_frames)  # [D, 4]
+        texel_quat = quat_multiply(neutral_quat, local)  # [D, 4] = rotation at the neutral expression
+        self.register_buffer("quat_rows_primary", right_multiplication_rows(texel_quat[:num_faces]))  # [4, 4, Um]
+        self.register_buffer("quat_rows_extra", right_multiplication_rows(texel_quat[num_faces:nt]))  # [4, 4, De]
+        self.register_buffer("fixed_quats", texel_quat[nt:].T.contiguous())  # [4, Dk]
+        pts = (rig.base_vertices[rig.texel_tri[nt:]] * rig.texel_bary[nt:, :, None]).sum(1)  # [Dk, 3]
+        self.register_buffer("fixed_points", (pts + (all_frames[nt:] * maps.offset[nt:, None, :]).sum(-1)).T.contiguous())  # [3, Dk]
+        self.register_buffer("fixed_frames", all_frames[nt:].permute(2, 1, 0).reshape(9, -1).contiguous())  # [9, Dk] rows t_xyz, b_xyz, n_xyz
+        self.register_buffer("offset_primary", maps.offset[:num_faces].T.contiguous())  # [3, Um]
+        self.register_buffer("offset_extra", maps.offset[num_faces:nt].T.contiguous())  # [3, De]
         self.register_buffer("log_scale", maps.log_scale.T.contiguous())  # [3, D]
         self.register_buffer("opacity_logit", maps.opacity_logit.clone())  # [D]
         self.register_buffer("color", maps.color.T.contiguous())  # [3, D]
@@ -190,10 +334,17 @@ class DynamicBranchGraph(nn.Module):
         head = dec.trunk.head  # last conv, with the output units folded in (the map comes out in attribute units)
         self.register_buffer("head_weight", (head.weight * dec.units[:, None, None, None]).detach().clone())
         self.register_buffer("head_bias", (head.bias * dec.units).detach().clone())
+        # First conv split: its identity-channel half sees a per-avatar constant, so that half plus the
+        # bias is one constant map; per frame only the expression channels are convolved.
+        first = dec.trunk.levels[0]
+        ci = dec.config.identity_channels
+        with torch.no_grad():
+            self.register_buffer("first_bias_map", F.conv2d(dec.identity[None], first.weight[:, :ci], first.bias, padding=1).detach().clone())
+        self.register_buffer("first_weight", first.weight[:, ci:].detach().clone())
 
     @property
     def num_dynamic(self) -> int:
-        return int(self.texel_face.shape[0])
+        return int(self.log_scale.shape[1])
 
     def residual_map(self, expression_feature: Tensor) -> Tensor:
         """``DynamicDecoder.residual_map`` with the units folded into the last conv: [1, Z] -> [1, A, R, R]."""
@@ -201,41 +352,73 @@ class DynamicBranchGraph(nn.Module):
         c = dec.config
         r = c.feature_resolution
         expr_map = F.leaky_relu(dec.from_latent(expression_feature).reshape(1, c.expression_channels, r, r), c.leaky_slope)
-        h = torch.cat([dec.identity[None], expr_map], dim=1)
-        for level, conv in enumerate(dec.trunk.levels):
-            if level > 0:
-                h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
+        h = F.leaky_relu(F.conv2d(expr_map, self.first_weight, padding=1) + self.first_bias_map, dec.trunk.slope)
+        for conv in dec.trunk.levels[1:]:
+            h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
             h = F.leaky_relu(conv(h), dec.trunk.slope)
         return F.conv2d(h, self.head_weight, self.head_bias, padding=1)
 
     def forward(self, expression: Tensor, expression_feature: Tensor, head_pose: Tensor):
-        nm, num_v = self.num_moving, self.base_rows.shape[1]
-        if nm == num_v:
-            verts = self.base_rows + (expression @ self.basis_rows).reshape(3, nm)  # [3, Vd]
-        elif nm == 0:
-            verts = self.base_rows
-        else:
-            moved = self.base_rows[:, :nm] + (expression @ self.basis_rows).reshape(3, nm)
-            verts = torch.cat([moved, self.base_rows[:, nm:]], 1)  # [3, Vd]
-        t, b, n, p0, e1, e2 = face_frames_rows(verts, self.faces, self.uv_coeffs, self.uv_ok)  # [3, U] each
-        t0, b0, n0 = self.neutral_frames.unbind(0)
-        # Relative rotation R = F F0^T: trace and skew vector (R21 - R12, R02 - R20, R10 - R01).
-        trace = (t * t0 + b * b0 + n * n0).sum(0, keepdim=True)  # [1, U]
-        skew = _cross_rows(t0, t) + _cross_rows(b0, b) + _cross_rows(n0, n)  # [3, U]
-        w = 0.5 * (1.0 + trace).clamp_min(REL_QUAT_EPS).sqrt()  # [1, U]; the rest of q_rel (wxyz) is skew / (4 w)
+        nt = self.num_moving_texels
+        verts = self.base_rows + self.vertex_motion(expression)  # [3, Vd]
         res = self.decoder.sample_rows_upsampled(self.residual_map(expression_feature)).reshape(-1, self.num_dynamic)  # [A, D] rows sega.model.decoders.ATTRIBUTES
-        offset = self.offset + res[0:3]
-        bary = self.texel_bary
-        face = self.texel_face
-        points = gather_columns(p0, face) + gather_columns(e1, face) * bary[1:2] + gather_columns(e2, face) * bary[2:3]  # p0 + b1 e1 + b2 e2
-        means = points + gather_columns(t, face) * offset[0:1] + gather_columns(b, face) * offset[1:2] + gather_columns(n, face) * offset[2:3]
-        qw, qv = gather_columns(w, face), gather_columns(skew / (4.0 * w), face)  # [1, D], [3, D]
-        quats = self.quat_rows[0] * qw + self.quat_rows[1] * qv[0:1] + self.quat_rows[2] * qv[1:2] + self.quat_rows[3] * qv[2:3]
-        quats = quats / (quats * quats).sum(0, keepdim=True).sqrt()
+        res_offset = res[0:3]
         scales = torch.exp(self.log_scale + res[3:6])
         opacities = torch.sigmoid(self.opacity_logit + res[6])
         colors = self.color + res[7:10]
-        rot = axis_angle_to_matrix(head_pose[0, 0:3])  # [3, 3]
+        if nt == 0:  # no texel moves: constant points, frames and rotations
+            fixed_means = self.fixed_points + self.column_sum @ (self.fixed_frames * res_offset[self.offset_rows])
+            return self._outputs(fixed_means, self.fixed_quats, scales, colors, opacities, head_pose)
+        t, b, n, p0, e1, e2 = face_frames_rows(verts, self.faces, self.uv_coeffs, self.uv_ok if self.uv_any_degenerate else None)  # [3, Um] each
+        frames = torch.cat([t, b, n])  # [9, Um]: rows t_xyz, b_xyz, n_xyz
+        # Relative rotation R = F F0^T as the unnormalised quaternion (1 + trace, skew) = 4 w q_rel:
+        # trace = sum_c c0 . c, skew = sum_c c0 x c = sum_c c0[r1] c[r2] - c0[r2] c[r1], as two MatMuls
+        # that sum the nine rows into the four components.
+        products = frames * self.neutral_frames  # [9, Um]
+        crossed = self.skew_a * frames[self.roll_2] - self.skew_b * frames[self.roll_1]  # [9, Um]
+        q_rel = self.trace_sum @ products + self.skew_sum @ crossed + self.q_one  # [4, Um]
+        um = self.num_primary
+        res_p, res_e, res_k = _split_columns(res_offset, [um, nt - um, self.num_dynamic - nt])  # primary, other moving, never-moving texels
+        # Primary texels (one per face, in face order): the face arrays are theirs, no gather.
+        means_p, quats_p = self._bind(p0, e1, e2, frames, q_rel, self.bary_primary, self.offset_primary + res_p, self.quat_rows_primary)
+        parts_m, parts_q = [means_p], [quats_p]
+        if nt > um:  # the other moving texels gather their face's quantities
+            f = self.extra_face
+            means_e, quats_e = self._bind(*(gather_columns(x, f) for x in (p0, e1, e2, frames, q_rel)),
+                                          self.bary_extra, self.offset_extra + res_e, self.quat_rows_extra)  # fmt: skip
+            parts_m.append(means_e)
+            parts_q.append(quats_e)
+        quats = torch.cat(parts_q, 1) if len(parts_q) > 1 else quats_p
+        quats = quats / (self.ones_4 @ (quats * quats)).sqrt()
+        means = torch.cat(parts_m, 1) if len(parts_m) > 1 else means_p
+        if nt < self.num_dynamic:
+            fixed_means = self.fixed_points + self.column_sum @ (self.fixed_frames * res_k[self.offset_rows])  # [3, Dk]
+            means = torch.cat([means, fixed_means], 1)
+            quats = torch.cat([quats, self.fixed_quats], 1)
+        return self._outputs(means, quats, scales, colors, opacities, head_pose)
+
+    def vertex_motion(self, expression: Tensor) -> Tensor:
+        """expression [1, E] -> [3, Vd] blendshape offsets of the (reordered) vertices, one dense MatMul
+        per block of ``expression_blocks`` over the expressions that move its vertices."""
+        parts = []
+        for k, cols in enumerate(self.block_expressions):
+            weights = expression if len(cols) == expression.shape[1] else expression[:, cols]  # [1, E_k]
+            parts.append((weights @ getattr(self, f"basis_block_{k}")).reshape(3, self.block_sizes[k]))
+        if self.still_rows.shape[1]:
+            parts.append(self.still_rows)
+        return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+
+    def _bind(self, p0, e1, e2, frames, q_rel, bary, offset, quat_rows):
+        """Means [3, N] and unnormalised quaternions [4, N] of N texels from their faces' corner point
+        p0, edges e1, e2 [3, N], frames [9, N] and relative quaternions [4, N]; bary [2, N] (b1, b2),
+        offset [3, N] local offsets (metres), quat_rows [4, 4, N] (``right_multiplication_rows``)."""
+        points = p0 + e1 * bary[0:1] + e2 * bary[1:2]  # p0 + b1 e1 + b2 e2
+        means = points + self.column_sum @ (frames * offset[self.offset_rows])  # + sum_c frame_c offset_c
+        qw, qx, qy, qz = q_rel.split(1, 0)  # [1, N] each
+        return means, quat_rows[0] * qw + quat_rows[1] * qx + quat_rows[2] * qy + quat_rows[3] * qz
+
+    def _outputs(self, means, quats, scales, colors, opacities, head_pose):
+        rot = rodrigues_rows(head_pose[0, 0:3])  # [3, 3]
         trans = self.pivot - rot @ self.pivot + head_pose[0, 3:6]
         top = torch.cat([rot, trans[:, None]], dim=1)  # [3, 4]
         bottom = torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=top.dtype)

@@ -416,6 +416,29 @@ def inpaint_colors(colors: np.ndarray, known: np.ndarray, points: np.ndarray, pa
     return out.astype(np.float32)
 
 
+def _vertex_moves(expression_basis: Tensor) -> np.ndarray:
+    """expression_basis: [E, V, 3] -> [V] bool: some expression moves the vertex (a non-zero basis row)."""
+    return (expression_basis != 0).any(-1).any(0).numpy()
+
+
+def dynamic_texel_order(atlas: Atlas, dynamic: np.ndarray, expression_basis: Tensor) -> np.ndarray:
+    """The order of the dynamic texels in the rig (and in the exported per-frame graph's outputs).
+
+    dynamic: [Td] texel ids; expression_basis: [E, V, 3]. Returns the same ids reordered:
+    1. *moving* texels (on a triangle with a vertex some expression moves), and among them first one
+       texel per triangle, in increasing triangle id, then the other moving texels;
+    2. the texels whose triangle never moves (only the dynamic branch's residuals change them).
+    Why: the exported graph (``export.graphs.DynamicBranchGraph``) then reads per-triangle quantities
+    of the first texels without a gather, and gives the never-moving ones constant frames; the order
+    changes nothing else (every consumer goes through ``AnimationRig.dynamic_index``).
+    """
+    moves = _vertex_moves(expression_basis)[atlas.texel_triangles[dynamic]].any(1)
+    moving, still = dynamic[moves], dynamic[~moves]
+    _, first = np.unique(atlas.texel_face[moving], return_index=True)  # sorted by triangle id
+    rest = np.setdiff1d(np.arange(moving.size), first, assume_unique=True)
+    return np.concatenate([moving[first], moving[rest], still])
+
+
 # ---------------------------------------------------------------------------------------------
 # animation rig (the precomputed static part + what the dynamic part needs per frame)
 # ---------------------------------------------------------------------------------------------
@@ -431,6 +454,8 @@ class AnimationRig:
     static: Gaussians  # Ts canonical (unposed) Gaussians of the static texels
     static_index: Tensor  # [Ts] int64 texel ids of the static Gaussians
     dynamic_index: Tensor  # [Td] int64 texel ids of the dynamic Gaussians
+    num_moving: int  # the first num_moving dynamic texels lie on triangles some expression moves, one per triangle first
+    # (``dynamic_texel_order``); the rest never move
     dynamic_maps: GaussianMaps  # Td rows of the avatar's maps
     base_vertices: Tensor  # [Vd, 3] template + identity offsets of the dynamic vertices
     expression_basis: Tensor  # [E, Vd * 3] expression basis rows of the dynamic vertices
@@ -521,8 +546,10 @@ class Avatar:
         against ``model.deform`` at the fitted expression.
         """
         atlas, model = self.atlas, self.model
-        dyn = np.flatnonzero(~self.static_mask)
+        buf = model.torch_buffers()
         sta = np.flatnonzero(self.static_mask)
+        dyn = dynamic_texel_order(atlas, np.flatnonzero(~self.static_mask), buf.expression_basis.reshape(model.num_expressions, -1, 3))
+        texel_moves = _vertex_moves(buf.expression_basis.reshape(model.num_expressions, -1, 3))[atlas.texel_triangles[dyn]].any(1)
         verts = self.vertices()  # [V, 3] fitted expression
         static_maps = self.maps.subset(sta)
         if self.decoders is not None:
@@ -543,7 +570,6 @@ class Avatar:
         dyn_tris = atlas.faces[dyn_faces_global]  # [U, 3]
         vids, local = np.unique(dyn_tris.reshape(-1), return_inverse=True)
         local = local.reshape(-1, 3)
-        buf = model.torch_buffers()
         base = (buf.vertices + (torch.as_tensor(self.identity, dtype=torch.float32) @ buf.identity_basis).reshape(-1, 3))[torch.as_tensor(vids)]
         ebasis = buf.expression_basis.reshape(model.num_expressions, -1, 3)[:, torch.as_tensor(vids)].reshape(model.num_expressions, -1)
         face_inv = face_inv.reshape(-1)
@@ -558,6 +584,7 @@ class Avatar:
             static=static,
             static_index=torch.as_tensor(sta, dtype=torch.int64),
             dynamic_index=torch.as_tensor(dyn, dtype=torch.int64),
+            num_moving=int(texel_moves.sum()),
             dynamic_maps=self.maps.subset(dyn).detach(),
             base_vertices=base.contiguous(),
             expression_basis=ebasis.contiguous(),
