@@ -1,6 +1,6 @@
 """Avatar -> bundle: the folder (or zip) users download and the web viewer plays.
 
-The bundle contract ("sega-bundle", format 1) is written down once, in ``web/README.md``; this module
+The bundle contract ("sega-bundle", format 2) is written down once, in ``web/README.md``; this module
 holds its names (``BUNDLE_FORMAT`` ... ``OUTPUT_UPDATES``) and writes it:
 
 * ``static.ply``: every Gaussian of the avatar at the neutral expression (all weights 0) and
@@ -49,7 +49,8 @@ from .graphs import (
 from .ply import write_splat_ply
 
 BUNDLE_FORMAT = "sega-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: splat outputs may be component-major ("layout"); readers take 1 and 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 STATIC_PLY = "static.ply"
 VAE_GRAPH = "displacement_vae.onnx"
@@ -59,6 +60,10 @@ CLIPS_DIR = "clips"
 DYNAMIC_INDEX_PROPERTY = "sega_dynamic_index"
 TEXEL_PROPERTY = "sega_texel"
 EXPRESSION_RANGE = (0.0, 1.0)
+# How an output's values are laid out (web/README.md, "Outputs"): splat-major [D, C] (splat k's
+# components together; the only layout of format 1, the default) or component-major [C, D].
+SPLAT_MAJOR, COMPONENT_MAJOR = "splat_major", "component_major"
+OUTPUT_LAYOUTS = (SPLAT_MAJOR, COMPONENT_MAJOR)
 # What each per-frame output replaces in the viewer (web/README.md, "Outputs").
 OUTPUT_UPDATES = {
     "dynamic_means": "center",
@@ -114,8 +119,10 @@ def expression_groups(names) -> dict[str, list[str]]:
 
 def frame_contract(num_expressions: int, latent_dim: int, num_dynamic: int) -> dict:
     """The manifest's ``frame`` entry: inputs, the two graph steps, and what each output updates."""
-    shapes = {"dynamic_means": [num_dynamic, 3], "dynamic_quats": [num_dynamic, 4], "dynamic_scales": [num_dynamic, 3],
-              "dynamic_colors": [num_dynamic, 3], "dynamic_opacities": [num_dynamic], "head_matrix": [4, 4]}  # fmt: skip
+    # The graph's splat attributes are component-major (export.graphs): [C, D].
+    shapes = {"dynamic_means": [3, num_dynamic], "dynamic_quats": [4, num_dynamic], "dynamic_scales": [3, num_dynamic],
+              "dynamic_colors": [3, num_dynamic], "dynamic_opacities": [num_dynamic], "head_matrix": [4, 4]}  # fmt: skip
+    layouts = {n: COMPONENT_MAJOR for n in ("dynamic_means", "dynamic_quats", "dynamic_scales", "dynamic_colors")}
     return {
         "inputs": {
             "expression": {"shape": [1, num_expressions], "dtype": "float32", "meaning": "absolute expression weights, manifest order"},
@@ -126,7 +133,8 @@ def frame_contract(num_expressions: int, latent_dim: int, num_dynamic: int) -> d
              "output_shapes": {"expression_feature": [1, latent_dim]}},
             {"graph": DECODER_GRAPH, "inputs": {n: n for n in DYNAMIC_INPUTS}, "outputs": list(DYNAMIC_OUTPUTS)},
         ],
-        "outputs": {n: {"shape": shapes[n], "dtype": "float32", "updates": OUTPUT_UPDATES[n]} for n in DYNAMIC_OUTPUTS},
+        "outputs": {n: {"shape": shapes[n], "dtype": "float32", "updates": OUTPUT_UPDATES[n], **({"layout": layouts[n]} if n in layouts else {})}
+                    for n in DYNAMIC_OUTPUTS},  # fmt: skip
     }
 
 
@@ -187,6 +195,7 @@ def write_bundle_folder(avatar, directory: str | Path, options: BundleOptions = 
     with torch.no_grad():
         feature = feature_graph(expr)
         means, quats, scales, colors, opacities, _ = dynamic_graph(expr, feature, torch.zeros(1, HEAD_POSE_SIZE))
+        means, quats, scales, colors = means.T, quats.T, scales.T, colors.T  # component-major -> [D, C] rows of the PLY
     export_graph(feature_graph, (expr,), out / VAE_GRAPH, FEATURE_INPUTS, FEATURE_OUTPUTS)
     export_graph(dynamic_graph, (expr, feature, torch.zeros(1, HEAD_POSE_SIZE)), out / DECODER_GRAPH, DYNAMIC_INPUTS, DYNAMIC_OUTPUTS)
 
@@ -271,6 +280,10 @@ def write_bundle(avatar, path: str | Path, options: BundleOptions = BundleOption
 __all__ = [
     "BUNDLE_FORMAT",
     "BUNDLE_VERSION",
+    "COMPONENT_MAJOR",
+    "OUTPUT_LAYOUTS",
+    "READABLE_VERSIONS",
+    "SPLAT_MAJOR",
     "BundleOptions",
     "BundleSummary",
     "write_bundle",

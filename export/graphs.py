@@ -7,17 +7,20 @@ constants once from the avatar's ``AnimationRig`` and reuse the library's own fu
 (``sega.uv.face_frames``, ``sega.geometry``, the decoders), so the graph computes what ``animate``
 computes; ``tests/test_export_bundle.py`` checks them against ``animate`` on random expressions.
 
-Graph contract (``web/README.md``, "sega-bundle" format 1); E expressions, Z feature size, D dynamic
+Graph contract (``web/README.md``, "sega-bundle" format 2); E expressions, Z feature size, D dynamic
 splats:
 
 * ``displacement_vae.onnx`` (``ExpressionFeatureGraph``): ``expression [1, E]`` (absolute weights)
   -> ``expression_feature [1, Z]`` (the displacement VAE's encoder mean).
 * ``dynamic_decoder.onnx`` (``DynamicBranchGraph``): ``expression [1, E]``, ``expression_feature
   [1, Z]``, ``head_pose [1, 6]`` (axis-angle radians, translation metres) ->
-  ``dynamic_means [D, 3]`` (metres, canonical head space), ``dynamic_quats [D, 4]`` (unit wxyz),
-  ``dynamic_scales [D, 3]`` (standard deviations, metres), ``dynamic_colors [D, 3]`` (rgb),
+  ``dynamic_means [3, D]`` (metres, canonical head space), ``dynamic_quats [4, D]`` (unit wxyz),
+  ``dynamic_scales [3, D]`` (standard deviations, metres), ``dynamic_colors [3, D]`` (rgb),
   ``dynamic_opacities [D]``, ``head_matrix [4, 4]`` (row-major rigid canonical -> world: rotation
-  about the head model's pivot, then translation).
+  about the head model's pivot, then translation). The splat attributes are *component-major*
+  (``"layout": "component_major"`` in the manifest, format 2): component c of splat k at c * D + k,
+  the graph's own row layout, so it ends without four Transposes; the viewer's per-splat write loop
+  reads either layout at the same cost.
 
 Both are exported by the legacy TorchScript exporter (``dynamo=False``), opset ``OPSET``, weights
 inside the file (no external data): the form onnxruntime-web loads from one fetch.
@@ -37,7 +40,7 @@ from torch import Tensor, nn
 
 from sega.gaussians import QUAT_NORM_EPS
 from sega.geometry import matrix_to_quat, quat_multiply
-from sega.uv import DEGENERATE_UV_DET, FRAME_NORM_EPS, face_frames
+from sega.uv import FRAME_NORM_EPS, frames_from_edges
 
 OPSET = 17  # GridSample needs >= 16; 17 is what onnxruntime-web 1.30 and onnxruntime 1.31 both run fully
 
@@ -65,9 +68,8 @@ ROW_ROLL_2 = (2, 0, 1)  # row i -> row i + 2 (mod 3)
 def _cross_rows(a: Tensor, b: Tensor) -> Tensor:
     """Cross product of [3, N] row-stacked vectors (x, y, z rows) -> [3, N].
 
-    Rolled rows (Gather along axis 0: three contiguous row copies each) rather than nine row slices
-    and a Concat: 7 graph nodes instead of 16, and in onnxruntime the node count, not the arithmetic,
-    is what costs at these sizes."""
+    Rolled rows (Gather along axis 0: three contiguous row copies each) rather than six row slices,
+    six products of single rows and a Concat: fewer, larger nodes and one copy less of the result."""
     r1, r2 = list(ROW_ROLL_1), list(ROW_ROLL_2)
     return a[r1] * b[r2] - a[r2] * b[r1]
 
@@ -105,38 +107,41 @@ def _split_columns(x: Tensor, sizes: list[int]) -> list[Tensor | None]:
     return [next(blocks) if n > 0 else None for n in sizes]
 
 
-def face_frames_rows(vertices: Tensor, faces: Tensor, uv_coeffs: Tensor, uv_ok: Tensor | None) -> tuple[Tensor, ...]:
+def face_frames_rows(e1: Tensor, e2: Tensor, uv_coeffs: Tensor, uv_ok: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """``sega.uv.face_frames`` in row layout, the fast twin used by the exported graph.
 
-    vertices: Tensor  # [3, V] x, y, z rows (metres)
-    faces: Tensor  # [3 * F] int64 corners, corner-major (all first corners, then all second, ...)
-    uv_coeffs: Tensor  # [2, F] (dv2, dv1) * sign(det) of each face's UVs (``uv_frame_coefficients``)
+    e1, e2: Tensor  # [3, F] edges p1 - p0, p2 - p0 of each face (metres), x, y, z rows
+    uv_coeffs: Tensor  # [2, F] (dv2, dv1) * sign(det) of each face's UVs (``sega.uv.uv_frame_coefficients``)
     uv_ok: Tensor  # [1, F] bool, False where the UVs are degenerate (tangent = edge p0 -> p1);
         None when no face is degenerate (the graph then has no Where)
-    returns tangent, bitangent, normal: Tensor  # [3, F] each, the columns of ``face_frames``;
-        then p0, e1 = p1 - p0, e2 = p2 - p0: Tensor  # [3, F] each (for surface points).
+    returns tangent, bitangent, normal: Tensor  # [3, F] each, the columns of ``face_frames``.
     Why rows: onnxruntime broadcasts [1, F] against [3, F] with long contiguous spans; the [F, 3]
     layout broadcasts in spans of 3 elements and is several times slower.
     """
-    num_faces = faces.shape[0] // 3
-    # One gather per corner (slices of a constant index), not one of [3, 3F] split afterwards (a copy).
-    p0, p1, p2 = (gather_columns(vertices, faces[k * num_faces : (k + 1) * num_faces]) for k in range(3))
-    e1, e2 = p1 - p0, p2 - p0
     t = e1 * uv_coeffs[0:1] - e2 * uv_coeffs[1:2]
     n = _normalise_rows(_cross_rows(e1, e2))
     if uv_ok is not None:
         t = torch.where(uv_ok, t, e1)
     t = _normalise_rows(t - _sum_rows(t * n) * n)
-    return t, _cross_rows(n, t), n, p0, e1, e2
+    return t, _cross_rows(n, t), n
 
 
-def uv_frame_coefficients(face_uvs: Tensor) -> tuple[Tensor, Tensor]:
-    """face_uvs: [F, 3, 2] -> (uv_coeffs [2, F], uv_ok [1, F] bool) for ``face_frames_rows``."""
-    d1 = face_uvs[:, 1] - face_uvs[:, 0]
-    d2 = face_uvs[:, 2] - face_uvs[:, 0]
-    det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
-    sign = torch.sign(det)
-    return torch.stack([d2[:, 1] * sign, d1[:, 1] * sign]), (det.abs() > DEGENERATE_UV_DET)[None]
+def face_corners_rows(motion: Tensor, faces: Tensor, base_p0: Tensor, base_e1: Tensor, base_e2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Corner point and edges of each face, from the vertices' blendshape motion.
+
+    motion: Tensor  # [3, V] vertex offsets from the neutral (metres, rows x, y, z)
+    faces: Tensor  # [3 * F] int64 corners, corner-major (all first corners, then all second, ...)
+    base_p0, base_e1, base_e2: Tensor  # [3, F] the neutral corner p0 and edges p1 - p0, p2 - p0
+    returns p0, e1, e2: Tensor  # [3, F]
+    Why edges as neutral edge + motion difference (not p1 - p0 of the moved vertices): a vertex is
+    ~0.1 m from the origin, so float32 rounds it to ~1e-8 m, which is 1e-4 of the edge of a 0.15 mm
+    triangle (teeth, lids) and shows in its frame; the neutral edges are computed in float64 once,
+    and the motion is millimetres, rounded a hundred times finer.
+    """
+    num_faces = faces.shape[0] // 3
+    # One gather per corner (slices of a constant index), not one of [3, 3F] split afterwards (a copy).
+    m0, m1, m2 = (gather_columns(motion, faces[k * num_faces : (k + 1) * num_faces]) for k in range(3))
+    return base_p0 + m0, base_e1 + (m1 - m0), base_e2 + (m2 - m0)
 
 
 EXPRESSION_BLOCKS = 8  # dense blocks of the per-frame expression MatMul (about 0.68 of the dense cost for ICT)
@@ -222,29 +227,34 @@ class DynamicBranchGraph(nn.Module):
 
     Built from an avatar with learned decoders (``Avatar.decoders``); everything it needs is copied
     into buffers here, so the exported graph depends on nothing else. Same result as
-    ``Avatar.animate`` (quaternions up to sign), computed in a form that is cheap in onnxruntime:
+    ``Avatar.animate`` (quaternions up to sign), computed in a form that is cheap in onnxruntime, where
+    what costs is the data each node reads and writes (a node itself costs ~0.3 us native, ~0.8 us in
+    wasm; an elementwise op on [3, 15k] ~5 us / ~7 us; a GatherElements of the same ~30 us / ~60 us):
 
-    * row layout ([3, D] not [D, 3]; see ``face_frames_rows``), outputs transposed at the end;
-    * the rig orders the dynamic texels *moving* first (``AnimationRig.num_moving``): the rest lie on
-      triangles no expression moves, so their surface point, frame and rotation are constants here,
-      and only the dynamic branch's residual offset moves them (three multiply-adds); the mesh work
-      (vertices, frames, gathers) runs for the moving texels and their triangles only;
+    * row layout ([3, D] not [D, 3]; see ``face_frames_rows``), kept in the outputs (component-major);
+    * the expression MatMul only over the vertices some expression moves, in dense blocks over the
+      expressions that move each block (``expression_blocks``: about half the dense volume);
+    * the rig orders the dynamic texels (``sega.avatar.dynamic_texel_order``): first one texel per
+      moving triangle, in triangle order, so the per-triangle arrays *are* theirs (no gather); then the
+      other moving texels, which gather their triangle's arrays; then the texels on triangles no
+      expression moves, whose point, frame and rotation are constants (only the residual offset moves
+      them);
+    * triangle edges as neutral edge + motion difference (``face_corners_rows``, as ``Avatar.animate``),
+      which keeps the frames of sub-millimetre triangles accurate in float32;
     * frame rotations as quaternions *relative to the neutral frames*: q(F) = q(F F0^T) q(F0), and
       q(F0) times the texel's local rotation is a per-texel constant, so the per-frame quaternion is
-      q_rel times a constant (a [4, 4, D] product summed over one axis). q_rel is taken unnormalised,
-      as (1 + trace, skew part) of F F0^T = 4 w q_rel, exact while the triangle turns by less than
-      180 degrees from neutral: the final normalisation removes the factor, so no square root;
+      q_rel times a constant (four broadcast multiply-adds). q_rel is taken unnormalised, as
+      (1 + trace, skew part) of F F0^T = 4 w q_rel, exact while the triangle turns by less than 180
+      degrees from neutral: the final normalisation removes the factor, so no square root;
+    * sums over the three components as MatMuls with constant 0/1 matrices (onnxruntime's ReduceSum
+      over the leading axis is ~3x slower), cross products from rolled rows (two row Gathers, not nine
+      slices and a Concat);
     * the decoder's residual map is read through an x-upsample (Resize) and two row taps when the
       texels sit on an atlas k times the map's resolution (``sample_rows_upsampled``; about half the
       cost of the four fixed bilinear taps, which remain the fallback);
-    * the decoder's output units are folded into its last conv, so the map needs no extra Mul, and the
-      identity half of its first conv (a per-avatar constant) is a precomputed bias map;
-    * only the vertices that some expression moves go through the expression MatMul (they are ordered
-      first; the others are copied from ``base_rows``);
-    * per-face quantities are gathered to the texels one tensor at a time (frame [9, U], relative
-      quaternion [4, U], corner point and edges), never Concat + Split (both copy the data);
-    * cross products from rolled rows, and the head rotation from one small MatMul
-      (``rodrigues_rows``): in onnxruntime the per-node overhead dominates at these sizes.
+    * the decoder's output units are folded into its last conv, and the identity half of its first
+      conv (a per-avatar constant) is a precomputed bias map;
+    * the head rotation from one small MatMul (``rodrigues_rows``).
     ``export_graph`` then gives every GatherElements int32 indices (``int32_gather_indices``).
     """
 
@@ -269,7 +279,6 @@ class DynamicBranchGraph(nn.Module):
         new_index = torch.empty_like(order)
         new_index[order] = torch.arange(order.numel())
         self.num_moving = int(moving.sum())
-        self.register_buffer("base_rows", rig.base_vertices[order].T.contiguous())  # [3, Vd], reordered
         self.block_expressions = [cols.tolist() for _, cols in blocks]  # expression columns of each block
         self.block_sizes = [int(v.size) for v, _ in blocks]
         start = 0
@@ -288,7 +297,8 @@ class DynamicBranchGraph(nn.Module):
         used, texel_face = torch.unique(rig.texel_face[:nt], return_inverse=True)
         faces = new_index[rig.faces[used]]  # [Um, 3]
         self.register_buffer("faces", faces.T.reshape(-1).contiguous())  # [3 * Um] corner-major
-        coeffs, ok = uv_frame_coefficients(rig.face_uvs[used])
+        # The rig's UV coefficients and neutral edges (float64 differences, rounded once: sega.uv.frames_from_edges).
+        coeffs, ok = rig.face_uv_coeffs[used].T.contiguous(), rig.face_uv_ok[used][None]
         self.register_buffer("uv_coeffs", coeffs)  # [2, Um]
         self.uv_any_degenerate = not bool(ok.all())
         self.register_buffer("uv_ok", ok)  # [1, Um]
@@ -300,7 +310,12 @@ class DynamicBranchGraph(nn.Module):
         bary = rig.texel_bary.T.contiguous()  # [3, D]
         self.register_buffer("bary_primary", bary[1:3, :num_faces].contiguous())  # [2, Um] (b1, b2)
         self.register_buffer("bary_extra", bary[1:3, num_faces:nt].contiguous())  # [2, De]
-        t0, b0, n0, p0, e1, e2 = face_frames_rows(self.base_rows, self.faces, coeffs, ok if self.uv_any_degenerate else None)
+        # Neutral corner point and edges (the rig's), and the neutral frames from them (computed in float64).
+        self.register_buffer("base_p0", rig.base_vertices[rig.faces[used, 0]].T.contiguous())  # [3, Um]
+        self.register_buffer("base_e1", rig.face_edges[used, 0].T.contiguous())  # [3, Um]
+        self.register_buffer("base_e2", rig.face_edges[used, 1].T.contiguous())
+        t0, b0, n0 = (c.float() for c in face_frames_rows(self.base_e1.double(), self.base_e2.double(), coeffs.double(),
+                                                          ok if self.uv_any_degenerate else None))  # fmt: skip
         self.register_buffer("neutral_frames", torch.cat([t0, b0, n0]))  # [9, Um] rows t_xyz, b_xyz, n_xyz
         # Constant operands of the relative rotation: skew = sum_c (c0 x c) = sum_c c0[r1] c[r2] - c0[r2] c[r1].
         self.roll_1 = [3 * c + r for c in range(3) for r in ROW_ROLL_1]  # rows of [9, U] rolled by one within each column
@@ -316,9 +331,10 @@ class DynamicBranchGraph(nn.Module):
         self.offset_rows = [c for c in range(3) for _ in range(3)]  # offset component c for frame rows 3c .. 3c + 2
         local = maps.rotation / maps.rotation.norm(dim=-1, keepdim=True).clamp_min(QUAT_NORM_EPS)
         # Neutral frames of every dynamic texel (fixed ones included: their frame never changes).
-        all_frames = face_frames(rig.base_vertices, rig.faces, rig.face_uvs)[rig.texel_face]  # [D, 3, 3] columns t, b, n
-        neutral_quat = matrix_to_quat(all_frames)  # [D, 4]
-        texel_quat = quat_multiply(neutral_quat, local)  # [D, 4] = rotation at the neutral expression
+        all_frames64 = frames_from_edges(rig.face_edges[:, 0].double(), rig.face_edges[:, 1].double(), rig.face_uv_coeffs.double(),
+                                         rig.face_uv_ok)[rig.texel_face]  # [D, 3, 3] columns t, b, n (neutral)  # fmt: skip
+        texel_quat = quat_multiply(matrix_to_quat(all_frames64), local.double()).float()  # [D, 4] = rotation at the neutral expression
+        all_frames = all_frames64.float()
         self.register_buffer("quat_rows_primary", right_multiplication_rows(texel_quat[:num_faces]))  # [4, 4, Um]
         self.register_buffer("quat_rows_extra", right_multiplication_rows(texel_quat[num_faces:nt]))  # [4, 4, De]
         self.register_buffer("fixed_quats", texel_quat[nt:].T.contiguous())  # [4, Dk]
@@ -360,7 +376,7 @@ class DynamicBranchGraph(nn.Module):
 
     def forward(self, expression: Tensor, expression_feature: Tensor, head_pose: Tensor):
         nt = self.num_moving_texels
-        verts = self.base_rows + self.vertex_motion(expression)  # [3, Vd]
+        motion = self.vertex_motion(expression)  # [3, Vd]
         res = self.decoder.sample_rows_upsampled(self.residual_map(expression_feature)).reshape(-1, self.num_dynamic)  # [A, D] rows sega.model.decoders.ATTRIBUTES
         res_offset = res[0:3]
         scales = torch.exp(self.log_scale + res[3:6])
@@ -369,7 +385,8 @@ class DynamicBranchGraph(nn.Module):
         if nt == 0:  # no texel moves: constant points, frames and rotations
             fixed_means = self.fixed_points + self.column_sum @ (self.fixed_frames * res_offset[self.offset_rows])
             return self._outputs(fixed_means, self.fixed_quats, scales, colors, opacities, head_pose)
-        t, b, n, p0, e1, e2 = face_frames_rows(verts, self.faces, self.uv_coeffs, self.uv_ok if self.uv_any_degenerate else None)  # [3, Um] each
+        p0, e1, e2 = face_corners_rows(motion, self.faces, self.base_p0, self.base_e1, self.base_e2)  # [3, Um] each
+        t, b, n = face_frames_rows(e1, e2, self.uv_coeffs, self.uv_ok if self.uv_any_degenerate else None)  # [3, Um] each
         frames = torch.cat([t, b, n])  # [9, Um]: rows t_xyz, b_xyz, n_xyz
         # Relative rotation R = F F0^T as the unnormalised quaternion (1 + trace, skew) = 4 w q_rel:
         # trace = sum_c c0 . c, skew = sum_c c0 x c = sum_c c0[r1] c[r2] - c0[r2] c[r1], as two MatMuls
@@ -423,7 +440,7 @@ class DynamicBranchGraph(nn.Module):
         top = torch.cat([rot, trans[:, None]], dim=1)  # [3, 4]
         bottom = torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=top.dtype)
         head_matrix = torch.cat([top, bottom], dim=0)
-        return means.T, quats.T, scales.T, colors.T, opacities, head_matrix
+        return means, quats, scales, colors, opacities, head_matrix  # component-major: [3 | 4, D], [D]
 
 
 def int32_gather_indices(model: onnx.ModelProto) -> onnx.ModelProto:

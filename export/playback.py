@@ -39,6 +39,10 @@ from sega.io import file_sha256
 from .bundle import (
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
+    COMPONENT_MAJOR,
+    OUTPUT_LAYOUTS,
+    READABLE_VERSIONS,
+    SPLAT_MAJOR,
     DYNAMIC_INDEX_PROPERTY,
     MANIFEST,
     OUTPUT_UPDATES,
@@ -161,8 +165,9 @@ def _read_manifest(root: Path) -> dict:
         raise BundleError(f"{MANIFEST} must hold a JSON object")
     if manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{MANIFEST}: format {manifest.get('format')!r} is not {BUNDLE_FORMAT!r}")
-    if manifest.get("format_version") != BUNDLE_VERSION:
-        raise BundleError(f"unknown bundle format version {manifest.get('format_version')!r}; this sega reads version {BUNDLE_VERSION}")
+    if manifest.get("format_version") not in READABLE_VERSIONS:
+        raise BundleError(f"unknown bundle format version {manifest.get('format_version')!r}; this sega reads versions "
+                          f"{', '.join(map(str, READABLE_VERSIONS))} (writes {BUNDLE_VERSION})")  # fmt: skip
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise BundleError(f"{MANIFEST} lacks required keys {missing}")
@@ -239,7 +244,8 @@ class Bundle:
     # ---- per frame -----------------------------------------------------------------------------
     def frame(self, expression=None, head_pose=None) -> dict[str, np.ndarray]:
         """Run the per-frame steps. expression: [E] (default zeros); head_pose: [6] (default zeros).
-        Returns {name: array} for every frame input and step output."""
+        Returns {name: array} for every frame input and step output; the frame outputs splat-major
+        ([D, C] or [D], whatever the bundle's layout: component-major ones are transposed views)."""
         inputs = self.manifest["frame"]["inputs"]
         e = len(self.expression_names)
         expr = np.zeros(e, np.float32) if expression is None else np.asarray(expression, dtype=np.float32)
@@ -251,6 +257,9 @@ class Bundle:
             feeds = {name: table[src] for name, src in step["inputs"].items()}
             for name, value in zip(step["outputs"], session.run(step["outputs"], feeds)):
                 table[name] = value
+        for name, spec in self.manifest["frame"]["outputs"].items():
+            if spec.get("layout") == COMPONENT_MAJOR:
+                table[name] = table[name].T
         return table
 
     def gaussians(self, expression=None, head_pose=None) -> dict[str, np.ndarray]:
@@ -436,6 +445,11 @@ def _load_folder(root: Path, limits: BundleLimits, threads, verify_hashes: bool,
     unknown = sorted({spec.get("updates") for spec in outputs.values()} - set(OUTPUT_UPDATES.values()))
     if unknown:
         raise BundleError(f"{MANIFEST}: unknown output update kinds {unknown}")
+    for name, spec in outputs.items():
+        layout = spec.get("layout", SPLAT_MAJOR)
+        if layout not in OUTPUT_LAYOUTS or (layout != SPLAT_MAJOR and manifest["format_version"] < 2):
+            raise BundleError(f"{MANIFEST}: output {name} has layout {layout!r}; format {manifest['format_version']} knows "
+                              f"{list(OUTPUT_LAYOUTS) if manifest['format_version'] >= 2 else [SPLAT_MAJOR]}")  # fmt: skip
 
     ply_path = _resolve(root, splats_entry.get("file", ""), "splat file")
     try:
@@ -465,7 +479,8 @@ def _load_folder(root: Path, limits: BundleLimits, threads, verify_hashes: bool,
     if missing:
         raise BundleError(f"{MANIFEST}: frame outputs {missing} are produced by no step")
     for spec in outputs.values():
-        if spec.get("updates") != "object_matrix_row_major" and (not spec.get("shape") or spec["shape"][0] != dyn_count):
+        splat_axis = -1 if spec.get("layout") == COMPONENT_MAJOR else 0
+        if spec.get("updates") != "object_matrix_row_major" and (not spec.get("shape") or spec["shape"][splat_axis] != dyn_count):
             raise BundleError(f"{MANIFEST}: output shape {spec.get('shape')} does not cover the {dyn_count} dynamic splats")
     for rel in manifest.get("clips", []):
         _resolve(root, rel, "clip")

@@ -62,7 +62,7 @@ from .meshraster import project_vertices, render_mesh
 from .model.decoders import AvatarDecoders, raw_residual, residual_to_maps
 from .render import RenderOutput
 from .render import render as render_gaussians
-from .uv import Atlas, AtlasOptions, face_frames
+from .uv import Atlas, AtlasOptions, face_frames, frames_from_edges, uv_frame_coefficients
 
 AVATAR_FORMAT_VERSION = 2  # bump when the .npz layout changes (2: learned decoders + expression encoder)
 PRESETS = ("fast", "default", "high")
@@ -95,6 +95,7 @@ SMOOTH_PAIR_MAX_SPACING = 2.5  # atlas neighbours farther apart than this many t
 ORBIT_FOV_DEG = 20.0  # field of view of orbit cameras
 ORBIT_HEAD_FILL = 0.78  # fraction of the frame the head's bounding sphere diameter spans
 ORBIT_REGIONS = ("face", "head_neck")  # regions whose vertices define the head's centre and size
+STILL_BASIS_M = 1e-6  # expression displacements (metres at weight 1) below this are float16 round-off: the rig zeroes them
 LINEARITY_TOLERANCE_M = 1e-5  # rig vertices vs HeadModel.deform (float32 rounding of the blendshape sums)
 INPUT_VIEW_OCCLUSION_M = 0.02  # texels this far behind the input view's z-buffer are left out of its render
 COVERAGE_PITCH_DEG = 20.0  # novel views for the coverage loss use pitch in +- this
@@ -416,6 +417,19 @@ def inpaint_colors(colors: np.ndarray, known: np.ndarray, points: np.ndarray, pa
     return out.astype(np.float32)
 
 
+def still_basis(expression_basis: Tensor) -> Tensor:
+    """expression_basis [E, V, 3] (metres per unit weight) with every displacement shorter than
+    ``STILL_BASIS_M`` set to zero: the rig's basis (``AnimationRig.expression_basis``).
+
+    Why: the head model's basis is stored as float16 (``sega.headmodel.cache``), and its rounding leaves
+    sub-micrometre displacements on vertices an expression does not move (a jawOpen that moves the
+    scalp by 0.1 um). Zeroing them changes no vertex by more than ``STILL_BASIS_M`` times the sum of
+    the weights, and makes 7% fewer dynamic texels moving and the per-frame expression MatMul sparser.
+    """
+    still = expression_basis.norm(dim=-1, keepdim=True) < STILL_BASIS_M
+    return torch.where(still, torch.zeros((), dtype=expression_basis.dtype), expression_basis)
+
+
 def _vertex_moves(expression_basis: Tensor) -> np.ndarray:
     """expression_basis: [E, V, 3] -> [V] bool: some expression moves the vertex (a non-zero basis row)."""
     return (expression_basis != 0).any(-1).any(0).numpy()
@@ -458,9 +472,12 @@ class AnimationRig:
     # (``dynamic_texel_order``); the rest never move
     dynamic_maps: GaussianMaps  # Td rows of the avatar's maps
     base_vertices: Tensor  # [Vd, 3] template + identity offsets of the dynamic vertices
-    expression_basis: Tensor  # [E, Vd * 3] expression basis rows of the dynamic vertices
+    expression_basis: Tensor  # [E, Vd * 3] expression basis rows of the dynamic vertices (``still_basis``)
     faces: Tensor  # [U, 3] int64 used triangles of the dynamic texels, indices into the Vd vertices
     face_uvs: Tensor  # [U, 3, 2] their atlas UVs (frames follow the atlas parameterisation)
+    face_edges: Tensor  # [U, 2, 3] neutral edges p1 - p0, p2 - p0 (metres; float64 differences, rounded once)
+    face_uv_coeffs: Tensor  # [U, 2] ``sega.uv.uv_frame_coefficients`` of face_uvs (float64, rounded once)
+    face_uv_ok: Tensor  # [U] bool: non-degenerate UVs
     texel_face: Tensor  # [Td] int64 index into ``faces``
     texel_tri: Tensor  # [Td, 3] int64 vertex ids (into Vd) of each dynamic texel's triangle
     texel_bary: Tensor  # [Td, 3] barycentrics
@@ -548,8 +565,10 @@ class Avatar:
         atlas, model = self.atlas, self.model
         buf = model.torch_buffers()
         sta = np.flatnonzero(self.static_mask)
-        dyn = dynamic_texel_order(atlas, np.flatnonzero(~self.static_mask), buf.expression_basis.reshape(model.num_expressions, -1, 3))
-        texel_moves = _vertex_moves(buf.expression_basis.reshape(model.num_expressions, -1, 3))[atlas.texel_triangles[dyn]].any(1)
+        raw_basis = buf.expression_basis.reshape(model.num_expressions, -1, 3)  # [E, V, 3]
+        basis = still_basis(raw_basis)
+        dyn = dynamic_texel_order(atlas, np.flatnonzero(~self.static_mask), basis)
+        texel_moves = _vertex_moves(basis)[atlas.texel_triangles[dyn]].any(1)
         verts = self.vertices()  # [V, 3] fitted expression
         static_maps = self.maps.subset(sta)
         if self.decoders is not None:
@@ -570,10 +589,16 @@ class Avatar:
         dyn_tris = atlas.faces[dyn_faces_global]  # [U, 3]
         vids, local = np.unique(dyn_tris.reshape(-1), return_inverse=True)
         local = local.reshape(-1, 3)
-        base = (buf.vertices + (torch.as_tensor(self.identity, dtype=torch.float32) @ buf.identity_basis).reshape(-1, 3))[torch.as_tensor(vids)]
-        ebasis = buf.expression_basis.reshape(model.num_expressions, -1, 3)[:, torch.as_tensor(vids)].reshape(model.num_expressions, -1)
+        base64 = (buf.vertices.double() + (torch.as_tensor(self.identity, dtype=torch.float64) @ buf.identity_basis.double()).reshape(-1, 3))[torch.as_tensor(vids)]
+        base = base64.float()
+        # Neutral edges and UV coefficients in float64, rounded once (see ``sega.uv.frames_from_edges``).
+        corners = base64[torch.as_tensor(local)]  # [U, 3, 3]
+        face_edges = torch.stack([corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]], 1).float()  # [U, 2, 3]
+        uv_coeffs, uv_ok = uv_frame_coefficients(torch.as_tensor(atlas.face_atlas_uvs[dyn_faces_global], dtype=torch.float64))
+        ebasis = basis[:, torch.as_tensor(vids)].reshape(model.num_expressions, -1)
         face_inv = face_inv.reshape(-1)
-        linear = base + (torch.as_tensor(self.expression, dtype=torch.float32) @ ebasis).reshape(-1, 3)
+        raw = raw_basis[:, torch.as_tensor(vids)].reshape(model.num_expressions, -1)
+        linear = base + (torch.as_tensor(self.expression, dtype=torch.float32) @ raw).reshape(-1, 3)
         if not torch.allclose(linear, verts[torch.as_tensor(vids)], atol=LINEARITY_TOLERANCE_M):
             raise NotImplementedError(f"head model {model.name!r} does not deform linearly; the animation rig needs blendshapes")
         vnp = verts.numpy()
@@ -590,6 +615,9 @@ class Avatar:
             expression_basis=ebasis.contiguous(),
             faces=torch.as_tensor(local, dtype=torch.int64),
             face_uvs=torch.as_tensor(atlas.face_atlas_uvs[dyn_faces_global], dtype=torch.float32),
+            face_edges=face_edges,
+            face_uv_coeffs=uv_coeffs.float(),
+            face_uv_ok=uv_ok,
             texel_face=torch.as_tensor(face_inv, dtype=torch.int64),
             texel_tri=torch.as_tensor(local[face_inv], dtype=torch.int64),
             texel_bary=torch.as_tensor(atlas.texel_bary[dyn], dtype=torch.float32),
@@ -652,9 +680,15 @@ class Avatar:
         if expr.shape != (self.model.num_expressions,):
             raise ValueError(f"expected {self.model.num_expressions} expression weights, got {tuple(expr.shape)}")
         with contextlib.nullcontext() if grad else torch.no_grad():
-            verts = rig.base_vertices + (expr @ rig.expression_basis).reshape(-1, 3)  # [Vd, 3]
+            motion = (expr @ rig.expression_basis).reshape(-1, 3)  # [Vd, 3]
+            verts = rig.base_vertices + motion
             pts = (verts[rig.texel_tri] * rig.texel_bary[..., None]).sum(1)
-            frames = face_frames(verts, rig.faces, rig.face_uvs)[rig.texel_face]
+            # Edges as neutral edge + motion difference: float32 p1 - p0 of positions ~0.1 m from the
+            # origin would leave 1e-4 relative error in the frames of sub-millimetre triangles (teeth, lids).
+            m = motion[rig.faces]  # [U, 3 corners, 3]
+            e1 = rig.face_edges[:, 0] + (m[:, 1] - m[:, 0])
+            e2 = rig.face_edges[:, 1] + (m[:, 2] - m[:, 0])
+            frames = frames_from_edges(e1, e2, rig.face_uv_coeffs, rig.face_uv_ok)[rig.texel_face]
             maps = rig.dynamic_maps
             residual = self.dynamic_residual_maps(expr, grad)  # <- the dynamic decoder's residuals
             if residual is not None:

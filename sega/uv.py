@@ -85,22 +85,40 @@ def face_frames(vertices: Tensor, faces, face_uvs) -> Tensor:
         bitangent b = n x t. This is the direction of increasing v where the UV map keeps
                   orientation, and of decreasing v on mirrored UV islands.
     det = +1 always (t x b = n). A frame maps local Gaussian coordinates to world:
-    x_world = frame @ x_local.
+    x_world = frame @ x_local. (``frames_from_edges`` is the same from edges and UV coefficients.)
     """
     dev, dtype = vertices.device, vertices.dtype
     f = torch.as_tensor(faces, device=dev).long()
-    uv = torch.as_tensor(face_uvs, device=dev).to(dtype)
     p = vertices[..., f, :]  # [..., F, 3, 3]
-    e1 = p[..., 1, :] - p[..., 0, :]
-    e2 = p[..., 2, :] - p[..., 0, :]
-    d1 = uv[:, 1] - uv[:, 0]  # [F, 2]
-    d2 = uv[:, 2] - uv[:, 0]
+    coeffs, ok = uv_frame_coefficients(torch.as_tensor(face_uvs, device=dev).to(dtype))
+    return frames_from_edges(p[..., 1, :] - p[..., 0, :], p[..., 2, :] - p[..., 0, :], coeffs, ok)
+
+
+def uv_frame_coefficients(face_uvs: Tensor) -> tuple[Tensor, Tensor]:
+    """face_uvs: [F, 3, 2] -> (coeffs [F, 2], ok [F] bool) for ``frames_from_edges``.
+
+    coeffs = (dv2, dv1) * sign(det) of the corners' UV differences: dP/du * |det| = e1 dv2 - e2 dv1,
+    and the sign keeps the +u direction; ok is False where the UVs are degenerate. Compute it in
+    float64 for sub-millimetre triangles (their UV differences are ~1e-3, and float32 UVs near 0.5
+    leave them 1e-4 relative error)."""
+    d1 = face_uvs[:, 1] - face_uvs[:, 0]  # [F, 2]
+    d2 = face_uvs[:, 2] - face_uvs[:, 0]
     det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]  # [F]
-    # dP/du * det = e1 dv2 - e2 dv1; multiplying by sign(det) keeps the +u direction.
-    t = (e1 * d2[:, 1:2] - e2 * d1[:, 1:2]) * torch.sign(det)[:, None]
+    sign = torch.sign(det)
+    return torch.stack([d2[:, 1] * sign, d1[:, 1] * sign], -1), det.abs() > DEGENERATE_UV_DET
+
+
+def frames_from_edges(e1: Tensor, e2: Tensor, coeffs: Tensor, ok: Tensor) -> Tensor:
+    """``face_frames`` from the triangles' edges. e1, e2: [..., F, 3] edges p1 - p0, p2 - p0 (metres);
+    coeffs [F, 2], ok [F]: ``uv_frame_coefficients``. Returns [..., F, 3, 3] (columns t, b, n).
+
+    Why a separate entry: the animation rig passes edges as neutral edge + motion difference, which
+    float32 keeps accurate for sub-millimetre triangles where p1 - p0 of absolute positions does not."""
+    coeffs = coeffs.to(e1.dtype)
+    t = e1 * coeffs[:, 0:1] - e2 * coeffs[:, 1:2]
     n = torch.linalg.cross(e1, e2, dim=-1)
     n = n / n.norm(dim=-1, keepdim=True).clamp_min(FRAME_NORM_EPS)
-    t = torch.where((det.abs() > DEGENERATE_UV_DET)[:, None], t, e1)
+    t = torch.where(ok[:, None], t, e1)
     t = t - (t * n).sum(-1, keepdim=True) * n
     t = t / t.norm(dim=-1, keepdim=True).clamp_min(FRAME_NORM_EPS)
     b = torch.linalg.cross(n, t, dim=-1)

@@ -1,4 +1,4 @@
-"""A small synthetic avatar bundle ("sega-bundle" format version 1) for the web viewer's tests and bench.
+"""A small synthetic avatar bundle ("sega-bundle" format version 2) for the web viewer's tests and bench.
 
 Why synthetic: the viewer must be testable without a photo, a head model or a trained avatar, and
 the bundle writer is developed separately. This module writes a bundle that follows the same
@@ -14,7 +14,8 @@ contract (see ``web/README.md``), small enough for software WebGL:
   dynamic_quats [D, 4] (wxyz), dynamic_scales [D, 3] (linear std devs, ``updates: "scale"``, as the
   real bundle writer ``export/bundle.py`` has; left out with ``dynamic_scales=False``),
   dynamic_colors [D, 3], dynamic_opacities [D], head_matrix [4, 4]
-  (row-major, rotation about ``HEAD_PIVOT`` then translation; Rodrigues written with basic ops).
+  (row-major, rotation about ``HEAD_PIVOT`` then translation; Rodrigues written with basic ops);
+  with ``component_major=True`` the splat attributes are [C, D] (``"layout": "component_major"``).
   It is a linear blend-shape model: ``jawOpen`` moves the chin/lower-lip splats down by up to
   ``JAW_DROP_M`` (and tilts them), ``mouthSmile_L/R`` lift the mouth corners, ``eyeBlink_L/R``
   paint the eye splats with a lid colour and lower them a little, ``SCALE_EXPRESSION`` (mouthFunnel)
@@ -203,7 +204,7 @@ def _blendshapes(head: dict, names: Sequence[str], seed: int) -> dict:
     return {"disp": disp, "col": col, "opa": opa, "tilt": tilt, "lnscale": lnscale, "mouth_area": (~near_eyes).astype(np.float64)}
 
 
-def _torch_modules(head: dict, names: Sequence[str], seed: int, dynamic_scales: bool = True):
+def _torch_modules(head: dict, names: Sequence[str], seed: int, dynamic_scales: bool = True, component_major: bool = False):
     import torch
 
     torch.manual_seed(seed)
@@ -263,10 +264,12 @@ def _torch_modules(head: dict, names: Sequence[str], seed: int, dynamic_scales: 
             trans = t + self.pivot - rot @ self.pivot
             top = torch.cat([rot, trans.reshape(3, 1)], dim=1)
             head_matrix = torch.cat([top, torch.tensor([[0.0, 0.0, 0.0, 1.0]])], dim=0)
+            if component_major:  # [C, D] (the layout sega's own graphs write)
+                means, quats, colors = means.T, quats.T, colors.T
             if not dynamic_scales:
                 return means, quats, colors, opacities, head_matrix
             scales = self.scales0 * torch.exp(expression @ self.lnscale).reshape(d, 1)
-            return means, quats, scales, colors, opacities, head_matrix
+            return means, quats, scales.T if component_major else scales, colors, opacities, head_matrix
 
     return DisplacementVAE().eval(), DynamicDecoder().eval()
 
@@ -292,12 +295,14 @@ def make_test_bundle(
     names: Sequence[str] | None = None,
     seed: int = 0,
     dynamic_scales: bool = True,
+    component_major: bool = False,
 ) -> Path:
     """Write a synthetic bundle into ``directory`` (created) and return its path.
 
     names: expression names (default: the first ``num_expressions`` of ``ARKIT_NAMES``; must include
         jawOpen, mouthSmile_L/R and eyeBlink_L/R for the designed motions to exist).
     dynamic_scales: give the decoder the output dynamic_scales [D, 3] (``updates: "scale"``).
+    component_major: the splat outputs as [C, D] (``"layout": "component_major"``) instead of [D, C].
     """
     import torch
 
@@ -317,7 +322,7 @@ def make_test_bundle(
         extra={DYNAMIC_INDEX_PROPERTY: dyn_index},
     )  # fmt: skip
     e = len(names)
-    vae, decoder = _torch_modules(head, names, seed, dynamic_scales)
+    vae, decoder = _torch_modules(head, names, seed, dynamic_scales, component_major)
     expression = torch.zeros(1, e)
     feature = vae(expression)
     _export(vae, (expression,), out / VAE_GRAPH, ["expression"], ["expression_feature"])
@@ -325,6 +330,12 @@ def make_test_bundle(
     _export(decoder, (expression, feature, torch.zeros(1, 6)), out / DECODER_GRAPH,
             ["expression", "expression_feature", "head_pose"], outputs)  # fmt: skip
     clip_paths = write_clips(out / "clips", CLIP_NAMES, names)
+
+    def splat_output(components: int, updates: str) -> dict:
+        if component_major:
+            return {"shape": [components, num_dynamic], "updates": updates, "layout": "component_major"}
+        return {"shape": [num_dynamic, components], "updates": updates}
+
     files = [STATIC_PLY, VAE_GRAPH, DECODER_GRAPH] + [p.relative_to(out).as_posix() for p in clip_paths]
     manifest = {
         "format": BUNDLE_FORMAT,
@@ -344,10 +355,10 @@ def make_test_bundle(
                 },
             ],
             "outputs": {
-                "dynamic_means": {"shape": [num_dynamic, 3], "updates": "center"},
-                "dynamic_quats": {"shape": [num_dynamic, 4], "updates": "quaternion_wxyz"},
-                **({"dynamic_scales": {"shape": [num_dynamic, 3], "updates": "scale"}} if dynamic_scales else {}),
-                "dynamic_colors": {"shape": [num_dynamic, 3], "updates": "rgb"},
+                "dynamic_means": splat_output(3, "center"),
+                "dynamic_quats": splat_output(4, "quaternion_wxyz"),
+                **({"dynamic_scales": splat_output(3, "scale")} if dynamic_scales else {}),
+                "dynamic_colors": splat_output(3, "rgb"),
                 "dynamic_opacities": {"shape": [num_dynamic], "updates": "opacity"},
                 "head_matrix": {"shape": [4, 4], "updates": "object_matrix_row_major"},
             },

@@ -181,7 +181,12 @@ def test_hash_mismatch_is_refused(bundle):
      (lambda m: m["files"].update({"../outside.txt": "0" * 64}), "unsafe path"),
      (lambda m: m["splats"].update(count=801), "holds 800 splats, the manifest says 801"),
      (lambda m: m["frame"]["outputs"]["dynamic_means"].update(updates="teleport"), "unknown output update kinds"),
-     (lambda m: m["frame"]["outputs"]["dynamic_means"].update(shape=[201, 3]), "has shape \\[200, 3\\], the manifest says \\[201, 3\\]")],
+     (lambda m: m["frame"]["outputs"]["dynamic_means"].update(shape=[201, 3]), "has shape \\[200, 3\\], the manifest says \\[201, 3\\]"),
+     (lambda m: m["frame"]["outputs"]["dynamic_means"].update(layout="diagonal"), "output dynamic_means has layout 'diagonal'"),
+     (lambda m: (m.update(format_version=1), m["frame"]["outputs"]["dynamic_means"].update(layout="component_major")),
+      "layout 'component_major'; format 1 knows \\['splat_major'\\]"),
+     (lambda m: m["frame"]["outputs"]["dynamic_means"].update(layout="component_major"), "shape \\[200, 3\\] does not cover the 200 dynamic splats"),
+     (lambda m: m["frame"]["outputs"]["dynamic_means"].update(layout="component_major", shape=[3, 200]), "has shape \\[200, 3\\], the manifest says \\[3, 200\\]")],
 )  # fmt: skip
 def test_bad_manifests_are_refused(bundle, edit, message):
     m = manifest_of(bundle)
@@ -189,6 +194,25 @@ def test_bad_manifests_are_refused(bundle, edit, message):
     write_manifest(bundle, m, rehash=False)
     with pytest.raises(BundleError, match=message):
         load_bundle(bundle)
+
+
+def test_component_major_outputs_play_like_splat_major_ones(pristine, tmp_path):
+    """The same synthetic bundle with [C, D] outputs ("layout": "component_major", as sega writes them):
+    ``frame`` hands back [D, C] arrays, and the posed splats are the same."""
+    rows = make_test_bundle(tmp_path / "rows", num_splats=800, num_dynamic=200, component_major=True)
+    expr = np.zeros(53, np.float32)
+    pose = np.array([0.1, -0.2, 0.05, 0.01, 0.0, -0.01], np.float32)
+    with load_bundle(pristine) as a, load_bundle(rows) as b:
+        expr = a.expression_with(jawOpen=0.8, mouthSmile_L=0.3, eyeBlink_R=1.0)
+        fa, fb = a.frame(expr, pose), b.frame(expr, pose)
+        assert fb["dynamic_means"].shape == (200, 3) and fb["dynamic_quats"].shape == (200, 4)
+        raw = reference_outputs(rows, expr, pose)["dynamic_means"]
+        assert raw.shape == (3, 200)
+        for name in ("dynamic_means", "dynamic_quats", "dynamic_scales", "dynamic_colors", "dynamic_opacities", "head_matrix"):
+            assert np.allclose(fa[name], fb[name], atol=1e-6), name
+        ga, gb = a.gaussians(expr, pose), b.gaussians(expr, pose)
+        for k in ga:
+            assert np.allclose(ga[k], gb[k], atol=1e-6), k
 
 
 def test_manifest_that_is_not_json_is_refused(bundle):

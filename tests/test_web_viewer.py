@@ -348,6 +348,34 @@ def test_zip_bundle_loads_and_runs(browser, bundle, dist_dir, tmp_path):
             page.close()
 
 
+def test_component_major_outputs_update_the_same_splats(browser, viewer, bundle, dist_dir, tmp_path):
+    """A bundle whose graph writes [C, D] outputs (``"layout": "component_major"``, what sega exports)
+    ends with the same packed splats as the same bundle written splat-major, for a moving expression."""
+    rows = fx.make_test_bundle(tmp_path / "rows", component_major=True)
+    assert fx.read_manifest(rows)["frame"]["outputs"]["dynamic_means"] == {"shape": [3, 600], "updates": "center", "layout": "component_major"}
+    d = fx.read_manifest(bundle)["splats"]["dynamic_count"]
+    read = "(i) => window.segaViewer.readSplats(i, true)"
+    weights = {"jawOpen": 1.0, fx.SCALE_EXPRESSION: 0.7, "eyeBlink_L": 1.0}
+    page, _, _ = viewer
+    reset(page)
+    for name, w in weights.items():
+        page.evaluate("([n, w]) => window.segaViewer.setExpression(n, w)", [name, w])
+    want = page.evaluate(read, list(range(d)))
+    reset(page)
+    with serve(rows, dist_dir=dist_dir) as srv:
+        other, log, _ = open_viewer(browser, srv.url)
+        try:
+            for name, w in weights.items():
+                other.evaluate("([n, w]) => window.segaViewer.setExpression(n, w)", [name, w])
+            got = other.evaluate(read, list(range(d)))
+            assert log.errors == []
+        finally:
+            other.close()
+    moved = sum(a["center"] != b["center"] for a, b in zip(want, page.evaluate(read, list(range(d)))))
+    assert moved > 50, "the expression should move the fixture's mouth splats"
+    assert got == want
+
+
 def test_damaged_bundle_is_reported_not_drawn(browser, bundle, dist_dir, tmp_path):
     import shutil
 

@@ -101,20 +101,26 @@ export class Avatar {
         continue;
       }
       if (v.length !== want) throw new BundleError(`output ${name} (${kind}) has ${v.length} values, expected ${want}`);
+      // Component c of dynamic splat k: v[k * C + c] (splat-major, format 1's only layout) or v[c * d + k]
+      // (component-major, what sega's graphs write since format 2: their row layout, no transposes).
+      const cm = spec.layout === "component_major";
       const t0 = performance.now();
       switch (kind) {
         case "center":
-          for (let k = 0; k < d; k++) setPackedSplatCenter(arr, map[k], v[3 * k], v[3 * k + 1], v[3 * k + 2]);
+          if (cm) for (let k = 0; k < d; k++) setPackedSplatCenter(arr, map[k], v[k], v[d + k], v[2 * d + k]);
+          else for (let k = 0; k < d; k++) setPackedSplatCenter(arr, map[k], v[3 * k], v[3 * k + 1], v[3 * k + 2]);
           splatsChanged = true;
           break;
         case "quaternion_wxyz":
           // Spark takes x, y, z, w and normalises itself (a zero quaternion becomes the identity), so
           // no normalisation here: it would double the cost of this, the most expensive update.
-          for (let k = 0; k < d; k++) setPackedSplatQuat(arr, map[k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3], v[4 * k]);
+          if (cm) for (let k = 0; k < d; k++) setPackedSplatQuat(arr, map[k], v[d + k], v[2 * d + k], v[3 * d + k], v[k]);
+          else for (let k = 0; k < d; k++) setPackedSplatQuat(arr, map[k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3], v[4 * k]);
           splatsChanged = true;
           break;
         case "rgb":
-          for (let k = 0; k < d; k++) setPackedSplatRgb(arr, map[k], v[3 * k], v[3 * k + 1], v[3 * k + 2], enc);
+          if (cm) for (let k = 0; k < d; k++) setPackedSplatRgb(arr, map[k], v[k], v[d + k], v[2 * d + k], enc);
+          else for (let k = 0; k < d; k++) setPackedSplatRgb(arr, map[k], v[3 * k], v[3 * k + 1], v[3 * k + 2], enc);
           splatsChanged = true;
           break;
         case "opacity": {
@@ -124,7 +130,8 @@ export class Avatar {
           break;
         }
         case "scale": // linear standard deviations (metres)
-          for (let k = 0; k < d; k++) setPackedSplatScales(arr, map[k], v[3 * k], v[3 * k + 1], v[3 * k + 2], enc);
+          if (cm) for (let k = 0; k < d; k++) setPackedSplatScales(arr, map[k], v[k], v[d + k], v[2 * d + k], enc);
+          else for (let k = 0; k < d; k++) setPackedSplatScales(arr, map[k], v[3 * k], v[3 * k + 1], v[3 * k + 2], enc);
           splatsChanged = true;
           break;
         case "object_matrix_row_major": {

@@ -1,4 +1,4 @@
-// Reading a "sega-bundle" (format_version 1) from a folder URL or a .zip (URL or dropped file).
+// Reading a "sega-bundle" (format_version 1 or 2) from a folder URL or a .zip (URL or dropped file).
 //
 // A bundle is a manifest.json plus the files it names (static.ply, the per-frame ONNX graphs, clips);
 // see web/README.md for the contract. Every file listed in manifest.files is checked against its
@@ -7,7 +7,9 @@
 import { strFromU8, unzipSync } from "fflate";
 
 export const BUNDLE_FORMAT = "sega-bundle";
-export const BUNDLE_VERSION = 1;
+export const BUNDLE_VERSION = 2; // the newest format this viewer reads
+export const READABLE_VERSIONS = [1, 2]; // 2: splat outputs may be component-major ("layout")
+export const OUTPUT_LAYOUTS = ["splat_major", "component_major"];
 export const MANIFEST = "manifest.json";
 export const DYNAMIC_INDEX_PROPERTY = "sega_dynamic_index";
 
@@ -106,14 +108,20 @@ function checkManifest(m, label) {
   const fail = (msg) => new BundleError(`${label}: ${msg}`);
   if (!m || typeof m !== "object") throw fail("manifest.json is not a JSON object");
   if (m.format !== BUNDLE_FORMAT) throw fail(`not a SEGA bundle (format ${JSON.stringify(m.format)})`);
-  if (m.format_version !== BUNDLE_VERSION) {
-    throw fail(`bundle format_version ${m.format_version} is not supported by this viewer (it reads version ${BUNDLE_VERSION})`);
+  if (!READABLE_VERSIONS.includes(m.format_version)) {
+    throw fail(`bundle format_version ${m.format_version} is not supported by this viewer (it reads versions ${READABLE_VERSIONS.join(", ")})`);
   }
   if (!m.splats || typeof m.splats.file !== "string") throw fail("manifest.splats.file is missing");
   const frame = m.frame;
   if (!frame || !frame.inputs || !Array.isArray(frame.steps) || !frame.outputs) throw fail("manifest.frame needs inputs, steps and outputs");
   for (const step of frame.steps) {
     if (typeof step.graph !== "string" || !step.inputs || !Array.isArray(step.outputs)) throw fail(`bad step ${JSON.stringify(step)}`);
+  }
+  for (const [name, spec] of Object.entries(frame.outputs)) {
+    const layout = spec.layout ?? "splat_major";
+    if (!OUTPUT_LAYOUTS.includes(layout) || (layout !== "splat_major" && m.format_version < 2)) {
+      throw fail(`output ${name} has layout ${JSON.stringify(layout)}, which format_version ${m.format_version} does not have`);
+    }
   }
   if (!m.expressions || !Array.isArray(m.expressions.names)) throw fail("manifest.expressions.names is missing");
   const e = m.expressions.names.length;
