@@ -252,8 +252,7 @@ class DynamicBranchGraph(nn.Module):
     * the decoder's residual map is read through an x-upsample (Resize) and two row taps when the
       texels sit on an atlas k times the map's resolution (``sample_rows_upsampled``; about half the
       cost of the four fixed bilinear taps, which remain the fallback);
-    * the decoder's output units are folded into its last conv, and the identity half of its first
-      conv (a per-avatar constant) is a precomputed bias map;
+    * the decoder's output units are folded into its last conv;
     * the head rotation from one small MatMul (``rodrigues_rows``).
     ``export_graph`` then gives every GatherElements int32 indices (``int32_gather_indices``).
     """
@@ -350,13 +349,6 @@ class DynamicBranchGraph(nn.Module):
         head = dec.trunk.head  # last conv, with the output units folded in (the map comes out in attribute units)
         self.register_buffer("head_weight", (head.weight * dec.units[:, None, None, None]).detach().clone())
         self.register_buffer("head_bias", (head.bias * dec.units).detach().clone())
-        # First conv split: its identity-channel half sees a per-avatar constant, so that half plus the
-        # bias is one constant map; per frame only the expression channels are convolved.
-        first = dec.trunk.levels[0]
-        ci = dec.config.identity_channels
-        with torch.no_grad():
-            self.register_buffer("first_bias_map", F.conv2d(dec.identity[None], first.weight[:, :ci], first.bias, padding=1).detach().clone())
-        self.register_buffer("first_weight", first.weight[:, ci:].detach().clone())
 
     @property
     def num_dynamic(self) -> int:
@@ -368,9 +360,12 @@ class DynamicBranchGraph(nn.Module):
         c = dec.config
         r = c.feature_resolution
         expr_map = F.leaky_relu(dec.from_latent(expression_feature).reshape(1, c.expression_channels, r, r), c.leaky_slope)
-        h = F.leaky_relu(F.conv2d(expr_map, self.first_weight, padding=1) + self.first_bias_map, dec.trunk.slope)
-        for conv in dec.trunk.levels[1:]:
-            h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
+        # (Precomputing the identity channels' half of the first conv as a bias map was tried: the
+        # per-pixel Add keeps onnxruntime's first upsample out of its fast NCHWc layout, a wash overall.)
+        h = torch.cat([dec.identity[None], expr_map], dim=1)
+        for level, conv in enumerate(dec.trunk.levels):
+            if level > 0:
+                h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
             h = F.leaky_relu(conv(h), dec.trunk.slope)
         return F.conv2d(h, self.head_weight, self.head_bias, padding=1)
 

@@ -59,7 +59,7 @@ from .gaussians import GaussianMaps, Gaussians, bind_frames
 from .geometry import axis_angle_to_matrix, matrix_to_quat
 from .headmodel.base import HeadModel
 from .meshraster import project_vertices, render_mesh
-from .model.decoders import AvatarDecoders, raw_residual, residual_to_maps
+from .model.decoders import AvatarDecoders, DynamicDecoderConfig, raw_residual, residual_to_maps
 from .render import RenderOutput
 from .render import render as render_gaussians
 from .uv import Atlas, AtlasOptions, face_frames, frames_from_edges, uv_frame_coefficients
@@ -155,6 +155,9 @@ class AvatarOptions:
     coverage_size: int = 64  # side (px) of the novel-view coverage renders
     # learned branches (sega.model.decoders), fitted jointly with the maps
     decoders: bool = True  # give the avatar a dynamic (per-frame) and a static (baked) decoder
+    dynamic_map_resolution: int = 32  # side of the dynamic decoder's residual map (its feature map is a quarter of it):
+    # 32 keeps the exported per-frame graph within 2 ms native / 4 ms in onnxruntime-web at 18k dynamic texels;
+    # 64 has twice the spatial detail for expression-dependent appearance at ~1.3x (native) / 1.45x (web) the time
     lr_decoder: float = 1e-3  # Adam learning rate of the decoders' parameters (feature maps and conv weights)
     w_residual: float = 1e-2  # mean squared raw decoder output (unit-scale channels), dynamic at the fitted + random expressions, static
     residual_expressions: int = 2  # random expressions (the VAE's training distribution) per residual-regulariser step
@@ -173,7 +176,8 @@ class AvatarOptions:
         elif name == "default":
             base = cls(preset_name="default")
         elif name == "high":
-            base = cls(preset_name="high", atlas_resolution=320, iterations=600, render_size=320, fit_preset="high", coverage_size=96)
+            base = cls(preset_name="high", atlas_resolution=320, iterations=600, render_size=320, fit_preset="high", coverage_size=96,
+                       dynamic_map_resolution=64)  # fmt: skip
         else:
             raise ValueError(f"unknown preset {name!r} ({', '.join(PRESETS)})")
         return replace(base, **overrides)
@@ -433,6 +437,14 @@ def still_basis(expression_basis: Tensor) -> Tensor:
 def _vertex_moves(expression_basis: Tensor) -> np.ndarray:
     """expression_basis: [E, V, 3] -> [V] bool: some expression moves the vertex (a non-zero basis row)."""
     return (expression_basis != 0).any(-1).any(0).numpy()
+
+
+def dynamic_decoder_config(options: AvatarOptions) -> DynamicDecoderConfig:
+    """The dynamic decoder for ``options``: three conv levels (32, 16, 8 channels) from a feature map of
+    side ``dynamic_map_resolution / 4`` up to the residual map."""
+    levels = DynamicDecoderConfig().channels
+    side = options.dynamic_map_resolution // 2 ** (len(levels) - 1)
+    return DynamicDecoderConfig(feature_resolution=side, map_resolution=options.dynamic_map_resolution)
 
 
 def dynamic_texel_order(atlas: Atlas, dynamic: np.ndarray, expression_basis: Tensor) -> np.ndarray:
@@ -1047,7 +1059,7 @@ def build_avatar(
     lms = crop.landmarks_to_crop(detection.landmarks[:, :2])
     face_mask = polygon_mask(lms[list(mediapipe_groups()["face_oval"])], options.render_size, options.render_size) & (pmask >= 0.5)
 
-    decoders = AvatarDecoders.create(model) if options.decoders else None
+    decoders = AvatarDecoders.create(model, dynamic=dynamic_decoder_config(options)) if options.decoders else None
     secs["initialise"] = time.perf_counter() - t0
     _report(progress, "initialise", 1.0)
 
