@@ -36,6 +36,9 @@ from .io import DETECTION_MAX_SIDE, downscale_for_detection
 
 NUM_LANDMARKS = 478  # FaceMesh with refine_landmarks=True
 TRACKING_CONFIDENCE = 0.5  # video mode: below this landmark confidence the face detector runs again
+TRACK_PASSES = 2  # video mode: FaceMesh runs on each frame this many times, each pass in the region of the last
+# one's landmarks: the previous frame's region lags a turning head, and a misaligned crop moves the points
+# (on renders turning up to 8 degrees a frame: head-pose error 2.5 -> 2.2 degrees for +4 ms a frame)
 # A few FaceMesh indices ("right"/"left" are the subject's, see sega.conventions).
 RIGHT_IRIS_CENTER = 468  # subject's right eye: image left in a frontal photo
 LEFT_IRIS_CENTER = 473
@@ -394,17 +397,23 @@ class FaceDetector:
             detector_box=None if math.isnan(face.score) else face.box.copy(),
         )
 
-    def track(self, img: np.ndarray) -> np.ndarray | None:
+    def track(self, img: np.ndarray, passes: int = TRACK_PASSES) -> np.ndarray | None:
         """Landmarks of the face in a video frame, [478, 3] float32 photo px, or None when lost.
 
         Uses MediaPipe FaceMesh in video mode: each frame's landmarks come from the region of the
         previous frame's face (the crop is reused), and the face detector only runs again when the
-        landmark model's confidence drops below ``TRACKING_CONFIDENCE`` or the face is lost. Frames
-        must be fed in order; call ``reset_tracking()`` before another video.
+        landmark model's confidence drops below ``TRACKING_CONFIDENCE`` or the face is lost. The frame
+        is fed ``passes`` times (``TRACK_PASSES``), so the last pass sees a crop placed from this frame's
+        own landmarks. Frames must be fed in order; call ``reset_tracking()`` before another video.
         """
         img = _check_image(img)
         h, w = img.shape[:2]
-        found = self._mesh_with(self._graph("track"), img, w, h)
+        graph = self._graph("track")
+        found: list[np.ndarray] = []
+        for _ in range(max(1, passes)):
+            found = self._mesh_with(graph, img, w, h)
+            if not found:  # lost: a repeat would only run the detector again
+                break
         return found[0] if found else None
 
     def reset_tracking(self) -> None:

@@ -60,7 +60,10 @@ class TrackOptions:
     eye_weight: float = 4.0  # weight of the eyelid landmarks: the eyes are small, and with equal weights the
     # expression prior outweighs a closing lid (blinks would be missed)
     view_dependent: bool = True  # use the per-view landmark embeddings (scripts/make_view_embeddings.py) when shipped
-    view_iterations: int = 3  # extra steps after the embedding is re-interpolated for the solved pose
+    view_iterations: int = 3  # steps after each re-interpolation of the embedding for the solved pose
+    view_rounds: int = 3  # re-interpolations at most: the embedding depends on the pose being solved for, so
+    # solve and re-interpolate until the view settles (one round: 2.11 -> 2.03 degrees on turning renders)
+    view_tolerance_deg: float = 0.5  # stop once the solved view (yaw and pitch) moved less than this in a round
     oval_weight: float = 0.3  # weight of the face-contour landmarks (they slide along the silhouette when the head turns)
 
 
@@ -95,7 +98,7 @@ class ExpressionPoseSolver:
         ident = torch.as_tensor(np.asarray(identity), dtype=torch.float32)
         self.rest = basis.mean + torch.einsum("i,ilc->lc", ident, basis.identity)  # [L, 3]
         self.num_e = model.num_expressions
-        self.expr_basis = basis.expression.reshape(self.num_e, -1)  # [E, L*3]
+        self._set_expr_basis(basis.expression.reshape(self.num_e, -1))
         self.pivot = torch.as_tensor(model.pivot, dtype=torch.float32)
         self.cam_r = torch.as_tensor(camera.viewmat[:3, :3], dtype=torch.float32)
         self.cam_t = torch.as_tensor(camera.viewmat[:3, 3], dtype=torch.float32)
@@ -134,11 +137,18 @@ class ExpressionPoseSolver:
 
     def set_view(self, head_pose) -> None:
         """Interpolate the landmark rows for the view of ``head_pose`` [6] (no-op without view embeddings)."""
-        if self.views is None:
-            return
-        w = self.views.weights(*self.view_angles(head_pose))
+        if self.views is not None:
+            self._set_view_angles(*self.view_angles(head_pose))
+
+    def _set_view_angles(self, yaw_deg: float, pitch_deg: float) -> None:
+        w = self.views.weights(yaw_deg, pitch_deg)
         self.rest = sum(wt * self.view_rests[i, j] for i, j, wt in w)
-        self.expr_basis = sum(wt * self.view_bases[i, j] for i, j, wt in w)
+        self._set_expr_basis(sum(wt * self.view_bases[i, j] for i, j, wt in w))
+
+    def _set_expr_basis(self, basis: torch.Tensor) -> None:
+        """basis [E, L*3]; kept also as [3, L, E] (contiguous) for the Jacobian."""
+        self.expr_basis = basis
+        self.expr_basis_cle = basis.reshape(self.num_e, -1, 3).permute(2, 1, 0).contiguous()
 
     def _split(self, params: torch.Tensor):
         return params[: self.num_e], params[self.num_e : self.num_e + 3], params[self.num_e + 3 :]
@@ -147,43 +157,44 @@ class ExpressionPoseSolver:
         """params [E + 6] -> [L, 2] projected landmarks (pixels)."""
         return self._project(params)[0]
 
-    def _project(self, params: torch.Tensor):
+    def _project(self, params: torch.Tensor, r: torch.Tensor | None = None):
+        """r: [3, 3] the rotation of ``params`` when the caller holds it (``_lm``; saves a Rodrigues)."""
         e, rot, trans = self._split(params)
         pts = self.rest + (e @ self.expr_basis).reshape(-1, 3)
-        r = axis_angle_to_matrix(rot)
+        r = axis_angle_to_matrix(rot) if r is None else r
         rotated = (pts - self.pivot) @ r.T  # [L, 3] (the lever arm of the rotation derivative)
         cam = (rotated + self.pivot + trans) @ self.cam_r.T + self.cam_t
         z = cam[:, 2:3].clamp_min(1e-3)
         return self.focal * cam[:, :2] / z + self.centre, cam, z, r, rotated
 
-    def jacobian(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def jacobian(self, params: torch.Tensor, r: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Analytic Jacobian of the projected landmarks: ([L, 2] pixels, [L, 2, E + 6]).
 
         Rotation columns are w.r.t. a small rotation applied on the left (R <- exp(d) R); ``solve``
-        composes updates that way. Tested against autodiff in tests/test_track.py.
+        composes updates that way. r: as ``_project``. Tested against autodiff in tests/test_drive.py.
         """
-        xy, cam, z, r, rotated = self._project(params)
+        xy, cam, z, r, rotated = self._project(params, r)
         fx, fy = self.focal
         zero = torch.zeros_like(z[:, 0])
         inv = 1.0 / z[:, 0]
         proj = torch.stack([torch.stack([fx * inv, zero, -fx * cam[:, 0] * inv * inv], -1),
                             torch.stack([zero, fy * inv, -fy * cam[:, 1] * inv * inv], -1)], 1)  # [L, 2, 3]  # fmt: skip
         a = proj @ self.cam_r  # [L, 2, 3]: d xy / d world point
-        basis = self.expr_basis.reshape(self.num_e, -1, 3)  # [E, L, 3]
-        j_e = torch.einsum("lij,ejl->lie", (a @ r), basis.permute(0, 2, 1))  # [L, 2, E]
+        ar = a @ r  # [L, 2, 3]: d xy / d canonical point
+        b = self.expr_basis_cle
+        j_e = ar[:, :, 0:1] * b[0, :, None] + ar[:, :, 1:2] * b[1, :, None] + ar[:, :, 2:3] * b[2, :, None]  # [L, 2, E]
         x, y, zz = rotated.unbind(-1)
         zeros = torch.zeros_like(x)
         neg_skew = torch.stack([torch.stack([zeros, zz, -y], -1), torch.stack([-zz, zeros, x], -1), torch.stack([y, -x, zeros], -1)], 1)
         j_rot = a @ neg_skew  # [L, 2, 3]: d(exp(d) q)/dd = -[q]x
         return xy, torch.cat([j_e, j_rot, a], dim=-1)
 
-    def _apply(self, params: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    def _apply(self, params: torch.Tensor, r: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(params, its rotation [3, 3]) + step -> the same. The axis-angle entries of the result are left
+        stale (no prior acts on them): ``_lm`` carries the matrix and writes them once at its end."""
         out = params + step
-        e, rot, _ = self._split(params)
-        out[: self.num_e] = (e + step[: self.num_e]).clamp(self.lo, self.hi)
-        d_rot = step[self.num_e : self.num_e + 3]
-        out[self.num_e : self.num_e + 3] = matrix_to_axis_angle(axis_angle_to_matrix(d_rot) @ axis_angle_to_matrix(rot))
-        return out
+        out[: self.num_e] = out[: self.num_e].clamp(self.lo, self.hi)
+        return out, axis_angle_to_matrix(step[self.num_e : self.num_e + 3]) @ r
 
     def solve(self, landmarks: np.ndarray, init: np.ndarray | None = None, iterations: int | None = None) -> tuple[np.ndarray, float]:
         """landmarks [L, 2+] pixels -> (params [E + 6], NME). init: warm start (default: zeros).
@@ -206,9 +217,16 @@ class ExpressionPoseSolver:
 
         self.set_view(p[self.num_e :].numpy())
         p = self._lm(p, target, iod, reg_l2, reg_l1, o.iterations if iterations is None else iterations)
-        if self.views is not None and o.view_iterations > 0:  # once more with the embedding of the view just found
-            self.set_view(p[self.num_e :].numpy())
-            p = self._lm(p, target, iod, reg_l2, reg_l1, o.view_iterations)
+        if self.views is not None and o.view_iterations > 0:
+            # Fixed point of pose <-> embedding: again with the embedding of the view just found, until it settles.
+            view = None
+            for _ in range(o.view_rounds):
+                new = self.view_angles(p[self.num_e :].numpy())
+                if view is not None and max(abs(new[0] - view[0]), abs(new[1] - view[1])) < o.view_tolerance_deg:
+                    break
+                view = new
+                self._set_view_angles(*view)
+                p = self._lm(p, target, iod, reg_l2, reg_l1, o.view_iterations)
         with torch.no_grad():
             err = (self.project(p) - target).norm(dim=-1)
             nme = float(err[self.sqrt_w[::2] > 0].mean() / iod)
@@ -218,15 +236,18 @@ class ExpressionPoseSolver:
         """``iterations`` Levenberg-Marquardt steps from ``p`` (see ``solve``)."""
         o = self.options
 
-        def cost(q: torch.Tensor) -> float:
-            r = self.sqrt_w * ((self.project(q) - target) / iod).reshape(-1)
+        def cost(q: torch.Tensor, rq: torch.Tensor) -> float:
+            r = self.sqrt_w * ((self._project(q, rq)[0] - target) / iod).reshape(-1)
             return float(r @ r + (reg_l2 * q * q).sum() + (reg_l1 * q).sum())
 
         damping = o.damping
-        current = cost(p)
+        rot = slice(self.num_e, self.num_e + 3)
+        p = p.clone()
+        rmat = axis_angle_to_matrix(p[rot])
+        current = cost(p, rmat)
         with torch.no_grad():
             for _ in range(iterations):
-                xy, jac = self.jacobian(p)
+                xy, jac = self.jacobian(p, rmat)
                 r = self.sqrt_w * ((xy - target) / iod).reshape(-1)
                 jac = (self.sqrt_w[:, None] / iod) * jac.reshape(-1, jac.shape[-1])
                 h = jac.T @ jac + torch.diag(reg_l2)
@@ -240,12 +261,13 @@ class ExpressionPoseSolver:
                 for _ in range(LM_MAX_TRIES):
                     step = torch.zeros_like(p)
                     step[free] = -torch.linalg.solve(h_free + damping * torch.diag(h_free.diagonal().clamp_min(1e-12)), g_free)
-                    cand = self._apply(p, step)
-                    c = cost(cand)
+                    cand, r_cand = self._apply(p, rmat, step)
+                    c = cost(cand, r_cand)
                     if c <= current:
-                        p, current, damping = cand, c, max(damping / LM_DAMPING_FACTOR, LM_MIN_DAMPING)
+                        p, rmat, current, damping = cand, r_cand, c, max(damping / LM_DAMPING_FACTOR, LM_MIN_DAMPING)
                         break
                     damping *= LM_DAMPING_FACTOR
+            p[rot] = matrix_to_axis_angle(rmat)
         return p
 
 

@@ -27,7 +27,8 @@ NUM_FRAMES = 20
 FPS = 25.0
 MAX_YAW_DEG, MAX_PITCH_DEG = 25.0, 15.0
 MAX_WEIGHT_MAE = 0.10  # issue target
-MAX_POSE_ERROR_DEG = 4.5  # measured 3.0-3.8 on avatar renders (issue target 2; see README "Driving")
+MAX_POSE_ERROR_DEG = 3.0  # measured 2.11 on avatar renders (2.5-2.6 before two-pass video landmarks, the view fixed
+# point and 8 identities per view bin; issue target 2; see README "Driving")
 MIN_EVAL_PSNR_DB = 35.0  # issue target, in the head mask
 MAX_JITTER_STD = 0.02  # issue target, smoothed weights of a still face with 1 px landmark noise
 
@@ -190,6 +191,35 @@ def test_tracker_jacobian_matches_autodiff(ict_model, face_detector, astronaut):
     q0 = torch.cat([p[:num_e], torch.zeros(3), p[num_e + 3 :]])
     ref = torch.autograd.functional.jacobian(f, q0)  # [L, 2, P]
     assert torch.allclose(jac, ref, atol=1e-2 * ref.abs().max())
+
+
+def test_tracker_solves_pose_and_view_embedding_together(ict_model):
+    """Exact landmarks of the view-interpolated embedding at a turned head, solved from a frontal start:
+    the embedding is re-interpolated for the solved view until it settles, which recovers the pose; one
+    re-interpolation leaves the error of the start view's embedding."""
+    from sega.camera import orbit_camera
+    from sega.synthetic import FACE_CENTRE
+
+    rng = np.random.default_rng(3)
+    identity = (rng.standard_normal(ict_model.num_identity) * 0.8).astype(np.float32)
+    cam = orbit_camera(0.0, 0.0, 0.7, FACE_CENTRE, 25.0, 512, 512)
+    num_e = ict_model.num_expressions
+    errors = {}
+    for rounds in (1, TrackOptions().view_rounds):
+        solver = ExpressionPoseSolver(ict_model, identity, cam, replace(TrackOptions(), view_rounds=rounds))
+        assert solver.views is not None, "the view-dependent embedding ships for ICT"
+        errs = []
+        for pitch, yaw in ((10.0, 25.0), (-12.0, -25.0), (15.0, 15.0)):
+            truth = np.zeros(num_e + 6, np.float32)
+            truth[num_e : num_e + 2] = np.radians([pitch, yaw])
+            solver.set_view(truth[num_e:])
+            landmarks = solver.project(torch.as_tensor(truth)).numpy()
+            p, _ = solver.solve(landmarks, None, TrackOptions().first_iterations)
+            errs.append(_rotation_angle_deg(p[num_e : num_e + 3], truth[num_e : num_e + 3]))
+        errors[rounds] = max(errs)
+    print(f"\npose from exact view-embedding landmarks, frontal start: max error {errors[1]:.3f} deg with one "
+          f"re-interpolation, {errors[TrackOptions().view_rounds]:.3f} deg until the view settles")  # fmt: skip
+    assert errors[TrackOptions().view_rounds] < 0.1 and errors[1] > 0.2  # measured 0.04 and 0.81
 
 
 def test_one_euro_smooths_noise_and_follows_steps():
