@@ -39,7 +39,7 @@ from onnx import TensorProto, helper
 from torch import Tensor, nn
 
 from sega.gaussians import QUAT_NORM_EPS
-from sega.geometry import matrix_to_quat, quat_multiply
+from sega.geometry import axis_angle_to_matrix, matrix_to_quat, quat_multiply
 from sega.uv import FRAME_NORM_EPS, frames_from_edges
 
 OPSET = 17  # GridSample needs >= 16; 17 is what onnxruntime-web 1.30 and onnxruntime 1.31 both run fully
@@ -100,6 +100,11 @@ def gather_columns(x: Tensor, index: Tensor) -> Tensor:
     return torch.gather(x, 1, index[None].expand(x.shape[0], -1))
 
 
+def _frame_rows(frames: Tensor) -> Tensor:
+    """frames [N, 3, 3] (columns t, b, n) -> [9, N] rows t_xyz, b_xyz, n_xyz (the graph's frame layout)."""
+    return frames.permute(2, 1, 0).reshape(9, -1).contiguous()
+
+
 def _split_columns(x: Tensor, sizes: list[int]) -> list[Tensor | None]:
     """x [C, sum(sizes)] -> one [C, size] block per size (None for empty ones), in one Split node."""
     kept = [n for n in sizes if n > 0]
@@ -144,7 +149,7 @@ def face_corners_rows(motion: Tensor, faces: Tensor, base_p0: Tensor, base_e1: T
     return base_p0 + m0, base_e1 + (m1 - m0), base_e2 + (m2 - m0)
 
 
-EXPRESSION_BLOCKS = 8  # dense blocks of the per-frame expression MatMul (about 0.68 of the dense cost for ICT)
+EXPRESSION_BLOCKS = 8  # dense blocks of the per-frame expression MatMul (ICT: ~0.55 of the dense volume)
 
 
 def expression_blocks(support: np.ndarray, num_blocks: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -195,33 +200,6 @@ def right_multiplication_rows(c: Tensor) -> Tensor:
     )
 
 
-def rodrigues_rows(aa: Tensor) -> Tensor:
-    """``sega.geometry.axis_angle_to_matrix`` for one rotation, in fewer graph nodes: aa [3] -> [3, 3].
-
-    R = I + a K + b K^2 with K the cross-product matrix of aa, a = sin(theta) / theta and
-    b = (1 - cos(theta)) / theta^2 (Taylor terms near zero, as the library's). K comes from one MatMul
-    with a constant [3, 9] map instead of nine stacked scalars (the head pose is three numbers, so what
-    costs is the number of nodes)."""
-    theta2 = (aa * aa).sum()
-    theta = theta2.clamp_min(1e-12).sqrt()
-    small = theta2 < 1e-8
-    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / theta2.clamp_min(1e-12))
-    k = (aa[None] @ _SKEW_MAP.to(aa.dtype)).reshape(3, 3)
-    return torch.eye(3, dtype=aa.dtype) + a * k + b * (k @ k)
-
-
-# [3, 9]: axis-angle (x, y, z) -> the row-major cross-product matrix [[0, -z, y], [z, 0, -x], [-y, x, 0]].
-_SKEW_MAP = torch.tensor(
-    [
-        [0, 0, 0, 0, 0, -1, 0, 1, 0],  # x
-        [0, 0, 1, 0, 0, 0, -1, 0, 0],  # y
-        [0, -1, 0, 1, 0, 0, 0, 0, 0],  # z
-    ],
-    dtype=torch.float32,
-)
-
-
 class DynamicBranchGraph(nn.Module):
     """The dynamic Gaussians of one frame and the head's rigid transform (see the module docstring).
 
@@ -233,7 +211,7 @@ class DynamicBranchGraph(nn.Module):
 
     * row layout ([3, D] not [D, 3]; see ``face_frames_rows``), kept in the outputs (component-major);
     * the expression MatMul only over the vertices some expression moves, in dense blocks over the
-      expressions that move each block (``expression_blocks``: about half the dense volume);
+      expressions that move each block (``expression_blocks``);
     * the rig orders the dynamic texels (``sega.avatar.dynamic_texel_order``): first one texel per
       moving triangle, in triangle order, so the per-triangle arrays *are* theirs (no gather); then the
       other moving texels, which gather their triangle's arrays; then the texels on triangles no
@@ -252,8 +230,7 @@ class DynamicBranchGraph(nn.Module):
     * the decoder's residual map is read through an x-upsample (Resize) and two row taps when the
       texels sit on an atlas k times the map's resolution (``sample_rows_upsampled``; about half the
       cost of the four fixed bilinear taps, which remain the fallback);
-    * the decoder's output units are folded into its last conv;
-    * the head rotation from one small MatMul (``rodrigues_rows``).
+    * the decoder's output units are folded into its last conv.
     ``export_graph`` then gives every GatherElements int32 indices (``int32_gather_indices``).
     """
 
@@ -309,13 +286,16 @@ class DynamicBranchGraph(nn.Module):
         bary = rig.texel_bary.T.contiguous()  # [3, D]
         self.register_buffer("bary_primary", bary[1:3, :num_faces].contiguous())  # [2, Um] (b1, b2)
         self.register_buffer("bary_extra", bary[1:3, num_faces:nt].contiguous())  # [2, De]
-        # Neutral corner point and edges (the rig's), and the neutral frames from them (computed in float64).
+        # Neutral corner point and edges of the moving faces (the rig's).
         self.register_buffer("base_p0", rig.base_vertices[rig.faces[used, 0]].T.contiguous())  # [3, Um]
         self.register_buffer("base_e1", rig.face_edges[used, 0].T.contiguous())  # [3, Um]
         self.register_buffer("base_e2", rig.face_edges[used, 1].T.contiguous())
-        t0, b0, n0 = (c.float() for c in face_frames_rows(self.base_e1.double(), self.base_e2.double(), coeffs.double(),
-                                                          ok if self.uv_any_degenerate else None))  # fmt: skip
-        self.register_buffer("neutral_frames", torch.cat([t0, b0, n0]))  # [9, Um] rows t_xyz, b_xyz, n_xyz
+        # Neutral frames of every dynamic texel in float64 (fixed ones included: their frame never changes);
+        # the first Um texels are one per face, in face order, so theirs are the faces' neutral frames.
+        all_frames64 = frames_from_edges(rig.face_edges[:, 0].double(), rig.face_edges[:, 1].double(), rig.face_uv_coeffs.double(),
+                                         rig.face_uv_ok)[rig.texel_face]  # [D, 3, 3] columns t, b, n  # fmt: skip
+        all_frames = all_frames64.float()
+        self.register_buffer("neutral_frames", _frame_rows(all_frames[:num_faces]))  # [9, Um] rows t_xyz, b_xyz, n_xyz
         # Constant operands of the relative rotation: skew = sum_c (c0 x c) = sum_c c0[r1] c[r2] - c0[r2] c[r1].
         self.roll_1 = [3 * c + r for c in range(3) for r in ROW_ROLL_1]  # rows of [9, U] rolled by one within each column
         self.roll_2 = [3 * c + r for c in range(3) for r in ROW_ROLL_2]
@@ -329,17 +309,13 @@ class DynamicBranchGraph(nn.Module):
         self.register_buffer("ones_4", torch.ones(1, 4))
         self.offset_rows = [c for c in range(3) for _ in range(3)]  # offset component c for frame rows 3c .. 3c + 2
         local = maps.rotation / maps.rotation.norm(dim=-1, keepdim=True).clamp_min(QUAT_NORM_EPS)
-        # Neutral frames of every dynamic texel (fixed ones included: their frame never changes).
-        all_frames64 = frames_from_edges(rig.face_edges[:, 0].double(), rig.face_edges[:, 1].double(), rig.face_uv_coeffs.double(),
-                                         rig.face_uv_ok)[rig.texel_face]  # [D, 3, 3] columns t, b, n (neutral)  # fmt: skip
         texel_quat = quat_multiply(matrix_to_quat(all_frames64), local.double()).float()  # [D, 4] = rotation at the neutral expression
-        all_frames = all_frames64.float()
         self.register_buffer("quat_rows_primary", right_multiplication_rows(texel_quat[:num_faces]))  # [4, 4, Um]
         self.register_buffer("quat_rows_extra", right_multiplication_rows(texel_quat[num_faces:nt]))  # [4, 4, De]
         self.register_buffer("fixed_quats", texel_quat[nt:].T.contiguous())  # [4, Dk]
         pts = (rig.base_vertices[rig.texel_tri[nt:]] * rig.texel_bary[nt:, :, None]).sum(1)  # [Dk, 3]
         self.register_buffer("fixed_points", (pts + (all_frames[nt:] * maps.offset[nt:, None, :]).sum(-1)).T.contiguous())  # [3, Dk]
-        self.register_buffer("fixed_frames", all_frames[nt:].permute(2, 1, 0).reshape(9, -1).contiguous())  # [9, Dk] rows t_xyz, b_xyz, n_xyz
+        self.register_buffer("fixed_frames", _frame_rows(all_frames[nt:]))  # [9, Dk] rows t_xyz, b_xyz, n_xyz
         self.register_buffer("offset_primary", maps.offset[:num_faces].T.contiguous())  # [3, Um]
         self.register_buffer("offset_extra", maps.offset[num_faces:nt].T.contiguous())  # [3, De]
         self.register_buffer("log_scale", maps.log_scale.T.contiguous())  # [3, D]
@@ -430,7 +406,7 @@ class DynamicBranchGraph(nn.Module):
         return means, quat_rows[0] * qw + quat_rows[1] * qx + quat_rows[2] * qy + quat_rows[3] * qz
 
     def _outputs(self, means, quats, scales, colors, opacities, head_pose):
-        rot = rodrigues_rows(head_pose[0, 0:3])  # [3, 3]
+        rot = axis_angle_to_matrix(head_pose[0, 0:3])  # [3, 3]
         trans = self.pivot - rot @ self.pivot + head_pose[0, 3:6]
         top = torch.cat([rot, trans[:, None]], dim=1)  # [3, 4]
         bottom = torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=top.dtype)

@@ -447,10 +447,11 @@ def dynamic_decoder_config(options: AvatarOptions) -> DynamicDecoderConfig:
     return DynamicDecoderConfig(feature_resolution=side, map_resolution=options.dynamic_map_resolution)
 
 
-def dynamic_texel_order(atlas: Atlas, dynamic: np.ndarray, expression_basis: Tensor) -> np.ndarray:
+def dynamic_texel_order(atlas: Atlas, dynamic: np.ndarray, expression_basis: Tensor) -> tuple[np.ndarray, int]:
     """The order of the dynamic texels in the rig (and in the exported per-frame graph's outputs).
 
-    dynamic: [Td] texel ids; expression_basis: [E, V, 3]. Returns the same ids reordered:
+    dynamic: [Td] texel ids; expression_basis: [E, V, 3]. Returns (the same ids reordered, the number
+    of moving ones, which come first):
     1. *moving* texels (on a triangle with a vertex some expression moves), and among them first one
        texel per triangle, in increasing triangle id, then the other moving texels;
     2. the texels whose triangle never moves (only the dynamic branch's residuals change them).
@@ -462,7 +463,7 @@ def dynamic_texel_order(atlas: Atlas, dynamic: np.ndarray, expression_basis: Ten
     moving, still = dynamic[moves], dynamic[~moves]
     _, first = np.unique(atlas.texel_face[moving], return_index=True)  # sorted by triangle id
     rest = np.setdiff1d(np.arange(moving.size), first, assume_unique=True)
-    return np.concatenate([moving[first], moving[rest], still])
+    return np.concatenate([moving[first], moving[rest], still]), int(moving.size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,9 +487,9 @@ class AnimationRig:
     base_vertices: Tensor  # [Vd, 3] template + identity offsets of the dynamic vertices
     expression_basis: Tensor  # [E, Vd * 3] expression basis rows of the dynamic vertices (``still_basis``)
     faces: Tensor  # [U, 3] int64 used triangles of the dynamic texels, indices into the Vd vertices
-    face_uvs: Tensor  # [U, 3, 2] their atlas UVs (frames follow the atlas parameterisation)
     face_edges: Tensor  # [U, 2, 3] neutral edges p1 - p0, p2 - p0 (metres; float64 differences, rounded once)
-    face_uv_coeffs: Tensor  # [U, 2] ``sega.uv.uv_frame_coefficients`` of face_uvs (float64, rounded once)
+    face_uv_coeffs: Tensor  # [U, 2] ``sega.uv.uv_frame_coefficients`` of their atlas UVs (frames follow the atlas
+    # parameterisation; float64, rounded once)
     face_uv_ok: Tensor  # [U] bool: non-degenerate UVs
     texel_face: Tensor  # [Td] int64 index into ``faces``
     texel_tri: Tensor  # [Td, 3] int64 vertex ids (into Vd) of each dynamic texel's triangle
@@ -579,8 +580,7 @@ class Avatar:
         sta = np.flatnonzero(self.static_mask)
         raw_basis = buf.expression_basis.reshape(model.num_expressions, -1, 3)  # [E, V, 3]
         basis = still_basis(raw_basis)
-        dyn = dynamic_texel_order(atlas, np.flatnonzero(~self.static_mask), basis)
-        texel_moves = _vertex_moves(basis)[atlas.texel_triangles[dyn]].any(1)
+        dyn, num_moving = dynamic_texel_order(atlas, np.flatnonzero(~self.static_mask), basis)
         verts = self.vertices()  # [V, 3] fitted expression
         static_maps = self.maps.subset(sta)
         if self.decoders is not None:
@@ -621,12 +621,11 @@ class Avatar:
             static=static,
             static_index=torch.as_tensor(sta, dtype=torch.int64),
             dynamic_index=torch.as_tensor(dyn, dtype=torch.int64),
-            num_moving=int(texel_moves.sum()),
+            num_moving=num_moving,
             dynamic_maps=self.maps.subset(dyn).detach(),
             base_vertices=base.contiguous(),
             expression_basis=ebasis.contiguous(),
             faces=torch.as_tensor(local, dtype=torch.int64),
-            face_uvs=torch.as_tensor(atlas.face_atlas_uvs[dyn_faces_global], dtype=torch.float32),
             face_edges=face_edges,
             face_uv_coeffs=uv_coeffs.float(),
             face_uv_ok=uv_ok,
