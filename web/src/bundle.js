@@ -7,7 +7,6 @@
 import { strFromU8, unzipSync } from "fflate";
 
 export const BUNDLE_FORMAT = "sega-bundle";
-export const BUNDLE_VERSION = 2; // the newest format this viewer reads
 export const READABLE_VERSIONS = [1, 2]; // 2: splat outputs may be component-major ("layout")
 export const OUTPUT_LAYOUTS = ["splat_major", "component_major"];
 export const MANIFEST = "manifest.json";
