@@ -122,6 +122,14 @@ class FitResult:
             return cls.from_dict(json.load(fh))
 
 
+def surface_rows(model: HeadModel, embedding: LandmarkEmbedding, arr: np.ndarray) -> torch.Tensor:
+    """arr [..., V, 3] per-vertex rows (positions or a basis) -> [..., L, 3] float32 at the embedding's
+    surface points (barycentric mix of the triangle corners, summed in float64)."""
+    tri = model.faces[embedding.face_ids]  # [L, 3]
+    b = embedding.barycentrics[..., None].astype(np.float64)  # [L, 3, 1]
+    return torch.as_tensor((arr[..., tri, :].astype(np.float64) * b).sum(-2), dtype=torch.float32)
+
+
 @dataclass(frozen=True)
 class LandmarkBasis:
     """The rows of a head model's bases at its landmark points."""
@@ -132,11 +140,8 @@ class LandmarkBasis:
 
     @classmethod
     def from_model(cls, model: HeadModel, embedding: LandmarkEmbedding) -> "LandmarkBasis":
-        tri = model.faces[embedding.face_ids]  # [L, 3]
-        b = embedding.barycentrics[..., None].astype(np.float64)  # [L, 3, 1]
-
-        def at(arr: np.ndarray) -> torch.Tensor:  # arr [..., V, 3] -> [..., L, 3]
-            return torch.as_tensor((arr[..., tri, :].astype(np.float64) * b).sum(-2), dtype=torch.float32)
+        def at(arr: np.ndarray) -> torch.Tensor:
+            return surface_rows(model, embedding, arr)
 
         return cls(at(model.vertices), at(model.identity_basis), at(model.expression_basis))
 

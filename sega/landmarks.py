@@ -2,6 +2,7 @@
 
 ``data/mediapipe_groups.json``: index groups of MediaPipe's 478-point face mesh (from
 ``mediapipe.python.solutions.face_mesh_connections``; "left" = the subject's left).
+``data/mediapipe_mirror.json``: which point is the mirror image of which (``scripts/make_mirror_map.py``).
 ``data/<model>_mediapipe478.npz``: where each of the 478 points lies on a head model's surface
 (triangle id + barycentrics), made by ``scripts/make_landmark_embedding.py``.
 ``data/<model>_mediapipe478_views.npz``: the same per view (yaw x pitch bins), made by
@@ -22,6 +23,7 @@ from .headmodel.base import HeadModel, LandmarkEmbedding
 
 MP_NUM_LANDMARKS = 478  # 468 face-mesh points + 2 x 5 iris points (refine_landmarks=True)
 MP_GROUPS_FILE = "mediapipe_groups.json"
+MP_MIRROR_FILE = "mediapipe_mirror.json"
 
 
 @lru_cache(maxsize=1)
@@ -29,6 +31,16 @@ def mediapipe_groups() -> dict[str, tuple[int, ...]]:
     """Named index groups: face_oval, lips, left_eye, right_eye, left_eyebrow, right_eyebrow, left_iris, right_iris, nose."""
     data = json.loads(resources.files("sega.data").joinpath(MP_GROUPS_FILE).read_text())
     return {k: tuple(v) for k, v in data.items()}
+
+
+@lru_cache(maxsize=1)
+def mediapipe_mirror() -> np.ndarray:
+    """[478] int64: point ``mirror[i]`` of a horizontally flipped face is point ``i`` of the face itself
+    (an involution; midline points map to themselves)."""
+    data = json.loads(resources.files("sega.data").joinpath(MP_MIRROR_FILE).read_text())
+    mirror = np.asarray(data["mirror"], dtype=np.int64)
+    mirror.setflags(write=False)
+    return mirror
 
 
 def embedding_file(model_name: str) -> str:

@@ -82,6 +82,38 @@ def test_pixel_convention_mirror(face_detector, astronaut, astro_det):
     assert abs(np.mean(sums) - w) < 1.0, np.array(sums) - w  # measured ~0.15 px
 
 
+def test_mirror_map_pairs_left_and_right_points():
+    from sega.landmarks import mediapipe_groups, mediapipe_mirror
+
+    m, groups = mediapipe_mirror(), mediapipe_groups()
+    assert m.shape == (NUM_LANDMARKS,) and (m[m] == np.arange(NUM_LANDMARKS)).all(), "an involution"
+    for left in ("left_eye", "left_eyebrow", "left_iris"):
+        assert set(m[list(groups[left])].tolist()) == set(groups[left.replace("left", "right")])
+    for whole in ("face_oval", "lips", "nose"):
+        assert set(m[list(groups[whole])].tolist()) == set(groups[whole])
+    assert m[NOSE_TIP] == NOSE_TIP and m[CHIN] == CHIN and m[RIGHT_IRIS_CENTER] == LEFT_IRIS_CENTER
+
+
+def test_mirrored_tracking_is_flip_equivariant_and_close_to_plain(astronaut):
+    """Tracking with ``mirror`` averages the frame's and the flipped frame's points, so tracking the
+    flipped photo gives exactly the flipped result; and it stays within a pixel or two of the plain
+    points (it only cancels FaceMesh's asymmetric bias)."""
+    from sega.landmarks import mediapipe_mirror
+
+    w = astronaut.shape[1]
+    with FaceDetector() as det:
+        plain = det.track(astronaut, mirror=False)
+        det.reset_tracking()
+        both = det.track(astronaut, mirror=True)
+        det.reset_tracking()
+        flipped = det.track(np.ascontiguousarray(astronaut[:, ::-1]), mirror=True)
+    back = flipped[mediapipe_mirror()]
+    back[:, 0] = w - back[:, 0]
+    assert np.abs(back - both).max() < 1e-3
+    shift = np.linalg.norm(both[:, :2] - plain[:, :2], axis=1)
+    assert np.median(shift) < 1.5 and shift.max() < 6.0, (np.median(shift), shift.max())
+
+
 @pytest.mark.parametrize("what", ["coffee", "gray"])
 def test_no_face(face_detector, what):
     from skimage import data
