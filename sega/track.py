@@ -24,6 +24,7 @@ import torch
 from .camera import Camera
 from .conventions import HEAD_POSE_SIZE
 from .errors import FaceNotFoundError, SegaError
+from .face import TRACK_MIRROR
 from .fit import (
     LANDMARK_SET,
     FitOptions,
@@ -321,14 +322,15 @@ def track_landmarks(
                  tuple(model.expression_names), fps, {"solve": time.perf_counter() - t0})  # fmt: skip
 
 
-def detect_video_landmarks(frames: list[np.ndarray], detector) -> tuple[list[np.ndarray | None], float]:
-    """Landmarks per frame with ``FaceDetector.track`` (video mode), falling back to a full ``detect``
-    when the tracker loses the face -> (list of [478, 3] or None, seconds)."""
+def detect_video_landmarks(frames: list[np.ndarray], detector, mirror: bool = TRACK_MIRROR) -> tuple[list[np.ndarray | None], float]:
+    """Landmarks per frame with ``FaceDetector.track`` (video mode; ``mirror``: averaged with the
+    flipped frames'), falling back to a full ``detect`` when the tracker loses the face
+    -> (list of [478, 3] or None, seconds)."""
     t0 = time.perf_counter()
     detector.reset_tracking()
     out: list[np.ndarray | None] = []
     for frame in frames:
-        lm = detector.track(frame)
+        lm = detector.track(frame, mirror=mirror)
         if lm is None:
             try:
                 lm = detector.detect(frame).landmarks
