@@ -34,9 +34,9 @@ class DriveOptions:
     track: TrackOptions = TrackOptions()  # per-frame solver
     smooth: bool = True  # One-Euro filter over time (never for a single image)
     one_euro: OneEuroOptions = OneEuroOptions()  # filter settings of the expression weights
-    pose_one_euro: OneEuroOptions = OneEuroOptions(beta=30.0)  # of the head pose (radians, metres): the weights' beta
-    # lagged a 25-degree turn in 0.2 s by 8 degrees; 30 lags it by under 1 and still halves a still head's pose jitter
-    # (1 px landmark noise: 0.23 -> 0.11 degrees std)
+    pose_one_euro: OneEuroOptions = OneEuroOptions(beta=30.0)  # of the head pose (radians, metres): with the weights'
+    # beta a 25-degree turn in 0.2 s fell 6 degrees behind, with 30 it falls 1.1 behind, and a still head's pose jitter
+    # is still about halved (the astronaut with 1 px landmark noise: 0.23 -> 0.11 degrees std)
     remove_neutral: bool = True  # subtract the driver's resting face (cross-identity driving)
     neutral_calm_fraction: float = 0.25  # the driver's rest: per-channel median over this fraction of the frames, those
     # with the least total expression (a per-channel low percentile undercut the rest where one channel dips while

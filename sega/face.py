@@ -43,7 +43,7 @@ TRACK_PASSES = 2  # video mode: FaceMesh runs on each frame this many times, eac
 # (on renders turning up to 8 degrees a frame: head-pose error 2.5 -> 2.2 degrees for +4 ms a frame)
 TRACK_MIRROR = True  # video mode: also track the flipped frame and average the two (re-indexed by
 # sega.landmarks.mediapipe_mirror), which cancels FaceMesh's left-right asymmetric bias (mean head-pose error on
-# the check videos of scripts/check_tracking.py 1.57 -> 1.36 degrees; +3 to 8 ms a frame with the worker thread)
+# the check videos of scripts/check_tracking.py 1.57 -> 1.36 degrees; +5 to 7 ms a frame with the worker thread)
 # A few FaceMesh indices ("right"/"left" are the subject's, see sega.conventions).
 RIGHT_IRIS_CENTER = 468  # subject's right eye: image left in a frontal photo
 LEFT_IRIS_CENTER = 473
@@ -250,7 +250,8 @@ class FaceDetector:
                 g = mp.solutions.face_mesh.FaceMesh(
                     static_image_mode=True, refine_landmarks=True, max_num_faces=5, min_detection_confidence=self.min_confidence
                 )
-            elif name in ("track", "track_mirror"):  # video mode (one graph per stream: each holds its own crop): landmarks from the last frame's region, detection only on loss
+            elif name in ("track", "track_mirror"):  # video mode, one graph per stream (frames, flipped frames):
+                # landmarks from the last frame's region, detection only on loss
                 g = mp.solutions.face_mesh.FaceMesh(
                     static_image_mode=False, refine_landmarks=True, max_num_faces=1,
                     min_detection_confidence=self.min_confidence, min_tracking_confidence=TRACKING_CONFIDENCE,

@@ -140,10 +140,7 @@ class LandmarkBasis:
 
     @classmethod
     def from_model(cls, model: HeadModel, embedding: LandmarkEmbedding) -> "LandmarkBasis":
-        def at(arr: np.ndarray) -> torch.Tensor:
-            return surface_rows(model, embedding, arr)
-
-        return cls(at(model.vertices), at(model.identity_basis), at(model.expression_basis))
+        return cls(*(surface_rows(model, embedding, a) for a in (model.vertices, model.identity_basis, model.expression_basis)))
 
     def points(self, identity: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
         """identity [I], expression [E] -> [L, 3] landmark points (canonical pose)."""
