@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # Create .venv and install SEGA with its pinned dependencies (idempotent; fast when already done).
+# --tests: also make sure Debian's chromium is there for the browser tests (apt-get, as root or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--tests" ] && [ ! -x /usr/bin/chromium ]; then
+  # Browser tests use Debian's chromium (never a playwright-downloaded browser).
+  if [ "$(id -u)" = 0 ]; then apt=(apt-get); elif sudo -n true 2>/dev/null; then apt=(sudo -n apt-get); else apt=(); fi
+  if [ ${#apt[@]} -eq 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: the browser tests need Debian's chromium at /usr/bin/chromium: run 'sudo apt-get install -y chromium'" >&2
+    exit 1
+  fi
+  "${apt[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq chromium >/dev/null
+fi
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
