@@ -432,7 +432,6 @@ class FaceDetector:
         Frames must be fed in order; call ``reset_tracking()`` before another video.
         """
         img = _check_image(img)
-        h, w = img.shape[:2]
         if not mirror:
             return self._track_pass("track", img, passes)
         for name in ("track", "track_mirror"):  # created here, not in two threads at once
@@ -440,7 +439,7 @@ class FaceDetector:
         # The flipped stream runs on a worker thread (MediaPipe releases the GIL): 30 -> 18 ms a frame on 2 cores.
         flipped = self._worker().submit(self._track_pass, "track_mirror", np.ascontiguousarray(img[:, ::-1]), passes)
         found = self._track_pass("track", img, passes)
-        return _mirror_average(found, flipped.result(), w)
+        return _mirror_average(found, flipped.result(), img.shape[1])
 
     def _worker(self) -> ThreadPoolExecutor:
         if self._pool is None:

@@ -28,7 +28,6 @@ from .face import TRACK_MIRROR
 from .fit import (
     LANDMARK_SET,
     FitOptions,
-    LandmarkBasis,
     default_weights,
     fit_landmarks,
     interocular,
@@ -99,11 +98,12 @@ class ExpressionPoseSolver:
         if embedding not in model.landmarks:
             raise SegaError(f"head model {model.name!r} has no {embedding!r} landmark embedding")
         self.options = options
-        basis = LandmarkBasis.from_model(model, model.landmarks[embedding])
-        ident = torch.as_tensor(np.asarray(identity), dtype=torch.float32)
-        self.rest = basis.mean + torch.einsum("i,ilc->lc", ident, basis.identity)  # [L, 3]
+        # The driver's neutral head first, then its points: one [V, 3] mesh gathered, not the [I, V, 3] basis.
+        head = model.vertices + np.tensordot(np.asarray(identity, np.float64), model.identity_basis, axes=1)  # [V, 3]
+        emb = model.landmarks[embedding]
+        self.rest = surface_rows(model, emb, head)  # [L, 3]
         self.num_e = model.num_expressions
-        self._set_expr_basis(basis.expression.reshape(self.num_e, -1))
+        self._set_expr_basis(surface_rows(model, emb, model.expression_basis).reshape(self.num_e, -1))
         self.pivot = torch.as_tensor(model.pivot, dtype=torch.float32)
         self.cam_r = torch.as_tensor(camera.viewmat[:3, :3], dtype=torch.float32)
         self.cam_t = torch.as_tensor(camera.viewmat[:3, 3], dtype=torch.float32)
@@ -127,8 +127,6 @@ class ExpressionPoseSolver:
             num_l = self.views.face_ids.shape[2]
             # All bins' points as one embedding: one gather of the bases instead of one per bin.
             every = LandmarkEmbedding(self.views.face_ids.reshape(-1), self.views.barycentrics.reshape(-1, 3), None)
-            # The driver's neutral head first, then its points: one [V, 3] mesh gathered, not the [I, V, 3] basis.
-            head = model.vertices + np.tensordot(np.asarray(identity, np.float64), model.identity_basis, axes=1)  # [V, 3]
             self.view_rests = surface_rows(model, every, head).reshape(*shape, num_l, 3)  # [P, Y, L, 3]
             expr = surface_rows(model, every, model.expression_basis)  # [E, P*Y*L, 3]
             self.view_bases = expr.reshape(self.num_e, *shape, num_l * 3).permute(1, 2, 0, 3).contiguous()  # [P, Y, E, L*3]

@@ -277,6 +277,7 @@ def test_cli_eval_on_an_mp4_of_a_real_face(avatar, astronaut, face_detector, tmp
     import json
 
     from sega.avatar import psnr
+    from sega.evaluate import MASK_ALPHA
 
     fps = 25.0
     video = write_video(tmp_path / "moving.mp4", _moving_photo(astronaut, int(5 * fps), fps), fps)
@@ -286,7 +287,7 @@ def test_cli_eval_on_an_mp4_of_a_real_face(avatar, astronaut, face_detector, tmp
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     o = report["overall"]
     still = avatar.render(avatar.expression, camera=avatar.camera)
-    mask = (face_detector.segment_person(astronaut) > 0.5) & (still.alpha.numpy()[..., 0] > 0.5)
+    mask = (face_detector.segment_person(astronaut) > 0.5) & (still.alpha.numpy()[..., 0] > MASK_ALPHA)  # eval's mask
     own = psnr(still.rgb.numpy().clip(0, 1), astronaut / 255.0, mask)
     print(f"\neval on a 5 s MP4 of the moving photo: PSNR {o['psnr_db']['mean']:.2f} dB (the avatar on its own photo, same "
           f"mask: {own:.2f}), SSIM {o['ssim']['mean']:.3f}, expression error {o['expression_error']['mean']:.4f}, "
