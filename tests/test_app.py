@@ -74,6 +74,7 @@ def app_server(recorder, tmp_path_factory, ict_dir):
         "SEGA_ICT_DIR": str(ict_dir),
     }  # fmt: skip
     work = tmp_path_factory.mktemp("app-work")
+    env["GRADIO_TEMP_DIR"] = str(work / "gradio-uploads")  # where this app's uploads (and Gradio's cache) go
     with AppProcess(args=["--work-dir", str(work)], extra_env=env, log_path=work.parent / "app.log") as proc:
         proc.work_dir = work
         yield proc
@@ -269,22 +270,173 @@ def test_model3d_splat_turns_the_splats_rigidly(tmp_path):
 
 
 def test_session_store_tokens_and_expiry(tmp_path):
-    """Build folders: random tokens, no path tricks, deleted on request and by the TTL sweep."""
-    from sega.app import SessionStore, _session_state_deleted
+    """Build folders: random tokens, no path tricks, a public folder of handed-out files only, deleted on
+    request, at tab close and by the TTL sweep (idle time counted from the last use)."""
+    from sega.app import SessionStore
+    from sega.app.ui import _session_state_deleted
 
-    store = SessionStore(tmp_path / "sessions", ttl_s=60)
+    store = SessionStore(tmp_path, ttl_s=60)
     t1, f1 = store.new()
     t2, f2 = store.new()
-    assert t1 != t2 and len(t1) >= 20 and f1.is_dir()
+    t3, f3 = store.new()
+    assert t1 != t2 and len(t1) >= 20 and f1.is_dir() and f1.parent == store.private_root
     for bad in ("..", "../sessions", "x", None, 3, "a/b" * 10):
         assert store.folder(bad) is None
+    (f1 / "avatar.npz").write_bytes(b"private")
+    shown = store.publish(t1, f1 / "avatar.npz", "bundle.zip")
+    assert shown.parent == store.public_root / t1 and shown.read_bytes() == b"private"
     store.remember(t1, object())
     _session_state_deleted(store)({"token": t1})  # what gr.State's delete_callback does at expiry
-    assert not f1.exists() and store.avatar(t1) is None
+    assert not f1.exists() and not shown.exists() and store.avatar(t1) is None
+    assert store.bind("session-a", t3) is None
+    store.end_session("session-a")  # the tab closed
+    assert not f3.exists() and not (store.public_root / t3).exists()
     old = time.time() - 120
-    os.utime(f2, (old, old))
-    store.sweep()
-    assert not f2.exists()
+    for base in (store.private_root, store.public_root):
+        os.utime(base / t2, (old, old))
+    store.touch(t2)  # used again just now: kept
+    assert store.sweep() == [] and f2.exists()
+    for base in (store.private_root, store.public_root):
+        os.utime(base / t2, (old, old))
+    assert store.sweep() == [t2] and not f2.exists() and not (store.public_root / t2).exists()
+
+
+def test_session_sweeper_thread_deletes_idle_builds(tmp_path):
+    """The app's own schedule: a background sweeper removes idle build folders without any request."""
+    from sega.app import SessionStore, SessionSweeper
+
+    store = SessionStore(tmp_path, ttl_s=0.3)
+    token, folder = store.new()
+    sweeper = SessionSweeper(store, interval_s=0.1).start()
+    try:
+        deadline = time.monotonic() + 5
+        while (folder.exists() or (store.public_root / token).exists()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        sweeper.stop()
+    assert not folder.exists() and not (store.public_root / token).exists()
+
+
+def test_file_data_guard_refuses_server_paths(tmp_path):
+    """The ASGI guard: JSON API requests naming files outside the upload folder (or URLs) get 403 before
+    the app sees them; uploads, other routes and file-free requests pass."""
+    import asyncio
+
+    from sega.app.guard import FileDataGuard
+
+    uploads = (tmp_path / "uploads").resolve()
+    (uploads / "abc").mkdir(parents=True)
+    (uploads / "abc" / "photo.png").write_bytes(b"x")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    (uploads / "abc" / "link.png").symlink_to(outside)
+    seen = []
+
+    async def inner(scope, receive, send):
+        seen.append((await receive())["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    guard = FileDataGuard(inner, upload_dir=uploads)
+
+    def post(path: str, data, content_type=b"application/json") -> int:
+        body = json.dumps(data).encode()
+        out = []
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            out.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"content-type", content_type)]}
+        asyncio.run(guard(scope, receive, send))
+        return out[0]["status"]
+
+    def file_data(p):
+        return {"data": [{"path": p, "meta": {"_type": "gradio.FileData"}}, "fast"], "fn_index": 1}
+
+    assert post("/gradio_api/queue/join", file_data(str(uploads / "abc" / "photo.png"))) == 200
+    assert post("/gradio_api/queue/join", {"data": [None, 30, 1.0], "fn_index": 2}) == 200
+    for bad in (str(outside), "/etc/hostname", str(uploads / "abc" / ".." / ".." / "secret.txt"),
+                str(uploads / "abc" / "link.png"), "http://127.0.0.1:1/x.png", "file:///etc/hostname", "", 3):
+        assert post("/gradio_api/queue/join", file_data(bad)) == 403, bad
+        assert post("/gradio_api/run/build", file_data(bad)) == 403, bad
+    nested = {"data": [[[{"path": "/etc/hostname", "orig_name": "x.png"}]]]}  # anywhere in the data, any depth
+    assert post("/gradio_api/queue/join", nested) == 403
+    assert post("/sega/other", file_data("/etc/hostname")) == 200  # not the Gradio API: not our business
+    assert len(seen) == 3 and b"photo.png" in seen[0]  # the app got the body of each passed request intact
+
+
+def _raw_join(base: str, fn_index: int, data: list) -> tuple[int, str]:
+    """POST a raw /gradio_api/queue/join (what a hostile client can send) -> (status, body)."""
+    import httpx
+
+    body = {"data": data, "fn_index": fn_index, "session_hash": "rawclient01", "event_data": None, "trigger_id": None}
+    with httpx.Client(trust_env=False, timeout=30) as c:
+        r = c.post(base + "gradio_api/queue/join", json=body)
+        return r.status_code, r.text
+
+
+def test_raw_file_paths_outside_the_upload_folder_are_refused(fast_result, app_server, tmp_path):
+    """A raw request naming a server file as the photo (or as a slider value) is refused, and the file is
+    neither opened nor copied into Gradio's cache; so are URLs and the build folders' own files."""
+    import uuid
+
+    import httpx
+
+    with httpx.Client(trust_env=False, timeout=30) as c:
+        config = c.get(app_server.url + "config").json()
+    fns = {d.get("api_name"): i for i, d in enumerate(config["dependencies"])}
+    secret = tmp_path / f"secret-{uuid.uuid4().hex}.png"
+    from PIL import Image
+
+    Image.new("RGB", (256, 256), (200, 150, 120)).save(secret)  # a real image: it would build if opened
+    private = next((app_server.work_dir / "sessions").iterdir()) / "out" / "avatar.npz"
+    assert private.is_file()
+
+    def fd(p):
+        return {"path": p, "meta": {"_type": "gradio.FileData"}, "orig_name": "x.png"}
+
+    for path in (str(secret), "/etc/hostname", str(private), "http://127.0.0.1:9/photo.png",
+                 str(app_server.work_dir / "gradio-uploads" / ".." / secret.name)):
+        status, body = _raw_join(app_server.url, fns["build"], [fd(path), "fast", "ict", None])
+        assert status == 403 and "uploaded through the page" in body, (path, status, body)
+        status, body = _raw_join(app_server.url, fns["rerender"], [None, fd(path), 0, 0, 0, 0, 0, 0])
+        assert status == 403, (path, status, body)
+    copies = [p for p in (app_server.work_dir / "gradio-uploads").rglob("*") if p.name in (secret.name, "hostname", "avatar.npz")]
+    assert copies == []
+    assert app_server.alive() and _get(app_server.url)[0] == 200
+
+
+def test_only_handed_out_files_are_served(fast_result, app_server):
+    """/gradio_api/file= serves what the UI handed out (public/<token>/), never the build folder's avatar.npz or fit.json."""
+    token = re.search(r"bundle=/sega/bundle/([A-Za-z0-9_-]+)/", fast_result[5]).group(1)
+    private = app_server.work_dir / "sessions" / token / "out"
+    public = app_server.work_dir / "public" / token
+    assert (private / "avatar.npz").is_file() and (private / "fit.json").is_file()
+    for f in ("avatar.npz", "fit.json", "bundle.zip", "bundle/manifest.json"):
+        assert _get(f"{app_server.url}gradio_api/file={private / f}")[0] in (403, 404), f
+    assert {p.name for p in public.iterdir()} >= {"avatar.glb", "bundle.zip", "turntable.mp4", "static_preview.ply"}
+    assert not any(p.suffix in (".npz", ".json") for p in public.iterdir())
+    status, data = _get(f"{app_server.url}gradio_api/file={public / 'bundle.zip'}")
+    assert status == 200 and data[:2] == b"PK"
+
+
+def test_app_deletes_idle_session_files_on_its_own(tmp_path, ict_dir):
+    """With a short --session-ttl the app deletes a build folder nobody uses any more by itself (Gradio
+    would keep a closed session's state for its own hour)."""
+    from sega.app import AppProcess
+
+    work = tmp_path / "work"
+    with AppProcess(args=["--work-dir", str(work), "--session-ttl", "1"], extra_env={"SEGA_ICT_DIR": str(ict_dir)}) as proc:
+        folder = work / "sessions" / ("T" * 22)
+        (folder / "out").mkdir(parents=True)
+        (folder / "out" / "avatar.npz").write_bytes(b"x")
+        deadline = time.monotonic() + 15
+        while folder.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not folder.exists(), proc.log_tail()
 
 
 def test_recorder_sees_proxied_traffic():
