@@ -17,5 +17,9 @@ class FaceNotFoundError(SegaError):
     """No usable face in the photo (none, or too small)."""
 
 
+class NotHumanFaceError(FaceNotFoundError):
+    """A face was found, but it is not a human face (an animal, a toy, an object)."""
+
+
 class HeadModelError(SegaError):
     """Head-model data is missing, malformed or refused (e.g. an unsafe pickle)."""

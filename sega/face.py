@@ -32,7 +32,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from .errors import FaceNotFoundError
+from .errors import FaceNotFoundError, NotHumanFaceError
+from .face_check import NOT_HUMAN_MESSAGE, HumanFaceEvidence, human_face_evidence
 from .io import DETECTION_MAX_SIDE, downscale_for_detection
 from .landmarks import mediapipe_mirror
 
@@ -86,6 +87,7 @@ class Detection:
     image_size: tuple[int, int]  # (H, W) of the photo
     notes: list[str] = field(default_factory=list)  # human-readable remarks (several faces, small face, ...)
     detector_box: np.ndarray | None = None  # [4] x0, y0, x1, y1 photo px of the face detector (None if FaceMesh only)
+    human: HumanFaceEvidence | None = None  # the human-face check (``sega.face_check``; None when not run)
 
     @property
     def eye_distance(self) -> float:
@@ -229,7 +231,9 @@ class FaceDetector:
         min_face_width_px: float = MIN_FACE_WIDTH_PX,
         min_confidence: float = MIN_DETECTION_CONFIDENCE,
         segmentation_model: int = SEGMENTATION_MODEL,
+        require_human: bool = True,
     ) -> None:
+        self.require_human = require_human  # refuse faces that sega.face_check finds not human (animals, objects)
         self.max_side = max_side
         self.min_face_width_px = min_face_width_px
         self.min_confidence = min_confidence
@@ -405,6 +409,11 @@ class FaceDetector:
                 "A face was found but its features (eyes, nose, mouth) could not be located. "
                 "Use a sharp photo where the face is unobstructed and facing the camera."
             )
+        human = None
+        if self.require_human:
+            human = human_face_evidence(img, landmarks, _landmark_box(landmarks), face.score)
+            if not human.is_human:
+                raise NotHumanFaceError(NOT_HUMAN_MESSAGE)
         if math.isnan(face.score):
             notes.append("Only the landmark model found this face (no detector score).")
         inside = (landmarks[:, 0] >= 0) & (landmarks[:, 0] <= w) & (landmarks[:, 1] >= 0) & (landmarks[:, 1] <= h)
@@ -418,6 +427,7 @@ class FaceDetector:
             image_size=(h, w),
             notes=notes,
             detector_box=None if math.isnan(face.score) else face.box.copy(),
+            human=human,
         )
 
     def track(self, img: np.ndarray, passes: int = TRACK_PASSES, mirror: bool = TRACK_MIRROR) -> np.ndarray | None:

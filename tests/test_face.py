@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -230,3 +232,69 @@ def test_face_without_landmarks_has_its_own_message(monkeypatch, astronaut):
             det.detect(astronaut)
     finally:
         det.close()
+
+
+# ---- human or not (sega.face_check) ------------------------------------------------------------
+
+DEV_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "dev-media" / "photos"
+
+
+def _cat_face() -> np.ndarray:
+    """A crop of scikit-image's cat that MediaPipe's detector and FaceMesh do take for a face
+    (the whole photo is not found at all): 70% of it around the head, 256 px, rolled 15 degrees."""
+    from PIL import Image
+    from skimage import data
+
+    img = data.chelsea()
+    h, w = img.shape[:2]
+    crop = Image.fromarray(img[int(0.05 * h) : int(0.95 * h), int(0.05 * w) : int(0.75 * w)])
+    k = 256 / max(crop.size)
+    crop = crop.resize((int(crop.width * k), int(crop.height * k)), Image.BICUBIC)
+    return np.asarray(crop.rotate(15, resample=Image.BICUBIC, fillcolor=(128, 128, 128)))
+
+
+def test_cat_is_refused_as_not_human(face_detector):
+    """MediaPipe finds a face in the cat crop (the check is what refuses it), with its own message."""
+    from skimage import data
+
+    from sega.errors import NotHumanFaceError
+
+    cat = _cat_face()
+    with FaceDetector(require_human=False) as lenient:
+        found = lenient.detect(cat)  # without the check: a "face" with a detector score
+    assert found.score > 0.5
+    with pytest.raises(NotHumanFaceError, match="No human face found"):
+        face_detector.detect(cat)
+    with pytest.raises(FaceNotFoundError):  # the whole photo: refused too (no face at all)
+        face_detector.detect(data.chelsea())
+
+
+def test_every_human_dev_photo_passes_the_human_check(face_detector):
+    """People in photos, paintings, cartoons, anime and a statue (../shared/dev-media/photos) all pass,
+    with a margin over the threshold."""
+    from sega.face_check import MIN_HUMAN_EVIDENCE
+    from sega.io import load_photo
+
+    photos = sorted(DEV_PHOTOS.glob("*"))
+    assert len(photos) >= 20, f"dev photos missing at {DEV_PHOTOS}"
+    for p in photos:
+        d = face_detector.detect(load_photo(p))
+        assert d.human is not None and d.human.evidence >= MIN_HUMAN_EVIDENCE + 0.2, (p.name, d.human)
+
+
+def test_level_face_crop_levels_the_eyes(astronaut, astro_det):
+    """The HOG crop: eyes level whatever the photo's roll, face centred at HOG_FACE_PX."""
+    from PIL import Image
+
+    from sega.face_check import HOG_CROP_FACES, HOG_FACE_PX, level_face_crop
+
+    rolled = np.asarray(Image.fromarray(astronaut).rotate(25, resample=Image.BICUBIC))
+    with FaceDetector(require_human=False) as det:
+        d = det.detect(rolled)
+    crop = level_face_crop(rolled, d.landmarks, d.box)
+    assert crop.shape == (round(HOG_CROP_FACES * HOG_FACE_PX),) * 2 + (3,)
+    with FaceDetector(require_human=False) as det:
+        dc = det.detect(crop)
+    right, left = dc.landmarks[468, :2], dc.landmarks[473, :2]
+    assert abs(np.degrees(np.arctan2(left[1] - right[1], left[0] - right[0]))) < 4.0
+    assert abs(dc.face_width - HOG_FACE_PX) < 0.25 * HOG_FACE_PX
