@@ -32,6 +32,7 @@ import torch
 
 from sega import __version__
 from sega.conventions import HEAD_POSE_SIZE
+from sega.errors import SegaError
 from sega.io import file_sha256
 
 from .clips import CLIP_NAMES, write_clips
@@ -179,10 +180,39 @@ def _licences(avatar) -> list[dict]:
     return out
 
 
-def write_bundle_folder(avatar, directory: str | Path, options: BundleOptions = BundleOptions()) -> BundleSummary:
-    """Write the bundle files into ``directory`` (created; existing bundle files are overwritten)."""
-    out = Path(directory)
+class BundleExportError(SegaError):
+    """A bundle cannot be written where asked (the message says why)."""
+
+
+def _bundle_file_names() -> set[str]:
+    """Names a bundle folder may hold (what ``write_bundle_folder`` writes, for any clip set)."""
+    return {MANIFEST, STATIC_PLY, VAE_GRAPH, DECODER_GRAPH, GLB_FILE, CLIPS_DIR}
+
+
+def _prepare_folder(out: Path) -> None:
+    """Create ``out``, or empty it of an earlier bundle. A folder holding anything else is refused: a
+    bundle's readers refuse members the manifest does not list, so the files would make it unloadable."""
     out.mkdir(parents=True, exist_ok=True)
+    entries = list(out.iterdir())
+    others = sorted(p.name for p in entries if p.name not in _bundle_file_names()
+                    or (p.name == CLIPS_DIR and any(not c.is_file() or c.suffix != ".json" for c in p.iterdir())))  # fmt: skip
+    if others:
+        raise BundleExportError(f"{out} holds other files ({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}); "
+                                "export the bundle into an empty folder, or to a .zip")  # fmt: skip
+    for p in entries:
+        if p.is_dir():
+            for c in p.iterdir():
+                c.unlink()
+            p.rmdir()
+        else:
+            p.unlink()
+
+
+def write_bundle_folder(avatar, directory: str | Path, options: BundleOptions = BundleOptions()) -> BundleSummary:
+    """Write the bundle files into ``directory``: created, or emptied of an earlier bundle; a folder
+    holding other files is refused (``BundleExportError``)."""
+    out = Path(directory)
+    _prepare_folder(out)
     model = avatar.model
     num_e = model.num_expressions
     neutral = np.zeros(num_e, dtype=np.float32)
@@ -284,6 +314,7 @@ __all__ = [
     "OUTPUT_LAYOUTS",
     "READABLE_VERSIONS",
     "SPLAT_MAJOR",
+    "BundleExportError",
     "BundleOptions",
     "BundleSummary",
     "write_bundle",

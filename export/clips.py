@@ -21,6 +21,12 @@ axis-angle rotation in radians (rotation first), then translation in metres, in 
 subject's left and a positive ``rx`` tilts it down. Frame ``i`` is shown at time ``i / fps`` s.
 Weights are rounded to ``WEIGHT_DECIMALS`` and poses to ``POSE_DECIMALS`` decimals to keep files
 small. Readers ignore unknown keys (forward compatibility) but refuse other versions.
+
+Reading (``read_clip``) checks the file against one schema (``CLIP_SPEC``, ``sega.schema``) plus the
+numeric rows (``_matrix``), with the size and the frame count bounded up front (``MAX_CLIP_BYTES``,
+``MAX_CLIP_FRAMES``), so a hostile clip (``fps: 1e-9``, a million frames, ``10**400``) is refused
+with one ``ClipError`` line instead of a traceback or a long stall; ``max_frames`` converts only the
+frames a caller will play.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from scipy.spatial.transform import Rotation
 
 from sega.conventions import HEAD_POSE_SIZE
 from sega.errors import SegaError
+from sega.schema import Any_, Arr, Num, Obj, SchemaError, Str, load_json
 
 CLIP_FORMAT = "sega-clip"
 CLIP_VERSION = 1
@@ -45,6 +52,26 @@ MIN_SECONDS = 0.5  # shorter clips cannot hold a full gesture
 WEIGHT_DECIMALS = 4
 POSE_DECIMALS = 5
 CLIP_SUFFIX = ".json"
+MIN_FPS, MAX_FPS = 1.0, 240.0  # a frame held over a second is no animation; above 240 no display or video keeps up
+MAX_CLIP_FRAMES = 20_000  # sega.video.VideoLimits.max_frames: a clip driven from the longest readable video still plays
+# 20,000 frames of 100 weights (4 decimals) and 6 pose values take ~15 MB as compact JSON; a clip of
+# 1 M frames takes at least 18 MB even with one expression, so the byte cap refuses it before parsing.
+MAX_CLIP_BYTES = 16 * 1024 * 1024
+MAX_CLIP_EXPRESSIONS = 1024  # expression names (ICT has 53, FLAME 100)
+MAX_NAME_CHARS = 128  # clip and expression names
+MAX_POSE_ABS = 100.0  # |rotation| (rad) and |translation| (m) of a head pose; real clips stay below ~3
+CLIP_SPEC = Obj(
+    required={
+        "format": Str(64, choices=(CLIP_FORMAT,)),
+        "version": Num(CLIP_VERSION, CLIP_VERSION, integer=True),
+        "name": Str(MAX_NAME_CHARS),
+        "fps": Num(MIN_FPS, MAX_FPS),
+        "expression_names": Arr(Str(MAX_NAME_CHARS), 0, MAX_CLIP_EXPRESSIONS),
+        "frames": Arr(Any_(), 0, MAX_CLIP_FRAMES),  # rows of E weights in [0, 1]: ``_matrix`` (numpy, not per item)
+        "head_pose": Arr(Any_(), 0, MAX_CLIP_FRAMES),  # rows of 6 numbers within +-MAX_POSE_ABS: ``_matrix``
+    },
+    optional={"source": Any_()},  # where the clip came from (``sega.drive.to_clip``), informative
+)
 
 # ---- talk: syllables with a raised-cosine jaw envelope, grouped into phrases separated by pauses
 TALK_LEAD_IN_S = 0.15  # silence before the first syllable
@@ -232,10 +259,10 @@ def make_clip(
     if len(set(names)) != len(names) or not names:
         raise ClipError("model_expression_names must be a non-empty list of distinct names")
     seconds = DEFAULT_SECONDS[name] if seconds is None else float(seconds)
-    if not (math.isfinite(float(fps)) and fps > 0):
-        raise ClipError(f"fps must be a positive number, got {fps}")
-    if not (math.isfinite(seconds) and seconds >= MIN_SECONDS):
-        raise ClipError(f"seconds must be >= {MIN_SECONDS}, got {seconds}")
+    if not (math.isfinite(float(fps)) and MIN_FPS <= fps <= MAX_FPS):
+        raise ClipError(f"fps must be a number in [{MIN_FPS:g}, {MAX_FPS:g}], got {fps}")
+    if not (math.isfinite(seconds) and seconds >= MIN_SECONDS and seconds * fps <= MAX_CLIP_FRAMES):
+        raise ClipError(f"seconds must be >= {MIN_SECONDS} and give at most {MAX_CLIP_FRAMES} frames, got {seconds}")
     n_frames = max(1, int(round(seconds * fps)))
     t = np.arange(n_frames) / float(fps)
     channels, pose = _GENERATORS[name](t, seconds, float(fps), np.random.default_rng(seed))
@@ -260,9 +287,35 @@ def make_clip(
     }
 
 
-def validate_clip(clip, where: str = "clip") -> dict:
-    """Check a clip dict (as loaded from JSON) -> a normalised copy.
+def _matrix(rows: list, key: str, width: int, bounds: tuple[float, float], fail) -> np.ndarray:
+    """rows: [T] lists of ``width`` numbers within ``bounds`` -> [T, width] float64 (``fail(msg)`` makes the error)."""
+    if not rows:
+        raise fail(f"'{key}' must be a non-empty list of frames")
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != width:
+            got = len(row) if isinstance(row, list) else type(row).__name__
+            raise fail(f"'{key}' frame {i} must be a list of {width} numbers, got {got}")
+        if not all(type(x) in (int, float) for x in row):
+            raise fail(f"'{key}' frame {i} holds a non-number")
+    try:
+        arr = np.asarray(rows, dtype=np.float64)
+    except OverflowError as err:  # an integer beyond float range (10**400)
+        raise fail(f"'{key}' holds a number out of range") from err
+    if not np.isfinite(arr).all():
+        raise fail(f"'{key}' contains NaN or infinite values (first at frame {int(np.argwhere(~np.isfinite(arr))[0, 0])})")
+    lo, hi = bounds
+    outside = (arr < lo) | (arr > hi)
+    if outside.any():
+        what = "weights" if key == "frames" else "values"
+        raise fail(f"'{key}' {what} must lie in [{lo:g}, {hi:g}] (frame {int(np.argwhere(outside)[0, 0])} does not)")
+    return arr
 
+
+def validate_clip(clip, where: str = "clip", max_frames: int | None = None) -> dict:
+    """Check a clip dict (as loaded from JSON) against ``CLIP_SPEC`` -> a normalised copy.
+
+    max_frames: convert (and check the numbers of) only the first ``max_frames`` frames (None: all);
+        the frame counts of the whole clip are still checked.
     returns: {"format", "version", "name", "fps": float, "expression_names": [E] str,
               "frames": [T, E] float32 ndarray, "head_pose": [T, 6] float32 ndarray}
     Raises ``ClipError`` naming the first problem (``where`` prefixes the message).
@@ -274,49 +327,35 @@ def validate_clip(clip, where: str = "clip") -> dict:
     if not isinstance(clip, dict):
         raise fail(f"expected a JSON object, got {type(clip).__name__}")
     if clip.get("format") != CLIP_FORMAT:
-        raise fail(f"'format' must be {CLIP_FORMAT!r}, got {clip.get('format')!r}")
+        raise fail(f"'format' must be {CLIP_FORMAT!r}, got {str(clip.get('format'))[:60]!r}")
     version = clip.get("version")
-    if version != CLIP_VERSION or isinstance(version, bool):
-        raise fail(f"unsupported clip version {version!r} (this reader knows version {CLIP_VERSION})")
-    name = clip.get("name")
-    if not isinstance(name, str) or not name:
+    if type(version) is not int or version != CLIP_VERSION:
+        raise fail(f"unsupported clip version {str(version)[:60]} (this reader knows version {CLIP_VERSION})")
+    try:
+        # CLIP_SPEC.check, not validate(): no spec here recurses below the rows, and the rows are
+        # checked by _matrix without recursion, so validate's depth walk over every number is not needed.
+        CLIP_SPEC.check(clip, where)
+    except SchemaError as err:
+        raise ClipError(str(err)) from err
+    names = clip["expression_names"]
+    if not clip["name"]:
         raise fail("'name' must be a non-empty string")
-    fps = clip.get("fps")
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
-        raise fail(f"'fps' must be a positive number, got {fps!r}")
-    names = clip.get("expression_names")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+    if not names:
         raise fail("'expression_names' must be a non-empty list of strings")
     if len(set(names)) != len(names):
         raise fail("'expression_names' contains duplicates")
-
-    def matrix(key: str, width: int) -> np.ndarray:
-        rows = clip.get(key)
-        if not isinstance(rows, list) or not rows:
-            raise fail(f"'{key}' must be a non-empty list of frames")
-        for i, row in enumerate(rows):
-            if not isinstance(row, list) or len(row) != width:
-                got = len(row) if isinstance(row, list) else type(row).__name__
-                raise fail(f"'{key}' frame {i} must be a list of {width} numbers, got {got}")
-            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in row):
-                raise fail(f"'{key}' frame {i} holds a non-number")
-        arr = np.asarray(rows, dtype=np.float64)
-        if not np.isfinite(arr).all():
-            raise fail(f"'{key}' contains NaN or infinite values (first at frame {int(np.argwhere(~np.isfinite(arr))[0, 0])})")
-        return arr
-
-    frames = matrix("frames", len(names))
-    if (frames < 0).any() or (frames > 1).any():
-        bad = int(np.argwhere((frames < 0) | (frames > 1))[0, 0])
-        raise fail(f"'frames' weights must lie in [0, 1] (frame {bad} does not)")
-    pose = matrix("head_pose", HEAD_POSE_SIZE)
-    if pose.shape[0] != frames.shape[0]:
-        raise fail(f"'head_pose' has {pose.shape[0]} frames but 'frames' has {frames.shape[0]}")
+    if len(clip["head_pose"]) != len(clip["frames"]):
+        raise fail(f"'head_pose' has {len(clip['head_pose'])} frames but 'frames' has {len(clip['frames'])}")
+    if max_frames is not None and (type(max_frames) is not int or max_frames < 1):
+        raise ClipError(f"max_frames must be a whole number >= 1, got {max_frames!r}")
+    n = len(clip["frames"]) if max_frames is None else min(max_frames, len(clip["frames"]))
+    frames = _matrix(clip["frames"][:n], "frames", len(names), (0.0, 1.0), fail)
+    pose = _matrix(clip["head_pose"][:n], "head_pose", HEAD_POSE_SIZE, (-MAX_POSE_ABS, MAX_POSE_ABS), fail)
     return {
         "format": CLIP_FORMAT,
         "version": CLIP_VERSION,
-        "name": name,
-        "fps": float(fps),
+        "name": clip["name"],
+        "fps": float(clip["fps"]),
         "expression_names": list(names),
         "frames": frames.astype(np.float32),
         "head_pose": pose.astype(np.float32),
@@ -347,16 +386,17 @@ def write_clips(
     return [write_clip(directory / f"{n}{CLIP_SUFFIX}", make_clip(n, expression_names, fps=fps, seed=seed)) for n in names]
 
 
-def read_clip(path: str | Path) -> dict:
-    """Read and validate a clip file -> normalised dict (see ``validate_clip``).
+def read_clip(path: str | Path, max_frames: int | None = None) -> dict:
+    """Read and validate a clip file -> normalised dict (see ``validate_clip``) of at most ``max_frames``
+    frames (None: all). The file's size is checked before it is read (``MAX_CLIP_BYTES``).
 
-    Raises ``ClipError`` when the file is not JSON or not a valid clip, ``FileNotFoundError`` when missing.
+    Raises ``ClipError`` when the file is too large, not JSON or not a valid clip, ``FileNotFoundError`` when missing.
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"clip not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ClipError(f"{path}: not a readable JSON clip: {err}") from err
-    return validate_clip(data, where=str(path))
+        data = load_json(path, MAX_CLIP_BYTES, str(path))
+    except SchemaError as err:
+        raise ClipError(f"not a readable JSON clip: {err}") from err
+    return validate_clip(data, where=str(path), max_frames=max_frames)

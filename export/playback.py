@@ -6,20 +6,25 @@ refuses, each with its own ``BundleError`` message:
 * zips with unsafe member names (absolute, ``..``, backslashes, drive letters, NUL), symlinks,
   duplicate names, too many members, members or totals above ``BundleLimits`` (declared *and*
   actually read, so a lying header does not help a zip bomb), or suspicious compression ratios;
-* a missing ``manifest.json``, an unknown format or version, a manifest without the required keys;
-* missing files (static.ply, every graph, listed clips, listed files), SHA-256 mismatches;
+* zip members outside the folder that holds ``manifest.json``;
+* a missing, oversized or malformed ``manifest.json`` (one schema and the checks across fields:
+  ``export.bundle_schema``), an unknown format or version;
+* missing files (static.ply, every graph, listed clips, listed files), files the manifest does not
+  list (every member but manifest.json must be listed and hashed), SHA-256 mismatches;
 * a static.ply whose splat count or ``sega_dynamic_index`` column disagrees with the manifest;
-* ONNX graphs that are not loadable, or whose input/output names, dtypes or shapes do not match
-  the manifest's per-frame contract.
+* ONNX graphs that are not loadable, that use anything sega's exporter does not write (operators
+  outside an allow-list, control flow, external data, custom domains), whose values are not of
+  fixed, bounded shapes, or whose input/output names, dtypes or shapes do not match the manifest's
+  per-frame contract (``export.bundle_checks``; checked with ``onnx`` before onnxruntime loads them).
 
-Playback uses onnxruntime only (no torch): ``Bundle.frame`` returns the graph outputs and
+Playback uses onnxruntime only (no torch): ``Bundle.frame`` returns the graph outputs, each checked
+every frame (shape and finite values; onnxruntime failures become ``BundleError`` too), and
 ``Bundle.gaussians`` the posed splats as numpy arrays. ``Bundle.render`` hands them to the same
 renderer the avatar uses (``sega.render``, which needs torch).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import posixpath
 import re
@@ -28,47 +33,19 @@ import stat
 import tempfile
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sega.errors import SegaError
-from sega.io import file_sha256
+from sega.conventions import HEAD_POSE_SIZE
 
-from .bundle import (
-    BUNDLE_FORMAT,
-    BUNDLE_VERSION,
-    COMPONENT_MAJOR,
-    OUTPUT_LAYOUTS,
-    READABLE_VERSIONS,
-    SPLAT_MAJOR,
-    DYNAMIC_INDEX_PROPERTY,
-    MANIFEST,
-    OUTPUT_UPDATES,
-)
+from .bundle import COMPONENT_MAJOR, DYNAMIC_INDEX_PROPERTY, MANIFEST
+from .bundle_checks import BundleError, BundleLimits, check_frame_output, check_graph, first_line
+from .bundle_schema import check_files, check_output_shapes, read_manifest, referenced_files
 from .clips import ClipError, read_clip
 from .ply import SplatPlyError, read_splat_ply
 
-REQUIRED_KEYS = ("format", "format_version", "splats", "frame", "expressions", "files")
-FRAME_INPUTS = ("expression", "head_pose")
-ONNX_DTYPES = {"tensor(float)": "float32"}
 UNSAFE_NAME = re.compile(r"(^/|^[A-Za-z]:|\\|\x00)")
-
-
-class BundleError(SegaError, ValueError):
-    """A bundle that cannot be loaded (the message says which file and why)."""
-
-
-@dataclass(frozen=True)
-class BundleLimits:
-    """Caps on what a bundle may hold (a hostile zip must not fill the disk or the memory)."""
-
-    max_members: int = 256  # files in a zip
-    max_member_bytes: int = 512 * 1024 * 1024  # uncompressed size of one file
-    max_total_bytes: int = 1024 * 1024 * 1024  # uncompressed size of all files
-    max_ratio: float = 200.0  # uncompressed / compressed size of one member above which it is a bomb
-    ratio_min_bytes: int = 1024 * 1024  # the ratio check applies to members larger than this
 
 
 def _check_member_name(name: str) -> None:
@@ -109,6 +86,9 @@ def _extract_zip(path: Path, dest: Path, limits: BundleLimits) -> Path:
         root = min(manifests, key=len)[: -len(MANIFEST)]
         if root.count("/") > 1:
             raise BundleError(f"{path}: {MANIFEST} must be at the zip's root or inside one folder, found {root + MANIFEST!r}")
+        outside = [i.filename for i in infos if not i.filename.startswith(root)]
+        if outside:
+            raise BundleError(f"{path}: member {outside[0]!r} lies outside the bundle's folder {root!r}")
         try:
             _inflate(zf, infos, root, dest, path, limits)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
@@ -153,66 +133,18 @@ def _resolve(root: Path, rel: str, what: str) -> Path:
     return path
 
 
-def _read_manifest(root: Path) -> dict:
-    path = root / MANIFEST
-    if not path.is_file():
-        raise BundleError(f"{root} is not an avatar bundle: no {MANIFEST}")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"{MANIFEST} is not valid JSON: {err}") from err
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{MANIFEST} must hold a JSON object")
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{MANIFEST}: format {manifest.get('format')!r} is not {BUNDLE_FORMAT!r}")
-    if manifest.get("format_version") not in READABLE_VERSIONS:
-        raise BundleError(f"unknown bundle format version {manifest.get('format_version')!r}; this sega reads versions "
-                          f"{', '.join(map(str, READABLE_VERSIONS))} (writes {BUNDLE_VERSION})")  # fmt: skip
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise BundleError(f"{MANIFEST} lacks required keys {missing}")
-    return manifest
-
-
-def _check_graph(session, step: dict, frame: dict, table: dict[str, list], graph: str) -> None:
-    """Graph inputs/outputs vs the manifest: names, float32, and shapes where both are known."""
-    inputs = {i.name: i for i in session.get_inputs()}
-    outputs = {o.name: o for o in session.get_outputs()}
-    want_in = step.get("inputs")
-    if not isinstance(want_in, dict) or set(want_in) != set(inputs):
-        raise BundleError(f"{graph}: graph inputs {sorted(inputs)} do not match the manifest's {sorted(want_in or [])}")
-    want_out = step.get("outputs")
-    if not isinstance(want_out, list) or not set(want_out) <= set(outputs):
-        raise BundleError(f"{graph}: graph outputs {sorted(outputs)} do not include the manifest's {want_out}")
-    for name, src in want_in.items():
-        if src not in table:
-            raise BundleError(f"{graph}: input {name!r} reads {src!r}, which no frame input or earlier step provides")
-    checks = [(inputs[n], table[src], f"input {n!r}") for n, src in want_in.items()]
-    shapes = dict(step.get("output_shapes", {}))
-    shapes.update({n: frame["outputs"][n]["shape"] for n in want_out if n in frame.get("outputs", {})})
-    checks += [(outputs[n], shapes.get(n), f"output {n!r}") for n in want_out]
-    for arg, shape, what in checks:
-        if ONNX_DTYPES.get(arg.type) != "float32":
-            raise BundleError(f"{graph}: {what} is {arg.type}, the contract needs float32")
-        if shape is None:
-            continue
-        got = list(arg.shape)
-        if len(got) != len(shape) or any(isinstance(g, int) and g != s for g, s in zip(got, shape)):
-            raise BundleError(f"{graph}: {what} has shape {got}, the manifest says {shape}")
-    for n in want_out:
-        table[n] = shapes.get(n)
-
-
 class Bundle:
     """A loaded, validated bundle. Create with ``load_bundle``; ``close()`` (or ``with``) removes the
     temporary folder of an unzipped bundle."""
 
-    def __init__(self, root: Path, manifest: dict, splats: dict, dynamic_rows: np.ndarray, sessions: list, tmp: Path | None):
+    def __init__(self, root: Path, manifest: dict, splats: dict, dynamic_rows: np.ndarray, sessions: list,
+                 shapes: dict[str, list[int]], tmp: Path | None):  # fmt: skip
         self.root = root  # folder holding manifest.json
         self.manifest = manifest
         self.splats = splats  # read_splat_ply of static.ply (activated values, file order)
         self.dynamic_rows = dynamic_rows  # [D] row of static.ply holding dynamic splat d
-        self._sessions = sessions  # [(step, onnxruntime session)]
+        self._sessions = sessions  # [(graph path, step, onnxruntime session)]
+        self._shapes = {n: tuple(v) for n, v in shapes.items()}  # step output -> its checked static shape
         self._tmp = tmp
 
     # ---- facts ---------------------------------------------------------------------------------
@@ -245,18 +177,25 @@ class Bundle:
     def frame(self, expression=None, head_pose=None) -> dict[str, np.ndarray]:
         """Run the per-frame steps. expression: [E] (default zeros); head_pose: [6] (default zeros).
         Returns {name: array} for every frame input and step output; the frame outputs splat-major
-        ([D, C] or [D], whatever the bundle's layout: component-major ones are transposed views)."""
+        ([D, C] or [D], whatever the bundle's layout: component-major ones are transposed views).
+        Raises ``BundleError`` when a graph fails or returns a wrongly shaped or non-finite output."""
         inputs = self.manifest["frame"]["inputs"]
         e = len(self.expression_names)
         expr = np.zeros(e, np.float32) if expression is None else np.asarray(expression, dtype=np.float32)
-        pose = np.zeros(6, np.float32) if head_pose is None else np.asarray(head_pose, dtype=np.float32)
-        if expr.size != e or pose.size != 6:
-            raise ValueError(f"expected {e} expression weights and 6 head-pose values, got {expr.size} and {pose.size}")
+        pose = np.zeros(HEAD_POSE_SIZE, np.float32) if head_pose is None else np.asarray(head_pose, dtype=np.float32)
+        if expr.size != e or pose.size != HEAD_POSE_SIZE:
+            raise BundleError(f"expected {e} expression weights and {HEAD_POSE_SIZE} head-pose values, got {expr.size} and {pose.size}")
+        if not (np.isfinite(expr).all() and np.isfinite(pose).all()):
+            raise BundleError("expression weights and head pose must be finite numbers")
         table = {"expression": expr.reshape(inputs["expression"]["shape"]), "head_pose": pose.reshape(inputs["head_pose"]["shape"])}
-        for step, session in self._sessions:
+        for graph, step, session in self._sessions:
             feeds = {name: table[src] for name, src in step["inputs"].items()}
-            for name, value in zip(step["outputs"], session.run(step["outputs"], feeds)):
-                table[name] = value
+            try:
+                values = session.run(step["outputs"], feeds)
+            except Exception as err:  # onnxruntime's own exception types (Fail, RuntimeException, ...), MemoryError
+                raise BundleError(f"{graph}: onnxruntime failed on this frame: {first_line(err)}") from err
+            for name, value in zip(step["outputs"], values):
+                table[name] = check_frame_output(graph, name, value, self._shapes[name])
         for name, spec in self.manifest["frame"]["outputs"].items():
             if spec.get("layout") == COMPONENT_MAJOR:
                 table[name] = table[name].T
@@ -307,26 +246,30 @@ class Bundle:
                 cam.width, cam.height, torch.tensor(background, dtype=torch.float32), backend=backend,
             )  # fmt: skip
 
-    def clip(self, name: str) -> dict:
-        """A clip of the bundle by name (e.g. "talk") -> ``export.clips.read_clip`` dict."""
+    def clip(self, name: str, max_frames: int | None = None) -> dict:
+        """A clip of the bundle by name (e.g. "talk") -> ``export.clips.read_clip`` dict, holding at
+        most ``max_frames`` frames (None: all)."""
         for rel in self.manifest.get("clips", []):
             if posixpath.splitext(posixpath.basename(rel))[0] == name:
                 try:
-                    return read_clip(self.root / rel)
-                except ClipError as err:
-                    raise BundleError(str(err)) from err
+                    return read_clip(self.root / rel, max_frames=max_frames)
+                except (ClipError, OSError) as err:
+                    raise BundleError(f"{rel}: {err}" if isinstance(err, OSError) else str(err)) from err
         raise BundleError(f"the bundle has no clip {name!r}; it has {self.clip_names}")
 
-    def clip_frames(self, name: str):
-        """Yield (expression [E], head_pose [6]) per frame of a clip, its weights re-indexed by name."""
-        clip = self.clip(name)
+    def clip_frames(self, name: str, max_frames: int | None = None):
+        """Yield (expression [E], head_pose [6]) per frame of a clip (at most ``max_frames``), its
+        weights re-indexed by name."""
+        return self.frames_of(self.clip(name, max_frames))
+
+    def frames_of(self, clip: dict):
+        """Yield (expression [E], head_pose [6]) per frame of a ``read_clip`` dict, re-indexed by name."""
         names = self.expression_names
-        index = [names.index(n) if n in names else -1 for n in clip["expression_names"]]
-        for weights, pose in zip(clip["frames"], clip["head_pose"]):
+        index = np.asarray([names.index(n) if n in names else -1 for n in clip["expression_names"]], dtype=np.int64)  # [Ec]
+        known = index >= 0
+        for weights, pose in zip(clip["frames"], clip["head_pose"]):  # [Ec], [6]
             expr = np.zeros(len(names), np.float32)
-            for i, w in zip(index, weights):
-                if i >= 0:
-                    expr[i] = w
+            expr[index[known]] = weights[known]
             yield expr, np.asarray(pose, dtype=np.float32)
 
     # ---- lifetime ------------------------------------------------------------------------------
@@ -376,7 +319,8 @@ def _quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                      aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], 1).astype(np.float32)  # fmt: skip
 
 
-def _session(path: Path, threads: int | None):
+def _session(data: bytes, name: str, threads: int | None):
+    """An onnxruntime session of checked graph bytes (the bytes, not the path: nothing next to the file is read)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -385,9 +329,9 @@ def _session(path: Path, threads: int | None):
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
-        raise BundleError(f"{path.name} is not a loadable ONNX graph: {str(err).splitlines()[0][:300]}") from err
+        raise BundleError(f"{name} is not a loadable ONNX graph: {first_line(err)}") from err
 
 
 def load_bundle(path: str | Path, limits: BundleLimits = BundleLimits(), threads: int | None = None, verify_hashes: bool = True) -> Bundle:
@@ -418,70 +362,55 @@ def load_bundle(path: str | Path, limits: BundleLimits = BundleLimits(), threads
 
 
 def _load_folder(root: Path, limits: BundleLimits, threads, verify_hashes: bool, tmp: Path | None) -> Bundle:
-    manifest = _read_manifest(root)
-    files = manifest["files"]
-    if not isinstance(files, dict):
-        raise BundleError(f"{MANIFEST}: 'files' must map paths to SHA-256 hashes")
-    for rel, digest in files.items():
-        file = _resolve(root, rel, "listed file")
-        if file.stat().st_size > limits.max_member_bytes:
-            raise BundleError(f"{rel} is {file.stat().st_size} bytes, over the {limits.max_member_bytes}-byte limit")
-        if verify_hashes and file_sha256(file) != digest:
-            raise BundleError(f"{rel}: SHA-256 does not match the manifest (the file was changed or damaged)")
+    manifest = read_manifest(root, limits)
+    for rel, what in referenced_files(manifest):
+        _resolve(root, rel, what)
+    check_files(root, manifest, limits, _resolve, verify_hashes)
+    splats, dynamic_rows = _read_splats(root, manifest["splats"])
+    shapes: dict[str, list[int]] = {n: spec["shape"] for n, spec in manifest["frame"]["inputs"].items()}
+    sessions = []
+    for step in manifest["frame"]["steps"]:
+        sessions.append(_load_step(root, step, manifest["frame"], shapes, limits, threads))
+    check_output_shapes(manifest, len(dynamic_rows))
+    return Bundle(root, manifest, splats, dynamic_rows, sessions, shapes, tmp)
 
-    splats_entry = manifest["splats"]
-    frame = manifest["frame"]
-    try:
-        count, dyn_count = int(splats_entry["count"]), int(splats_entry["dynamic_count"])
-        steps, outputs = frame["steps"], frame["outputs"]
-        frame_inputs = frame["inputs"]
-        names = manifest["expressions"]["names"]
-    except (KeyError, TypeError, ValueError) as err:
-        raise BundleError(f"{MANIFEST}: malformed splats/frame/expressions entry: {err!r}") from err
-    if set(frame_inputs) != set(FRAME_INPUTS):
-        raise BundleError(f"{MANIFEST}: frame inputs must be {list(FRAME_INPUTS)}, got {sorted(frame_inputs)}")
-    if list(frame_inputs["expression"].get("shape", [])) != [1, len(names)]:
-        raise BundleError(f"{MANIFEST}: expression input shape {frame_inputs['expression'].get('shape')} does not match {len(names)} expression names")
-    unknown = sorted({spec.get("updates") for spec in outputs.values()} - set(OUTPUT_UPDATES.values()))
-    if unknown:
-        raise BundleError(f"{MANIFEST}: unknown output update kinds {unknown}")
-    for name, spec in outputs.items():
-        layout = spec.get("layout", SPLAT_MAJOR)
-        if layout not in OUTPUT_LAYOUTS or (layout != SPLAT_MAJOR and manifest["format_version"] < 2):
-            raise BundleError(f"{MANIFEST}: output {name} has layout {layout!r}; format {manifest['format_version']} knows "
-                              f"{list(OUTPUT_LAYOUTS) if manifest['format_version'] >= 2 else [SPLAT_MAJOR]}")  # fmt: skip
 
-    ply_path = _resolve(root, splats_entry.get("file", ""), "splat file")
+def _read_splats(root: Path, entry: dict) -> tuple[dict, np.ndarray]:
+    """static.ply checked against the manifest's splats entry -> (read_splat_ply dict, dynamic_rows [D])."""
+    count, dyn_count = entry["count"], entry["dynamic_count"]
+    ply_path = _resolve(root, entry["file"], "splat file")
     try:
         splats = read_splat_ply(ply_path)
     except SplatPlyError as err:
         raise BundleError(str(err)) from err
     if splats["means"].shape[0] != count:
         raise BundleError(f"{ply_path.name} holds {splats['means'].shape[0]} splats, the manifest says {count}")
-    prop = splats_entry.get("dynamic_index_property", DYNAMIC_INDEX_PROPERTY)
+    prop = entry.get("dynamic_index_property", DYNAMIC_INDEX_PROPERTY)
     if prop not in splats["extra"]:
         raise BundleError(f"{ply_path.name} has no {prop} property: the viewer cannot tell dynamic splats apart")
-    dyn = np.asarray(splats["extra"][prop]).astype(np.int64)
+    dyn = np.asarray(splats["extra"][prop]).astype(np.int64)  # [N]
     rows = np.flatnonzero(dyn >= 0)
     if len(rows) != dyn_count or not np.array_equal(np.sort(dyn[rows]), np.arange(dyn_count)) or (dyn < -1).any():
         raise BundleError(f"{ply_path.name}: {prop} must number the {dyn_count} dynamic splats 0..{dyn_count - 1} once each (-1 elsewhere)")
     dynamic_rows = np.empty(dyn_count, dtype=np.int64)
     dynamic_rows[dyn[rows]] = rows
+    return splats, dynamic_rows
 
-    table: dict[str, list] = {n: spec.get("shape") for n, spec in frame_inputs.items()}
-    sessions = []
-    for step in steps:
-        graph_path = _resolve(root, step.get("graph", ""), "graph")
-        session = _session(graph_path, threads)
-        _check_graph(session, step, frame, table, graph_path.name)
-        sessions.append((step, session))
-    missing = [n for n in outputs if n not in table]
-    if missing:
-        raise BundleError(f"{MANIFEST}: frame outputs {missing} are produced by no step")
-    for spec in outputs.values():
-        splat_axis = -1 if spec.get("layout") == COMPONENT_MAJOR else 0
-        if spec.get("updates") != "object_matrix_row_major" and (not spec.get("shape") or spec["shape"][splat_axis] != dyn_count):
-            raise BundleError(f"{MANIFEST}: output shape {spec.get('shape')} does not cover the {dyn_count} dynamic splats")
-    for rel in manifest.get("clips", []):
-        _resolve(root, rel, "clip")
-    return Bundle(root, manifest, splats, dynamic_rows, sessions, tmp)
+
+def _load_step(root: Path, step: dict, frame: dict, shapes: dict[str, list[int]], limits: BundleLimits, threads):
+    """Check one step's graph file (size, then ``check_graph``), compare its outputs with the manifest's
+    shapes, add them to ``shapes``, and open it in onnxruntime -> (graph path, step, session)."""
+    rel = step["graph"]
+    path = _resolve(root, rel, "graph")
+    size = path.stat().st_size
+    if size > limits.max_graph_bytes:
+        raise BundleError(f"{rel} is {size} bytes, over the {limits.max_graph_bytes}-byte limit of a graph")
+    data = path.read_bytes()
+    inputs = {name: shapes[src] for name, src in step["inputs"].items()}
+    got = check_graph(data, rel, inputs, step["outputs"], limits)
+    want = {**step.get("output_shapes", {}), **{n: frame["outputs"][n]["shape"] for n in step["outputs"] if n in frame["outputs"]}}
+    for name in step["outputs"]:
+        if name in want and got[name] != want[name]:
+            raise BundleError(f"{rel}: output {name!r} has shape {got[name]}, the manifest says {want[name]}")
+        shapes[name] = got[name]
+    return rel, step, _session(data, rel, threads)

@@ -14,6 +14,11 @@ trees, read-only:
 Requested paths are decoded, split on ``/`` and refused (404) if any part is empty, ``.``, ``..``,
 holds a backslash or NUL, or if the resolved file (symlinks followed) lies outside its tree.
 
+Before serving, the bundle goes through ``export.playback.load_bundle`` (the checks ``sega play``
+makes: zip safety, manifest schema, every file listed and hashed, ONNX graphs of the exporter's
+operators with bounded shapes), so a hostile bundle is refused with one line and never reaches the
+browser. ``check=False`` skips that (for testing the page's own error reporting).
+
 ``serve(...)`` returns a started ``ViewerServer`` (background thread) with ``.url`` (the page URL,
 already pointing at the bundle) and ``.shutdown()``.
 """
@@ -278,6 +283,17 @@ class ViewerServer:
         return f"ViewerServer(url={self.url!r}, bundle={str(self.bundle_path)!r})"
 
 
+def check_bundle(bundle_path: str | Path) -> None:
+    """Load the bundle once with ``export.playback.load_bundle`` (and close it); its ``BundleError``
+    becomes a ``ViewerError`` with the same one-line message."""
+    from export.playback import BundleError, load_bundle
+
+    try:
+        load_bundle(bundle_path, threads=1).close()
+    except BundleError as err:
+        raise ViewerError(str(err)) from err
+
+
 def serve(
     bundle_path: str | Path,
     host: str = "127.0.0.1",
@@ -286,6 +302,7 @@ def serve(
     open_browser: bool = False,
     threads: int | None = None,
     quiet: bool = True,
+    check: bool = True,
 ) -> ViewerServer:
     """Serve the viewer and one bundle; returns the started server (``.url``, ``.shutdown()``).
 
@@ -295,10 +312,13 @@ def serve(
     open_browser: open ``.url`` in the default browser
     threads: onnxruntime-web wasm threads (``?threads=``; default: the viewer picks)
     quiet: no request log on stderr
-    Raises ``ViewerError`` when the viewer is not built, the bundle is missing/malformed or the
-    address cannot be bound.
+    check: refuse the bundle unless ``load_bundle`` accepts it (``check_bundle``; default)
+    Raises ``ViewerError`` when the viewer is not built, the bundle is missing/malformed/refused or
+    the address cannot be bound.
     """
     dist = find_dist_dir(dist_dir)
+    if check:
+        check_bundle(bundle_path)
     bundle = _Bundle(Path(bundle_path))
     try:
         httpd = ThreadingHTTPServer((host, int(port)), _make_handler(dist, bundle, quiet))

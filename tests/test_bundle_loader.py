@@ -251,3 +251,141 @@ def test_cli_play_reports_a_bad_bundle_in_one_line(bundle, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "JSON object" in err[0]
     assert not (tmp_path / "x.mp4").exists()
+
+
+# ---- every member listed and hashed -----------------------------------------------------------------
+
+
+def test_unlisted_members_are_refused_in_folders_and_zips(bundle, tmp_path):
+    (bundle / "clips" / "notes.txt").write_text("not listed")
+    with pytest.raises(BundleError, match="clips/notes.txt is in the bundle but not listed in manifest.json 'files'"):
+        load_bundle(bundle)
+    with pytest.raises(BundleError, match="clips/notes.txt is in the bundle but not listed"):
+        load_bundle(zip_bundle(bundle, tmp_path / "u.zip"))
+    (bundle / "clips" / "notes.txt").unlink()
+    members = members_of(bundle)
+    z = zip_members(tmp_path / "o.zip", [("avatar/" + n, d) for n, d in members] + [("elsewhere/x.onnx", b"x")])
+    with pytest.raises(BundleError, match="member 'elsewhere/x.onnx' lies outside the bundle's folder 'avatar/'"):
+        load_bundle(z)
+
+
+def test_empty_files_and_referenced_files_missing_from_files_are_refused(bundle):
+    m = manifest_of(bundle)
+    m["files"] = {}
+    write_manifest(bundle, m, rehash=False)
+    with pytest.raises(BundleError, match=r"manifest.json: files: must be an object of 1 to 256 entries, got \{\}"):
+        load_bundle(bundle)
+    m = manifest_of(bundle)
+    m["files"] = {p.relative_to(bundle).as_posix(): "" for p in bundle.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    m["clips"].append("manifest.json")  # present, but the one file that can never be listed
+    write_manifest(bundle, m)
+    with pytest.raises(BundleError, match="the clip manifest.json is not listed in 'files'"):
+        load_bundle(bundle)
+
+
+def test_symlinks_in_a_bundle_folder_are_refused(bundle, tmp_path):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    (bundle / "clips" / "link.json").symlink_to(outside)
+    with pytest.raises(BundleError, match="clips/link.json in the bundle is a symbolic link"):
+        load_bundle(bundle)
+
+
+# ---- manifest schema ---------------------------------------------------------------------------------
+
+
+def nested(depth: int) -> list:
+    """A list nested ``depth`` levels deep: [[[...]]]."""
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [(lambda m: m["camera"].update(fov_deg=0), r"manifest.json: camera.fov_deg: must be a number in \[1, 170\], got 0"),
+     (lambda m: m["camera"].update(target=m["camera"]["position"]), "camera position .* is \\(almost\\) its target"),
+     (lambda m: m["camera"].update(up=[0.0, 0.0, 1.0]), "camera up .* parallel to the viewing direction"),
+     (lambda m: m["splats"].update(count=10**400), "manifest.json: splats.count: must be a whole number"),
+     (lambda m: m["splats"].update(count=1e308), "manifest.json: splats.count: must be a whole number"),
+     (lambda m: m["frame"]["inputs"]["head_pose"].update(shape=[1, 7]), r"head_pose input shape \[1, 7\] is not \[1, 6\]"),
+     (lambda m: m["frame"]["outputs"]["dynamic_opacities"].update(updates="center"), r"output dynamic_opacities \(center\) has shape \[200\], its update kind needs \[200, 3\]"),
+     (lambda m: m["expressions"]["names"].__setitem__(1, m["expressions"]["names"][0]), "expressions.names holds duplicates"),
+     (lambda m: m["files"].update({"static.ply": "not a hash"}), "manifest.json: files.static.ply: has an unexpected form"),
+     (lambda m: m.update(provenance=nested(100)), "nested more than 64 levels"),
+     (lambda m: m["frame"]["steps"][1]["outputs"].append("expression"), "already provides")],
+)  # fmt: skip
+def test_manifest_schema_refusals_are_one_line(bundle, edit, message):
+    m = manifest_of(bundle)
+    edit(m)
+    write_manifest(bundle, m, rehash=False)
+    with pytest.raises(BundleError, match=message) as err:
+        load_bundle(bundle)
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_oversized_manifest_is_refused_before_parsing(bundle):
+    (bundle / "manifest.json").write_text(" " * (5 * 1024 * 1024) + "{}")
+    with pytest.raises(BundleError, match="over the 4194304-byte limit"):
+        load_bundle(bundle)
+
+
+# ---- play reads only the frames it plays ------------------------------------------------------------
+
+
+def test_cli_play_max_frames_converts_only_what_it_plays(pristine, tmp_path, monkeypatch, capsys):
+    import imageio.v2 as imageio
+
+    import export.playback as playback
+
+    seen = []
+    real = playback.read_clip
+
+    def spy(path, max_frames=None):
+        clip = real(path, max_frames=max_frames)
+        seen.append((max_frames, clip["frames"].shape[0]))
+        return clip
+
+    monkeypatch.setattr(playback, "read_clip", spy)
+    out = tmp_path / "one.mp4"
+    assert main(["play", str(pristine), "--clip", "talk", "-o", str(out), "--max-frames", "1", "--size", "32", "--quiet"]) == 0
+    assert seen == [(1, 1)], "the clip is read once, one frame converted"
+    assert "1 frames" in capsys.readouterr().out
+    with imageio.get_reader(out) as reader:
+        assert reader.count_frames() == 1
+    assert not (tmp_path / "one.partial.mp4").exists()
+
+
+def test_viewer_refuses_a_hostile_bundle_with_the_loader_message(bundle, tmp_path):
+    from sega.viewer import ViewerError, serve
+
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "index.html").write_text("x")
+    (dist / "viewer.js").write_text("x")
+    with serve(bundle, dist_dir=dist) as srv:  # the good bundle is served
+        assert srv.url.startswith("http://127.0.0.1:")
+    (bundle / "extra.onnx").write_bytes(b"unlisted")
+    with pytest.raises(ViewerError, match="extra.onnx is in the bundle but not listed"):
+        serve(bundle, dist_dir=dist)
+    with serve(bundle, dist_dir=dist, check=False):  # the page's own error reporting can still be tested
+        pass
+
+
+def test_export_into_a_folder_with_other_files_is_refused_and_an_old_bundle_is_replaced(tmp_path):
+    """Every member of a bundle must be listed, so exporting into a folder that holds other files would
+    make an unloadable bundle: refused before anything is written. An earlier bundle there is replaced."""
+    from export.bundle import BundleExportError, _prepare_folder
+
+    folder = tmp_path / "b"
+    (folder / "clips").mkdir(parents=True)
+    (folder / "manifest.json").write_text("{}")
+    (folder / "clips" / "talk.json").write_text("{}")
+    _prepare_folder(folder)  # an earlier bundle's files: cleared
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(BundleExportError, match="holds other files .*notes.txt"):
+        _prepare_folder(folder)
+    assert (folder / "notes.txt").read_text() == "mine"

@@ -205,3 +205,81 @@ def test_malformed_files(tmp_path):
         read_clip(tmp_path / "list.json")
     with pytest.raises(FileNotFoundError):
         read_clip(tmp_path / "missing.json")
+
+
+# ---- hostile clips: one ClipError line, bounded time and memory --------------------------------------
+
+MAX_HUGE_CLIP_S = 2.0  # refusing a 1 M-frame clip must not parse it
+MAX_HUGE_CLIP_PEAK_BYTES = 1024 * 1024  # ... nor hold it in memory (tracemalloc peak)
+
+
+@pytest.mark.parametrize("fps, message", [(1e-9, r"fps: must be a number in \[1, 240\], got 1e-09"), (0, r"fps: must be a number in \[1, 240\], got 0"),
+                                          (-30, "fps: must be a number"), (1e9, "fps: must be a number"), (True, "fps: must be a number")])  # fmt: skip
+def test_clip_fps_out_of_range_is_refused(tmp_path, fps, message):
+    path = tmp_path / "fps.json"
+    path.write_text(json.dumps({**make_clip("blink", ARKIT_53), "fps": fps}))
+    with pytest.raises(ClipError, match=message) as err:
+        read_clip(path)
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_clip_fps_nan_is_refused(tmp_path):
+    path = tmp_path / "nan_fps.json"
+    path.write_text(json.dumps(make_clip("blink", ARKIT_53)).replace('"fps": 30', '"fps": NaN'))
+    with pytest.raises(ClipError, match="NaN is not valid JSON"):
+        read_clip(path)
+    with pytest.raises(ClipError, match="fps: must be a number"):
+        validate_clip({**make_clip("blink", ARKIT_53), "fps": float("nan")})
+    with pytest.raises(ClipError, match="fps must be a number in"):
+        make_clip("blink", ARKIT_53, fps=1e-9)
+
+
+def test_million_frame_clip_is_refused_fast_and_without_reading_it(tmp_path):
+    import time
+    import tracemalloc
+
+    from export.clips import MAX_CLIP_BYTES
+
+    path = tmp_path / "long.json"
+    rows = ",".join(["[0]"] * 1_000_000)  # the smallest possible frames: one expression
+    poses = ",".join(["[0,0,0,0,0,0]"] * 1_000_000)
+    path.write_text(f'{{"format":"sega-clip","version":1,"name":"long","fps":30,"expression_names":["jawOpen"],"frames":[{rows}],"head_pose":[{poses}]}}')
+    del rows, poses
+    assert path.stat().st_size > MAX_CLIP_BYTES
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(ClipError, match="over the 16777216-byte limit"):
+            read_clip(path, max_frames=1)
+        elapsed, peak = time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert elapsed < MAX_HUGE_CLIP_S and peak < MAX_HUGE_CLIP_PEAK_BYTES, (elapsed, peak)
+
+
+def test_frame_count_is_capped_and_max_frames_converts_only_the_first(tmp_path):
+    from export.clips import MAX_CLIP_FRAMES
+
+    clip = make_clip("blink", ARKIT_53[:3] + ("eyeBlink_L",))
+    many = {**clip, "frames": [clip["frames"][0]] * (MAX_CLIP_FRAMES + 1), "head_pose": [clip["head_pose"][0]] * (MAX_CLIP_FRAMES + 1)}
+    with pytest.raises(ClipError, match=f"frames: must be a list of 0 to {MAX_CLIP_FRAMES} items"):
+        validate_clip(many)
+    bad_tail = {**clip, "frames": clip["frames"][:-1] + [["x"] * 4]}  # a broken last frame
+    path = tmp_path / "tail.json"
+    path.write_text(json.dumps(bad_tail))
+    first = read_clip(path, max_frames=2)
+    assert first["frames"].shape == (2, 4) and first["head_pose"].shape == (2, 6)
+    with pytest.raises(ClipError, match="non-number"):
+        read_clip(path)
+    with pytest.raises(ClipError, match="max_frames must be a whole number >= 1"):
+        read_clip(path, max_frames=0)
+
+
+@pytest.mark.parametrize("value, message", [(10**400, "out of range"), ([[0.0]], "non-number"), (None, "non-number"), (1e308, r"\[0, 1\]")])
+def test_hostile_numbers_in_frames_are_refused(tmp_path, value, message):
+    clip = make_clip("smile", ARKIT_53)
+    clip["frames"][1][2] = value
+    path = tmp_path / "n.json"
+    path.write_text(json.dumps(clip))
+    with pytest.raises(ClipError, match=message):
+        read_clip(path)

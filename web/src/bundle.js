@@ -74,11 +74,12 @@ export class Bundle {
     this.verified = [];
   }
 
-  /** Bytes of a file named in the manifest, checked against manifest.files[rel] when listed. */
+  /** Bytes of a file named in the manifest, checked against manifest.files[rel] (every file must be listed). */
   async bytes(rel) {
-    const data = await this.source.bytes(rel);
     const want = (this.manifest.files || {})[rel];
-    if (want) {
+    if (!want) throw new BundleError(`${rel} is not listed in the manifest's files: every file of a bundle is listed with its SHA-256`);
+    const data = await this.source.bytes(rel);
+    {
       if (globalThis.crypto && crypto.subtle) {
         const got = await sha256Hex(data);
         if (got !== String(want).toLowerCase()) {
