@@ -43,11 +43,13 @@ def load_model_from_args(args: argparse.Namespace):
 
 def _photo_output_model(args: argparse.Namespace):
     """(photo path, decoded photo, output folder (created), head model) from PHOTO|--example, -o, head-model flags."""
-    from .examples import example_photo
-    from .io import load_photo
+    from .io import check_output_dir, load_photo
 
     if (args.photo is None) == (not args.example):
         raise SegaError("give a PHOTO or --example (not both)")
+    check_output_dir(args.output)  # before anything slow loads
+    from .examples import example_photo
+
     photo_path = example_photo() if args.example else args.photo
     img = load_photo(photo_path)
     out = Path(args.output)
@@ -76,6 +78,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     The same ``sega.pipeline.BuildPipeline`` the Gradio app runs."""
     import os
+
+    from .io import check_output_dir
+
+    check_output_dir(args.output)  # before anything slow loads
 
     # Before torch / numba load libgomp: spinning OpenMP threads make small torch ops 40-100x slower
     # when another process is busy on the same few cores (see bench/bench_rasterizer.py).
@@ -112,14 +118,25 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_bundle_output(path: Path) -> None:
+    """A bundle goes to a .zip file, or else a folder (as ``export.bundle.write_bundle`` decides)."""
+    from .io import check_output_dir, check_output_file
+
+    if Path(path).suffix.lower() == ".zip":
+        check_output_file(path, "output bundle")
+    else:
+        check_output_dir(path, "output bundle folder")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """avatar.npz -> bundle (.zip or folder)."""
+    if not Path(args.avatar).is_file():
+        raise SegaError(f"avatar file not found: {args.avatar}")
+    _check_bundle_output(args.output)  # before anything slow loads
     from export.bundle import BundleOptions, write_bundle
 
     from .avatar import Avatar
 
-    if not Path(args.avatar).is_file():
-        raise SegaError(f"avatar file not found: {args.avatar}")
     avatar = Avatar.load(args.avatar, load_model_from_args(args))
     summary = write_bundle(avatar, args.output, BundleOptions(glb=not args.no_glb))
     print(f"wrote {summary}")
@@ -128,6 +145,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_play(args: argparse.Namespace) -> int:
     """Render a clip of a bundle to an MP4 using the bundle alone (onnxruntime + the CPU/gsplat renderer)."""
+    from .io import check_output_file
+
+    check_output_file(args.output, "output video")  # before anything slow loads
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -139,25 +159,35 @@ def cmd_play(args: argparse.Namespace) -> int:
 
     from .camera import orbit_camera
 
+    play_sizes = (16, 4096)  # video side in pixels: smaller shows nothing, larger takes minutes a frame on a CPU
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":
         raise SegaError(f"output must be an .mp4 file, got {out}")
+    if args.max_frames < 0:
+        raise SegaError(f"--max-frames must be 0 (the whole clip) or more, got {args.max_frames}")
+    if not play_sizes[0] <= args.size <= play_sizes[1]:
+        raise SegaError(f"--size must be {play_sizes[0]} to {play_sizes[1]} pixels, got {args.size}")
+    if not np.isfinite(args.yaw):
+        raise SegaError(f"--yaw must be a finite number of degrees, got {args.yaw}")
     with load_bundle(args.bundle) as bundle:
-        frames = list(bundle.clip_frames(args.clip))
-        if args.max_frames:
-            frames = frames[: args.max_frames]
+        clip = bundle.clip(args.clip, max_frames=args.max_frames or None)  # converts only the frames played
         cam = bundle.camera(args.size, args.size)
         if args.yaw:
             c = bundle.manifest["camera"]
             target = np.asarray(c["target"])
             cam = orbit_camera(args.yaw, 0.0, float(np.linalg.norm(np.asarray(c["position"]) - target)), target, c["fov_deg"], args.size, args.size)
-        fps = bundle.clip(args.clip)["fps"]
+        fps, count = clip["fps"], len(clip["frames"])
         out.parent.mkdir(parents=True, exist_ok=True)
-        with imageio.get_writer(out, fps=fps, macro_block_size=1) as writer:
-            for expr, pose in tqdm(frames, unit="frame", disable=args.quiet):
-                rgb = bundle.render(expr, pose, camera=cam, backend=args.backend).rgb.numpy()
-                writer.append_data((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
-    print(f"wrote {out}: clip {args.clip!r}, {len(frames)} frames at {fps:g} fps, {args.size}x{args.size}")
+        partial = out.with_name(out.stem + ".partial.mp4")  # a frame may still be refused: no half video under the real name
+        try:
+            with imageio.get_writer(partial, fps=fps, macro_block_size=1) as writer:
+                for expr, pose in tqdm(bundle.frames_of(clip), total=count, unit="frame", disable=args.quiet):
+                    rgb = bundle.render(expr, pose, camera=cam, backend=args.backend).rgb.numpy()
+                    writer.append_data((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
+            os.replace(partial, out)
+        finally:
+            partial.unlink(missing_ok=True)
+    print(f"wrote {out}: clip {args.clip!r}, {count} frames at {fps:g} fps, {args.size}x{args.size}")
     return 0
 
 
@@ -179,6 +209,14 @@ def cmd_drive(args: argparse.Namespace) -> int:
     """Drive an avatar with a video (or a folder of frames, or one image) -> side-by-side MP4 (+ clip JSON)."""
     import os
 
+    from .io import check_output_file
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".mp4":
+        raise SegaError(f"output must be an .mp4 file, got {out}")
+    check_output_file(out, "output video")  # before the video is read and anything slow loads
+    if args.clip:
+        check_output_file(args.clip, "clip file")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from dataclasses import replace
 
@@ -188,9 +226,6 @@ def cmd_drive(args: argparse.Namespace) -> int:
     from .face import FaceDetector
     from .video import write_video
 
-    out = Path(args.output)
-    if out.suffix.lower() != ".mp4":
-        raise SegaError(f"output must be an .mp4 file, got {out}")
     frames, model, avatar = _video_model_avatar(args, required=True)
     options = replace(DriveOptions(), smooth=not args.no_smooth, remove_neutral=not args.keep_neutral, render_size=args.size)
     with FaceDetector() as detector:
@@ -212,6 +247,10 @@ def cmd_drive(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Self-reenactment fidelity on a video: build from one frame, drive with the others, compare."""
     import os
+
+    from .io import check_output_dir
+
+    check_output_dir(args.output, "report folder")  # before the video is read and anything slow loads
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from tqdm import tqdm

@@ -16,16 +16,18 @@ Conversions applied, in order:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import PhotoError
+from .errors import PhotoError, SegaError
 
 MAX_FILE_BYTES = 50 * 1024 * 1024  # 50 MiB
 MAX_PIXELS = 50_000_000  # 50 megapixels
@@ -250,3 +252,77 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(HASH_CHUNK_BYTES), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# ---- output paths ------------------------------------------------------------------------------
+# Commands check where they will write *before* any slow work (reading a video, loading models,
+# building): a bad ``-o`` should fail in milliseconds, not after a build, and never as a traceback.
+
+OUTPUT_PROBE_PREFIX = ".sega-write-probe-"  # temporary file created (and removed) to prove a folder is writable
+
+
+class OutputPathError(SegaError, ValueError):
+    """An output path that cannot be written (an existing file or folder in the way, no permission, ...)."""
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` if it is not a folder (a file blocks creating ``path``), else None."""
+    for parent in path.parents:
+        if os.path.lexists(parent):
+            return None if os.path.isdir(parent) else parent
+    return None
+
+
+def _probe_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` (and missing parents) and a temporary file in it, then remove both again.
+
+    Why a probe and not ``os.access``: it answers for the real file system (read-only mounts,
+    ACLs, /proc, root's permissions), which ``os.access`` does not."""
+    created = [p for p in (folder, *folder.parents) if not os.path.lexists(p)]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputPathError(f"cannot create the {what} '{folder}': {err.strerror or err}") from err
+    try:
+        fd, probe = tempfile.mkstemp(prefix=OUTPUT_PROBE_PREFIX, dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputPathError(f"cannot write in the {what} '{folder}': {err.strerror or err}") from err
+    finally:
+        for p in created:  # deepest first; leave nothing behind (the command creates them when it writes)
+            with contextlib.suppress(OSError):
+                p.rmdir()
+
+
+def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Refuse an output folder that cannot be written, before any work: an existing file, a path under
+    a file, or a folder that cannot be created or written. Returns the path (not created)."""
+    path = Path(path).expanduser()
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise OutputPathError(f"the {what} '{path}' is an existing file, not a folder")
+    blocker = _blocking_file(path)
+    if blocker is not None:
+        raise OutputPathError(f"cannot create the {what} '{path}': '{blocker}' is a file, not a folder")
+    _probe_folder(path, what)
+    return path
+
+
+def check_output_file(path: str | Path, what: str = "output file") -> Path:
+    """Refuse an output file that cannot be written, before any work: an existing folder, a path under a
+    file, a parent folder that cannot be created or written, an existing file that cannot be opened for
+    writing. Returns the path (nothing is created or changed)."""
+    path = Path(path).expanduser()
+    if os.path.isdir(path):
+        raise OutputPathError(f"the {what} '{path}' is an existing folder, not a file")
+    blocker = _blocking_file(path)
+    if blocker is not None:
+        raise OutputPathError(f"cannot create the {what} '{path}': '{blocker}' is a file, not a folder")
+    _probe_folder(path.parent, f"folder of the {what}")
+    if os.path.lexists(path):
+        try:
+            with open(path, "ab"):  # append mode: opens for writing without changing the file
+                pass
+        except OSError as err:
+            raise OutputPathError(f"cannot write the {what} '{path}': {err.strerror or err}") from err
+    return path

@@ -5,11 +5,17 @@ need it to write turntables; PyAV would add a second copy of the ffmpeg librarie
 frame-accurate seeking we do not need (we read every frame once, in order).
 
 Every failure is a ``VideoError`` (a ``SegaError``) naming the file and what is wrong: not a video,
-no frames, truncated or damaged, frames too large, too many frames.
+no frames, truncated or damaged, frames too large, too many frames, too many decoded bytes in all.
+
+Memory: every frame is kept decoded ([H, W, 3] uint8), so the frame count and the frame size alone do
+not bound memory (a 51 KB 4096x4096 video of a few hundred frames decodes to gigabytes). Their product
+is capped too: up front from the header (frame size x expected frame count; image headers for a
+folder) and again while decoding (a running total, since headers can lie).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +33,16 @@ class VideoError(SegaError, ValueError):
     """A driving video that cannot be read (the message says which file and why)."""
 
 
+RGB_BYTES = 3  # bytes per decoded pixel ([H, W, 3] uint8)
+
+
 @dataclass(frozen=True)
 class VideoLimits:
     max_frames: int = 20_000  # frames read at most (about 11 minutes at 30 fps)
     max_pixels: int = 4096 * 4096  # per frame
+    # Decoded frames in all (T * H * W * 3 bytes). 2 GiB holds ~11 minutes of 30 fps at 480p, ~45 s at
+    # 1080p: more than any driving / evaluation clip needs, and small enough for a laptop's memory.
+    max_total_bytes: int = 2 * 1024**3
 
 
 @dataclass
@@ -50,18 +62,44 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def _too_many_bytes(path: Path, total: float, limits: VideoLimits, when: str) -> VideoError:
+    return VideoError(f"{path}: {when} {total / 2**30:.2f} GiB of decoded frames, over the "
+                      f"{limits.max_total_bytes / 2**30:.2f} GiB limit; use a shorter or smaller video")
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from an image's header (no pixel is decoded); (0, 0) if unreadable (decoding reports it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except Exception:  # noqa: BLE001 - load_photo gives the specific message when the frame is decoded
+        return 0, 0
+
+
 def _read_folder(path: Path, limits: VideoLimits, fps: float | None) -> Frames:
     files = sorted(p for p in path.iterdir() if p.is_file() and _is_image(p))
     if not files:
         raise VideoError(f"{path}: the folder holds no image frames ({', '.join(IMAGE_SUFFIXES)})")
     if len(files) > limits.max_frames:
         raise VideoError(f"{path}: {len(files)} frames, more than the {limits.max_frames} allowed")
-    frames = []
+    sizes = [_header_size(f) for f in files]
+    big = next(((f, w, h) for f, (w, h) in zip(files, sizes) if w * h > limits.max_pixels), None)
+    if big is not None:
+        raise VideoError(f"frame {big[0].name}: {big[1]}x{big[2]} pixels, larger than the {limits.max_pixels}-pixel limit")
+    promised = sum(w * h * RGB_BYTES for w, h in sizes)
+    if promised > limits.max_total_bytes:
+        raise _too_many_bytes(path, promised, limits, "the frames' headers promise")
+    frames, total = [], 0
     for f in files:
         try:
             frames.append(load_photo(f))
         except PhotoError as err:
             raise VideoError(f"frame {f.name}: {err}") from err
+        total += frames[-1].nbytes
+        if total > limits.max_total_bytes:  # a header that lied, or a file replaced since
+            raise _too_many_bytes(path, total, limits, "decoding reached")
     shapes = {fr.shape for fr in frames}
     if len(shapes) > 1:
         raise VideoError(f"{path}: frames differ in size ({sorted(shapes)[:3]} ...)")
@@ -83,12 +121,21 @@ def _read_video(path: Path, limits: VideoLimits) -> Frames:
     if size[0] * size[1] > limits.max_pixels:
         reader.close()
         raise VideoError(f"{path}: frames of {size[0]}x{size[1]} pixels are larger than the {limits.max_pixels}-pixel limit")
+    expected = duration * fps if math.isfinite(duration * fps) else 0.0  # frames the header promises (0: unknown)
+    promised = size[0] * size[1] * RGB_BYTES * expected
+    if promised > limits.max_total_bytes:
+        reader.close()
+        raise _too_many_bytes(path, promised, limits, f"its header promises ({size[0]}x{size[1]}, about {expected:.0f} frames)")
     frames: list[np.ndarray] = []
+    total = 0
     try:
         for frame in reader:
             frames.append(np.ascontiguousarray(np.asarray(frame, dtype=np.uint8)[..., :3]))
+            total += frames[-1].nbytes
             if len(frames) > limits.max_frames:
                 raise VideoError(f"{path}: more than the {limits.max_frames} frames allowed")
+            if total > limits.max_total_bytes:  # the header's duration or size understated the stream
+                raise _too_many_bytes(path, total, limits, "decoding reached")
     except VideoError:
         raise
     except Exception as err:
@@ -97,7 +144,6 @@ def _read_video(path: Path, limits: VideoLimits) -> Frames:
         reader.close()
     if not frames:
         raise VideoError(f"{path}: the video has no frames")
-    expected = duration * fps
     if expected >= 2 and len(frames) < TRUNCATED_FRACTION * expected:
         raise VideoError(f"{path} is truncated: its header promises about {expected:.0f} frames, only {len(frames)} could be decoded")
     return Frames(frames, fps if fps > 0 else DEFAULT_FOLDER_FPS, str(path), "video")

@@ -6,6 +6,7 @@ Uses a small synthetic FLAME-format model (``flame_synthetic``); real FLAME is n
 from __future__ import annotations
 
 import pickle
+import struct
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from sega.headmodel.flame import (
     find_flame_pkl,
     load_flame,
 )
-from sega.headmodel.safe_pickle import ChumpyStub, safe_load_pickle, to_numpy, to_plain_arrays
+from sega.headmodel.safe_pickle import ChumpyStub, _np_multiarray, safe_load_pickle, to_numpy, to_plain_arrays
 
 try:
     from . import flame_synthetic as syn
@@ -139,6 +140,148 @@ def test_not_a_pickle_and_not_a_dict(tmp_path):
 
 
 # ---- loading --------------------------------------------------------------------------------
+# ---- bounded memory and time (hostile pickles) -------------------------------------------------
+MAX_REFUSAL_PEAK_BYTES = 20 * 2**20  # a refused allocation request costs at most this (the request is 1 GB)
+MAX_REFUSAL_SECONDS = 1.0
+
+
+class _Calls:
+    """Unpickling this calls ``func(*args)`` (the allowed globals, asked for too much)."""
+
+    def __init__(self, func, *args) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+def _measured(fn):
+    """(exception raised or None, peak traced bytes, seconds) of ``fn()``."""
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        fn()
+        err = None
+    except Exception as e:  # noqa: BLE001 - the caller asserts the type
+        err = e
+    seconds = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return err, peak, seconds
+
+
+@pytest.mark.parametrize("payload", [
+    _Calls(bytearray, 10**9),
+    _Calls(bytes, 10**9),
+    _Calls(bytearray, np.int64(10**9)),  # a numpy integer is a size too
+    _Calls(np.ndarray, (10**9,), "u1"),  # numpy.ndarray is an inert token, not callable
+    _Calls(_np_multiarray._reconstruct, np.ndarray, (10**9,), b"b"),
+    _Calls(_np_multiarray.scalar, np.dtype("V1000000000")),
+], ids=["bytearray", "bytes", "bytearray-np-int", "ndarray", "reconstruct", "scalar"])
+def test_huge_allocation_requests_are_refused_before_allocating(tmp_path, payload):
+    path = tmp_path / "bomb.pkl"
+    path.write_bytes(pickle.dumps({"v_template": np.zeros((3, 3)), "f": payload}, protocol=2))
+    assert path.stat().st_size < 2000
+    err, peak, seconds = _measured(lambda: safe_load_pickle(path))
+    assert isinstance(err, HeadModelError), err
+    assert peak < MAX_REFUSAL_PEAK_BYTES and seconds < MAX_REFUSAL_SECONDS, (peak, seconds)
+
+
+def test_oversized_pickle_file_is_refused_unread(tmp_path, arrays, monkeypatch):
+    from sega.headmodel import safe_pickle
+
+    path = syn.write_flame_pickle(tmp_path / "m.pkl", arrays)
+    monkeypatch.setattr(safe_pickle, "MAX_PICKLE_BYTES", path.stat().st_size - 1)
+    with pytest.raises(HeadModelError, match="limit for a FLAME pickle"):
+        safe_load_pickle(path)
+
+
+def _shared_nest(levels: int, leaf=0.5, kind=list):
+    """Each level holds the previous one twice: ``levels`` distinct containers, 2**levels leaves when expanded."""
+    x = kind([leaf])
+    for _ in range(levels):
+        x = kind([x, x])
+    return x
+
+
+@pytest.mark.parametrize("levels", [60, 26])  # 60: deeper than MAX_LIST_DEPTH; 26: 2^26 elements, over MAX_CONVERTED_ELEMENTS
+def test_shared_nested_lists_are_refused_in_linear_time(tmp_path, levels):
+    path = tmp_path / "nest.pkl"
+    path.write_bytes(pickle.dumps({"shapedirs": _shared_nest(levels)}, protocol=2))
+    raw = safe_load_pickle(path)
+    err, peak, seconds = _measured(lambda: to_numpy(raw["shapedirs"], name="shapedirs"))
+    assert isinstance(err, HeadModelError) and "shapedirs" in str(err), err
+    assert seconds < 0.5 and peak < MAX_REFUSAL_PEAK_BYTES, (seconds, peak)
+
+
+def test_shared_nested_lists_within_limits_convert_exactly(tmp_path):
+    path = tmp_path / "nest.pkl"
+    path.write_bytes(pickle.dumps({"shapedirs": _shared_nest(18, leaf=1.5), "ragged": [[1.0], [1.0, 2.0]], "text": [["a", 1]]}, protocol=2))
+    raw = safe_load_pickle(path)
+    import time
+
+    t0 = time.perf_counter()
+    arr = to_numpy(raw["shapedirs"], name="shapedirs")
+    assert time.perf_counter() - t0 < 0.5
+    assert arr.shape == (2,) * 18 + (1,) and arr.dtype == np.float64 and np.all(arr == 1.5)
+    np.testing.assert_array_equal(to_numpy([(1, 2), [3, 4]]), np.array([[1, 2], [3, 4]]))
+    assert to_numpy([]).shape == (0,)
+    with pytest.raises(HeadModelError, match="ragged"):
+        to_numpy(raw["ragged"], name="ragged")
+    np.testing.assert_array_equal(to_numpy(raw["text"], name="text"), np.asarray([["a", 1]]))  # as numpy makes it (flame.py wants numbers)
+    loop = [1.0]
+    loop.append(loop)
+    with pytest.raises(HeadModelError, match="self-referencing"):
+        to_numpy(loop)
+
+
+def _nested_tuple_ops(levels: int) -> bytes:
+    """Pickle opcodes pushing ``_shared_nest(levels, kind=tuple)`` (built by memo references, never hashed here)."""
+    return b"G" + struct.pack(">d", 0.5) + b"\x85q\x00" + b"h\x00h\x00\x86q\x00" * levels  # TUPLE1, then (m0, m0) per level
+
+
+HASHING_OPCODES = {  # each puts the nested tuple on the stack and hashes it as a dict key or set member
+    "SETITEM": b"}" + _nested_tuple_ops(60) + b"K\x01s",
+    "SETITEMS": b"}(" + _nested_tuple_ops(60) + b"K\x01u",
+    "DICT": b"(" + _nested_tuple_ops(60) + b"K\x01d",
+    "ADDITEMS": b"\x8f(" + _nested_tuple_ops(60) + b"\x90",
+    "FROZENSET": b"(" + _nested_tuple_ops(60) + b"\x91",
+    "set()": b"c__builtin__\nset\n](" + _nested_tuple_ops(60) + b"e\x85R",
+}
+
+
+@pytest.mark.parametrize("opcodes", HASHING_OPCODES.values(), ids=HASHING_OPCODES.keys())
+def test_shared_nested_tuples_are_never_hashed(tmp_path, opcodes):
+    """Hashing a tuple of shared tuples takes time exponential in its depth (2^60 here): such dict keys and
+    set members are refused before they are hashed."""
+    path = tmp_path / "hash.pkl"
+    path.write_bytes(b"\x80\x04}X\x01\x00\x00\x00f" + opcodes + b"s.")  # {"f": <container>}
+    err, _, seconds = _measured(lambda: safe_load_pickle(path))
+    assert isinstance(err, HeadModelError) and "tuple" in str(err), err
+    assert seconds < MAX_REFUSAL_SECONDS
+
+
+def test_plain_dict_keys_and_set_members_still_load(tmp_path):
+    path = tmp_path / "plain.pkl"
+    value = {"f": np.arange(3), "bs_style": "lbs", "s": {1, "a"}, "fs": frozenset({2.5}), "d": {"k": 1, 2: None}}
+    for protocol in (0, 2, 4):
+        path.write_bytes(pickle.dumps(value, protocol=protocol))
+        raw = safe_load_pickle(path)
+        assert raw["s"] == {1, "a"} and raw["fs"] == frozenset({2.5}) and raw["d"] == {"k": 1, 2: None}
+
+
+def test_sparse_matrix_too_large_to_densify_is_refused():
+    from sega.headmodel.safe_pickle import MAX_CONVERTED_ELEMENTS
+
+    huge = scipy.sparse.csc_matrix((1, MAX_CONVERTED_ELEMENTS + 1))
+    assert scipy.sparse.issparse(to_numpy(huge, densify=False))
+    with pytest.raises(HeadModelError, match="too large to make dense"):
+        to_numpy(huge, name="J_regressor")
+
+
 def test_load_from_pkl_and_folder(flame_dir, arrays):
     root, uvs = flame_dir
     pkl = root / "FLAME2020" / "generic_model.pkl"

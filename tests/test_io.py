@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from sega.errors import PhotoError
-from sega.io import PhotoLimits, downscale_for_detection, load_photo, save_png
+from sega.errors import PhotoError, SegaError
+from sega.io import OutputPathError, PhotoLimits, check_output_dir, check_output_file, downscale_for_detection, load_photo, save_png
 
 
 def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -226,3 +228,40 @@ def test_save_png_roundtrip(tmp_path, astronaut):
     with pytest.raises(ValueError):
         save_png(tmp_path / "bad.png", np.zeros((4, 4, 2), np.uint8))
 
+
+
+# ---- output paths ------------------------------------------------------------------------------------
+# Unwritable = under /proc (root writes through chmod-based permissions; the tests may run as root).
+UNWRITABLE = Path("/proc/sega-test-no-such-folder")
+
+
+def test_check_output_dir(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    new = tmp_path / "a" / "b"
+    assert check_output_dir(new) == new and not (tmp_path / "a").exists()  # probed, nothing left behind
+    assert check_output_dir(tmp_path) == tmp_path and sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+    with pytest.raises(OutputPathError, match="is an existing file, not a folder"):
+        check_output_dir(blocker)
+    with pytest.raises(OutputPathError, match="is a file, not a folder"):
+        check_output_dir(blocker / "sub" / "dir")
+    if Path("/proc").is_dir():
+        with pytest.raises(OutputPathError, match="cannot create"):
+            check_output_dir(UNWRITABLE)
+
+
+def test_check_output_file(tmp_path):
+    existing = tmp_path / "old.mp4"
+    existing.write_bytes(b"keep me")
+    assert check_output_file(existing) == existing and existing.read_bytes() == b"keep me"
+    assert check_output_file(tmp_path / "x" / "new.mp4") and not (tmp_path / "x").exists()
+    with pytest.raises(OutputPathError, match="is an existing folder, not a file"):
+        check_output_file(tmp_path)
+    with pytest.raises(OutputPathError, match="is a file, not a folder"):
+        check_output_file(existing / "out.mp4")
+    if Path("/proc").is_dir():
+        with pytest.raises(OutputPathError, match="cannot"):
+            check_output_file(UNWRITABLE / "out.mp4")
+        with pytest.raises(OutputPathError, match="cannot"):
+            check_output_file("/proc/version")  # exists, cannot be written
+    assert issubclass(OutputPathError, SegaError)
