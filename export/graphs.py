@@ -319,12 +319,18 @@ class DynamicBranchGraph(nn.Module):
         self.register_buffer("offset_primary", maps.offset[:num_faces].T.contiguous())  # [3, Um]
         self.register_buffer("offset_extra", maps.offset[num_faces:nt].T.contiguous())  # [3, De]
         self.register_buffer("log_scale", maps.log_scale.T.contiguous())  # [3, D]
+        self.register_buffer("log_scale_cap", rig.dynamic_scale_cap.T.contiguous())  # [1, D] (sega.avatar.scale_cap)
         self.register_buffer("opacity_logit", maps.opacity_logit.clone())  # [D]
         self.register_buffer("color", maps.color.T.contiguous())  # [3, D]
         self.register_buffer("pivot", rig.pivot.clone())  # [3]
         head = dec.trunk.head  # last conv, with the output units folded in (the map comes out in attribute units)
         self.register_buffer("head_weight", (head.weight * dec.units[:, None, None, None]).detach().clone())
         self.register_buffer("head_bias", (head.bias * dec.units).detach().clone())
+        bound = dec.bound  # residual saturation b tanh(x / b) (sega.model.decoders.saturate), as [1, A, 1, 1] b and 1 / b
+        self.saturated = bound is not None
+        if self.saturated:
+            self.register_buffer("bound", bound.reshape(1, -1, 1, 1).clone())
+            self.register_buffer("inv_bound", (1.0 / bound).reshape(1, -1, 1, 1))
 
     @property
     def num_dynamic(self) -> int:
@@ -343,14 +349,15 @@ class DynamicBranchGraph(nn.Module):
             if level > 0:
                 h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
             h = F.leaky_relu(conv(h), dec.trunk.slope)
-        return F.conv2d(h, self.head_weight, self.head_bias, padding=1)
+        out = F.conv2d(h, self.head_weight, self.head_bias, padding=1)
+        return self.bound * torch.tanh(out * self.inv_bound) if self.saturated else out
 
     def forward(self, expression: Tensor, expression_feature: Tensor, head_pose: Tensor):
         nt = self.num_moving_texels
         motion = self.vertex_motion(expression)  # [3, Vd]
         res = self.decoder.sample_rows_upsampled(self.residual_map(expression_feature)).reshape(-1, self.num_dynamic)  # [A, D] rows sega.model.decoders.ATTRIBUTES
         res_offset = res[0:3]
-        scales = torch.exp(self.log_scale + res[3:6])
+        scales = torch.exp(torch.minimum(self.log_scale + res[3:6], self.log_scale_cap))
         opacities = torch.sigmoid(self.opacity_logit + res[6])
         colors = self.color + res[7:10]
         if nt == 0:  # no texel moves: constant points, frames and rotations

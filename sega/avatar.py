@@ -54,7 +54,6 @@ from torch import Tensor
 
 from . import __version__
 from .camera import Camera, orbit_camera
-from .errors import SegaError
 from .gaussians import GaussianMaps, Gaussians, bind_frames
 from .geometry import axis_angle_to_matrix, matrix_to_quat
 from .headmodel.base import HeadModel
@@ -145,7 +144,8 @@ class AvatarOptions:
     # regulariser settings
     offset_bound_m: float = 0.002  # free offset magnitude (metres) before the penalty starts
     hair_offset_bound_m: float = 0.015  # outward normal offset allowed on HAIR_REGIONS (hair volume)
-    max_scale_texels: float = 3.0  # largest std-dev before the penalty, in texel spacings
+    max_scale_texels: float = 3.0  # largest std-dev, in texel spacings: the penalty starts here, and bound Gaussians are
+    # capped here (``scale_cap``; fitting, animate and the exported graph alike), so no splat outgrows its texel
     max_thickness_texels: float = 0.3  # largest std-dev along the surface normal (texel spacings): splats stay flat
     min_scale_m: float = 5e-5  # smallest std-dev before the penalty (metres)
     photo_cos_low: float = 0.3  # texels facing the input camera less than this (cosine) change at photo_min_step
@@ -439,6 +439,11 @@ def _vertex_moves(expression_basis: Tensor) -> np.ndarray:
     return (expression_basis != 0).any(-1).any(0).numpy()
 
 
+def scale_cap(options: AvatarOptions, spacing: np.ndarray) -> Tensor:
+    """Tensor  # [T, 1] the log-scale cap of each texel: log(max_scale_texels * spacing); spacing [T] metres."""
+    return torch.log(options.max_scale_texels * torch.as_tensor(np.asarray(spacing), dtype=torch.float32))[:, None]
+
+
 def dynamic_decoder_config(options: AvatarOptions) -> DynamicDecoderConfig:
     """The dynamic decoder for ``options``: three conv levels (32, 16, 8 channels) from a feature map of
     side ``dynamic_map_resolution / 4`` up to the residual map."""
@@ -484,6 +489,8 @@ class AnimationRig:
     num_moving: int  # the first num_moving dynamic texels lie on triangles some expression moves, one per triangle first
     # (``dynamic_texel_order``); the rest never move
     dynamic_maps: GaussianMaps  # Td rows of the avatar's maps
+    texel_scale_cap: Tensor  # [T, 1] log-scale cap of every texel (``scale_cap``; the static ones are baked capped)
+    dynamic_scale_cap: Tensor  # [Td, 1] its rows of the dynamic texels, applied after the residuals each frame
     base_vertices: Tensor  # [Vd, 3] template + identity offsets of the dynamic vertices
     expression_basis: Tensor  # [E, Vd * 3] expression basis rows of the dynamic vertices (``still_basis``)
     faces: Tensor  # [U, 3] int64 used triangles of the dynamic texels, indices into the Vd vertices
@@ -582,6 +589,7 @@ class Avatar:
         basis = still_basis(raw_basis)
         dyn, num_moving = dynamic_texel_order(atlas, np.flatnonzero(~self.static_mask), basis)
         verts = self.vertices()  # [V, 3] fitted expression
+        cap = scale_cap(self.options, texel_spacing(atlas, verts.numpy()))  # [T, 1]
         static_maps = self.maps.subset(sta)
         if self.decoders is not None:
             texel_uv = atlas.texel_uv
@@ -589,6 +597,7 @@ class Avatar:
             self.decoders.static.set_texel_uv(texel_uv[sta])
             with torch.no_grad():  # the static branch runs once per avatar: bake its residuals in
                 static_maps = static_maps.add(residual_to_maps(self.decoders.static()))
+        static_maps = static_maps.with_scale_cap(cap[torch.as_tensor(sta)])
         with torch.no_grad():
             tri = torch.as_tensor(atlas.texel_triangles[sta])
             bary = torch.as_tensor(atlas.texel_bary[sta])
@@ -623,6 +632,8 @@ class Avatar:
             dynamic_index=torch.as_tensor(dyn, dtype=torch.int64),
             num_moving=num_moving,
             dynamic_maps=self.maps.subset(dyn).detach(),
+            texel_scale_cap=cap,
+            dynamic_scale_cap=cap[torch.as_tensor(dyn)].contiguous(),
             base_vertices=base.contiguous(),
             expression_basis=ebasis.contiguous(),
             faces=torch.as_tensor(local, dtype=torch.int64),
@@ -669,7 +680,7 @@ class Avatar:
             if dyn is not None:
                 for k, v in dyn.tensors().items():
                     out.tensors()[k][rig.dynamic_index] += v
-        return out
+        return out.with_scale_cap(rig.texel_scale_cap)
 
     def animate(self, expression=None, head_pose: tuple | None = None, grad: bool = False) -> Gaussians:
         """World-space Gaussians for one frame.
@@ -704,7 +715,7 @@ class Avatar:
             residual = self.dynamic_residual_maps(expr, grad)  # <- the dynamic decoder's residuals
             if residual is not None:
                 maps = maps.add(residual)
-            dynamic = bind_frames(maps, pts, frames)
+            dynamic = bind_frames(maps.with_scale_cap(rig.dynamic_scale_cap), pts, frames)
             out = Gaussians.cat([rig.static, dynamic])
             if head_pose is not None:
                 rot, trans = _as_float_tensor(head_pose[0]), _as_float_tensor(head_pose[1])
@@ -791,25 +802,20 @@ class Avatar:
 
     @staticmethod
     def read_header(path: str | Path) -> dict:
-        with np.load(Path(path), allow_pickle=False) as z:
-            return json.loads(bytes(z["header_json"]).decode("utf-8"))
+        """The avatar file's JSON header, checked (``sega.avatar_file``; ``AvatarFileError`` if unusable)."""
+        from .avatar_file import read_avatar_header
+
+        return read_avatar_header(path)
 
     @classmethod
     def load(cls, path: str | Path, model: HeadModel) -> Avatar:
-        """Read an avatar written by ``save``; ``model`` must be the head model it was built with."""
-        with np.load(Path(path), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        header = json.loads(bytes(arrays.pop("header_json")).decode("utf-8"))
-        if header.get("format_version") != AVATAR_FORMAT_VERSION:
-            raise SegaError(f"{path}: avatar format {header.get('format_version')}, this sega reads {AVATAR_FORMAT_VERSION} "
-                            "(older avatars have no learned decoders; rebuild it from the photo)")
-        hm = header["head_model"]
-        if hm["name"] != model.name or hm["num_vertices"] != model.num_vertices or hm["num_faces"] != model.num_faces:
-            raise SegaError(f"{path} was built with head model {hm['name']!r} ({hm['num_vertices']} vertices); got {model.name!r} ({model.num_vertices})")
-        if tuple(hm["expression_names"]) != tuple(model.expression_names):
-            raise SegaError(f"{path} was built with other expressions than the given head model's")
-        if arrays["identity"].shape[0] != model.num_identity:
-            raise SegaError(f"{path} uses {arrays['identity'].shape[0]} identity components; the head model has {model.num_identity} (--num-identity)")
+        """Read an avatar written by ``save``; ``model`` must be the head model it was built with.
+
+        Every size, dtype, shape, value range and header field is checked first (``sega.avatar_file``):
+        a damaged or hostile file raises ``AvatarFileError`` (a ``SegaError``) naming the file."""
+        from .avatar_file import read_avatar_file
+
+        header, arrays = read_avatar_file(path, model)
         ao = dict(header["atlas"]["options"])
         ao["regions"] = None if ao["regions"] is None else tuple(ao["regions"])
         atlas = Atlas(options=AtlasOptions(**ao), region_names=tuple(header["atlas"]["region_names"]),
@@ -1152,7 +1158,7 @@ def optimise_maps(
 
     # Regulariser constants.
     spacing_t = torch.as_tensor(spacing, dtype=torch.float32)
-    log_max_scale = torch.log(options.max_scale_texels * spacing_t)[:, None]
+    log_max_scale = scale_cap(options, spacing)  # [T, 1]: the penalty's bound and the hard cap at binding
     log_min_scale = math.log(options.min_scale_m)
     hair = torch.as_tensor(_region_or_none(atlas, *HAIR_REGIONS))
     unseen = torch.as_tensor(np.flatnonzero(init.confidence < 1.0))
@@ -1239,7 +1245,7 @@ def optimise_maps(
         if decoders is not None:
             res, reg_residual = residuals()
             maps_now = maps_now.add(res)
-        g = bind_frames(maps_now, points, frames, frame_quats)
+        g = bind_frames(maps_now.with_scale_cap(log_max_scale), points, frames, frame_quats)
         gi = Gaussians(**{k: torch.index_select(v, 0, front) for k, v in g.tensors().items()})
         out = render_gaussians(gi.means, gi.quats, gi.scales, gi.opacities, gi.colors, K, viewmat, size, size, bg, backend="auto")
         pred = out.rgb * w_rgb + target_rgb * (1 - w_rgb)

@@ -100,6 +100,12 @@ class GaussianMaps:
         other = residual.tensors()
         return GaussianMaps(**{k: v + other[k] for k, v in self.tensors().items()})
 
+    def with_scale_cap(self, log_max: Tensor) -> GaussianMaps:
+        """The same maps with ``log_scale`` capped at ``log_max``: Tensor  # [T, 1] or [T, 3] (log metres).
+        Why: binding is where every consumer (fitting, animate, the exported graph) meets, so a cap here
+        keeps any splat from growing past what its texel may cover, at every expression."""
+        return GaussianMaps(self.offset, self.rotation, torch.minimum(self.log_scale, log_max), self.opacity_logit, self.color)
+
     def to_numpy(self) -> dict[str, np.ndarray]:
         """float32 arrays keyed by field name (for ``.npz`` files)."""
         return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in self.tensors().items()}

@@ -94,6 +94,16 @@ class DynamicDecoderConfig(UVDecoderConfig):
     identity_channels: int = 8  # C: channels of the per-avatar identity feature map
     expression_channels: int = 8  # channels of the position-specific expression map Linear(z) -> [Ce, r, r]
     identity_init_std: float = 0.0  # std-dev of the identity feature map at init (0: zeros)
+    # Saturation of the per-frame residuals, in raw units per ``ATTRIBUTES`` group (offset, log_scale,
+    # opacity, colour): residual = b tanh(raw / b). The decoder is fitted at one expression; at others it
+    # extrapolates, and an unbounded log-scale residual grew splats to the size of the head (floaters).
+    # 4 mm, x1.65 scale, 3 opacity logits, 0.25 rgb. None: unbounded (avatar files written before the bound).
+    residual_bounds: tuple[float, float, float, float] | None = (4.0, 5.0, 3.0, 5.0)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """``UVDecoderConfig.from_dict``; a config saved before ``residual_bounds`` existed keeps its unbounded residuals."""
+        return config_from_dict(cls, {"residual_bounds": None, **d})
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,24 @@ def _units(cfg) -> Tensor:
     """[A] raw output -> attribute units, in ``ATTRIBUTES`` channel order."""
     per = {"offset": cfg.offset_unit_m, "log_scale": cfg.log_scale_unit, "opacity_logit": cfg.opacity_unit, "color": cfg.color_unit}
     return torch.tensor([per[name] for name, c in ATTRIBUTES for _ in range(c)], dtype=torch.float32)
+
+
+def residual_bound_units(cfg) -> Tensor | None:
+    """[A] the saturation bound of each residual channel in attribute units (``ATTRIBUTES`` order), or None."""
+    bounds = getattr(cfg, "residual_bounds", None)
+    if bounds is None:
+        return None
+    per = dict(zip([n for n, _ in ATTRIBUTES], bounds))
+    return torch.tensor([per[name] for name, c in ATTRIBUTES for _ in range(c)], dtype=torch.float32) * _units(cfg)
+
+
+def saturate(residual: Tensor, bound: Tensor | None) -> Tensor:
+    """residual: Tensor  # [B, A, ...] attribute units; bound: Tensor  # [A] -> b tanh(residual / b) per channel
+    (the identity near zero, never beyond +-b); ``bound`` None: unchanged."""
+    if bound is None:
+        return residual
+    b = bound.reshape(1, -1, *([1] * (residual.dim() - 2)))
+    return b * torch.tanh(residual / b)
 
 
 def uv_to_grid(uv: Tensor) -> Tensor:
@@ -279,6 +307,14 @@ class DynamicDecoder(_SampledDecoder):
             self.identity = nn.Parameter(torch.randn(c.identity_channels, c.feature_resolution, c.feature_resolution) * c.identity_init_std)
             self.from_latent = nn.Linear(c.latent_dim, c.expression_channels * c.feature_resolution**2)
             self.trunk = _UVTrunk(c.identity_channels + c.expression_channels, c.channels, c.leaky_slope)
+        bound = residual_bound_units(c)  # derived from the config, so not part of the state dict
+        self.saturated = bound is not None  # a Python flag (not a tensor test): traced graphs stay branch-free
+        self.register_buffer("residual_bound", bound if bound is not None else torch.zeros(0), persistent=False)  # [A] or [0]
+
+    @property
+    def bound(self) -> Tensor | None:
+        """[A] saturation bound of the residuals in attribute units (``residual_bound_units``), None: unbounded."""
+        return self.residual_bound if self.saturated else None
 
     def residual_map(self, z: Tensor) -> Tensor:
         """z: Tensor  # [B, Z] -> raw residual map: Tensor  # [B, A, R, R] in attribute units (channels ``ATTRIBUTES``)."""
@@ -286,7 +322,7 @@ class DynamicDecoder(_SampledDecoder):
         r = c.feature_resolution
         expr_map = F.leaky_relu(self.from_latent(z).reshape(z.shape[0], c.expression_channels, r, r), c.leaky_slope)
         ident = self.identity[None].expand(z.shape[0], -1, -1, -1)
-        return self.trunk(torch.cat([ident, expr_map], dim=1)) * self.units[None, :, None, None]
+        return saturate(self.trunk(torch.cat([ident, expr_map], dim=1)) * self.units[None, :, None, None], self.bound)
 
     def forward(self, z: Tensor) -> Tensor:
         """z: Tensor  # [B, Z] expression features -> Tensor  # [B, N, A] residuals at the dynamic texels."""
