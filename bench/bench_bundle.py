@@ -119,7 +119,7 @@ def main() -> None:
         print(f"  clips/*.json             {sum(v for k, v in summary.files.items() if k.startswith('clips/')) / 1e6:6.2f} MB")
 
         rng = np.random.default_rng(0)
-        num_e = avatar.model.num_expressions
+        num_e = avatar.head_model.num_expressions
         exprs = [(rng.random(num_e) * (rng.random(num_e) < 0.5)).astype(np.float32) for _ in range(args.frames)]
         pose = np.array([0.1, 0.2, 0.0, 0.0, 0.01, 0.0], np.float32)
 

@@ -172,8 +172,8 @@ def default_camera(avatar) -> dict:
 
 
 def _licences(avatar) -> list[dict]:
-    out = [{"component": "head model " + avatar.model.name, "notice": avatar.model.licence}]
-    if avatar.model.name.lower().startswith("flame"):
+    out = [{"component": "head model " + avatar.head_model.name, "notice": avatar.head_model.licence}]
+    if avatar.head_model.name.lower().startswith("flame"):
         out.append({"component": "FLAME", "notice": "FLAME is licensed for non-commercial scientific research only "
                     "(https://flame.is.tue.mpg.de/modellicense.html); a bundle made with it carries those terms."})  # fmt: skip
     out.append({"component": "sega", "notice": "code MIT; the avatar is derived from the user's photo"})
@@ -213,7 +213,7 @@ def write_bundle_folder(avatar, directory: str | Path, options: BundleOptions = 
     holding other files is refused (``BundleExportError``)."""
     out = Path(directory)
     _prepare_folder(out)
-    model = avatar.model
+    model = avatar.head_model
     num_e = model.num_expressions
     neutral = np.zeros(num_e, dtype=np.float32)
     rig = avatar.rig

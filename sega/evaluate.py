@@ -117,7 +117,7 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
     trans = torch.as_tensor(head_pose[3:], dtype=torch.float32).clone().requires_grad_(True)
     opt = torch.optim.Adam([{"params": [expr], "lr": REFINE_LR_EXPRESSION}, {"params": [rot], "lr": REFINE_LR_ROTATION},
                             {"params": [trans], "lr": REFINE_LR_TRANSLATION}])  # fmt: skip
-    lo, hi = avatar.model.expression_range
+    lo, hi = avatar.head_model.expression_range
     for it in range(iterations):
         expr.requires_grad_(it >= iterations // 2)  # first half: pose only (the landmark fit is off mostly in pose)
         opt.zero_grad()

@@ -25,6 +25,7 @@ from .errors import SegaError
 from .geometry import axis_angle_to_matrix
 from .headmodel.base import HeadModel, LandmarkEmbedding
 from .landmarks import mediapipe_groups
+from .presets import PRESET_NAMES
 
 LANDMARK_SET = "mediapipe478"  # HeadModel.landmarks key used for fitting
 MP_EYE_OUTER = (33, 263)  # MediaPipe outer eye corners (image-left, image-right): the inter-ocular distance
@@ -62,7 +63,7 @@ class FitOptions:
             return cls()
         if name == "high":
             return cls(rigid_steps=120, steps=2000)
-        raise ValueError(f"unknown preset {name!r} (fast, default, high)")
+        raise ValueError(f"unknown preset {name!r} ({', '.join(PRESET_NAMES)})")
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""Measures of an avatar that tests, benches and the evaluation share.
+"""Measures that tests, benches and the evaluation share.
+
+``ssim_map`` / ``psnr``: image fidelity (the optimisation's D-SSIM term uses ``ssim_map`` too).
 
 ``floater_report``: how far an avatar's splats reach beyond its head over many expressions. Floaters
 (splats that grow or drift far off the head at expressions the photo did not show) are the failure
@@ -10,16 +12,53 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
+from .imaging import dilate
+
+SSIM_WINDOW = 11  # SSIM Gaussian window (pixels)
+SSIM_SIGMA = 1.5  # SSIM window standard deviation (pixels)
+SSIM_C1 = 0.01**2  # SSIM stabilisers for a data range of 1
+SSIM_C2 = 0.03**2
 FLOATER_MARGIN_HEAD_FRACTION = 0.15  # silhouette grown by this fraction of the head radius (hair, splat extent): ~3 cm
 FLOATER_ALPHA = 0.1  # alpha above this outside the grown silhouette counts as a floating pixel
 
 
-def grow_mask(mask: np.ndarray, radius_px: int) -> np.ndarray:
-    """[H, W] bool dilated by ``radius_px`` pixels (a square neighbourhood per step)."""
-    from scipy.ndimage import binary_dilation
+def _gaussian_kernel1d(size: int, sigma: float, dtype: torch.dtype) -> Tensor:
+    x = torch.arange(size, dtype=dtype) - (size - 1) / 2.0
+    g = torch.exp(-(x * x) / (2.0 * sigma * sigma))
+    return g / g.sum()
 
-    return binary_dilation(mask, iterations=max(int(radius_px), 0)) if radius_px > 0 else mask.copy()
+
+def ssim_map(a: Tensor, b: Tensor) -> Tensor:
+    """Per-pixel SSIM of two images a, b: [H, W, C] in [0, 1] -> [H, W] (mean over channels).
+
+    Gaussian window ``SSIM_WINDOW`` / ``SSIM_SIGMA`` with zero padding (as 3DGS), constants for a
+    data range of 1. The window is applied as two 1-D passes (it is separable). Differentiable.
+    """
+    c = a.shape[-1]
+    k = _gaussian_kernel1d(SSIM_WINDOW, SSIM_SIGMA, a.dtype).to(a.device)
+    kx = k.view(1, 1, 1, -1).expand(5 * c, 1, 1, SSIM_WINDOW)
+    ky = k.view(1, 1, -1, 1).expand(5 * c, 1, SSIM_WINDOW, 1)
+    x = a.permute(2, 0, 1)[None]
+    y = b.permute(2, 0, 1)[None]
+    pad = SSIM_WINDOW // 2
+    stack = torch.cat([x, y, x * x, y * y, x * y], 1).contiguous()  # [1, 5C, H, W]: one blur call for all five maps
+    blurred = F.conv2d(F.conv2d(stack, kx, padding=(0, pad), groups=5 * c), ky, padding=(pad, 0), groups=5 * c)
+    mu_x, mu_y, exx, eyy, exy = blurred.split(c, 1)
+    sxx = exx - mu_x * mu_x
+    syy = eyy - mu_y * mu_y
+    sxy = exy - mu_x * mu_y
+    num = (2 * mu_x * mu_y + SSIM_C1) * (2 * sxy + SSIM_C2)
+    den = (mu_x * mu_x + mu_y * mu_y + SSIM_C1) * (sxx + syy + SSIM_C2)
+    return (num / den)[0].mean(0)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR (dB, peak 1) of float images a, b [H, W, 3] over pixels where mask [H, W] is True."""
+    err = ((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)[mask]
+    return float(10.0 * np.log10(1.0 / max(float(err.mean()), 1e-12)))
 
 
 def floater_report(avatar, expressions: np.ndarray, size: int = 128, renders: int = 8,
@@ -31,7 +70,7 @@ def floater_report(avatar, expressions: np.ndarray, size: int = 128, renders: in
     ``margin_fraction`` head radii. Returns max_scale_m, max_scale_head_fraction (over the head's
     bounding radius), and over the renders alpha_outside_mean / alpha_outside_max_mean (the worst
     render's mean) and floating_pixel_fraction (alpha > FLOATER_ALPHA outside, worst render)."""
-    from .avatar import ORBIT_HEAD_FILL
+    from .avatar.avatar import ORBIT_HEAD_FILL
     from .meshraster import render_mesh
 
     rig = avatar.rig
@@ -43,7 +82,7 @@ def floater_report(avatar, expressions: np.ndarray, size: int = 128, renders: in
     means, worst_floating = [], 0.0
     for e in expressions[:renders]:
         verts = avatar.vertices(np.asarray(e, np.float32)).numpy()
-        sil = grow_mask(render_mesh(verts, avatar.atlas.faces, cam).mask, margin_px)
+        sil = dilate(render_mesh(verts, avatar.atlas.faces, cam).mask, margin_px)
         with torch.no_grad():
             alpha = avatar.render(np.asarray(e, np.float32), camera=cam).alpha.numpy()[..., 0]
         outside = alpha[~sil]

@@ -64,8 +64,8 @@ def target_on_background(data, options) -> np.ndarray:
 
 def landmark_box(avatar: Avatar, group: str, expression=None, grow_down: int = 0) -> tuple[slice, slice]:
     """Rows/cols of the crop-camera box around a MediaPipe landmark group on the avatar's mesh."""
-    emb = avatar.model.landmarks["mediapipe478"]
-    pts = emb.points(avatar.vertices(expression), torch.as_tensor(avatar.model.faces)).numpy()
+    emb = avatar.head_model.landmarks["mediapipe478"]
+    pts = emb.points(avatar.vertices(expression), torch.as_tensor(avatar.head_model.faces)).numpy()
     xy, _ = project_vertices(pts[list(mediapipe_groups()[group])], avatar.crop_camera)
     (x0, y0), (x1, y1) = np.floor(xy.min(0)).astype(int) - BOX_MARGIN_PX, np.ceil(xy.max(0)).astype(int) + BOX_MARGIN_PX
     return slice(max(y0, 0), y1 + grow_down), slice(max(x0, 0), x1)
@@ -233,7 +233,7 @@ def test_decoder_residuals_are_finite_and_small(built):
     avatar, _, _ = built
     assert avatar.decoders is not None
     rng = np.random.default_rng(3)
-    expr = torch.as_tensor(rng.uniform(0.0, 1.0, avatar.model.num_expressions), dtype=torch.float32)
+    expr = torch.as_tensor(rng.uniform(0.0, 1.0, avatar.head_model.num_expressions), dtype=torch.float32)
     res = avatar.dynamic_residual_maps(expr)
     assert len(res) == int(avatar.dynamic_mask.sum())
     t = res.tensors()

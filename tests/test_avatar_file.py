@@ -1,4 +1,4 @@
-"""Checked avatar files (``sega.avatar_file``): each defect is refused with a one-line ``SegaError`` naming
+"""Checked avatar files (``sega.avatar.file``): each defect is refused with a one-line ``SegaError`` naming
 the file, zip bombs before they inflate, and a seeded fuzz over the file raises nothing else.
 
 One saved avatar from the session's fast build (``fast_build`` in conftest.py); every case mutates its
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sega import avatar_file
+from sega.avatar import file as avatar_file
 from sega.avatar import Avatar
-from sega.avatar_file import AvatarFileError, read_avatar_file, read_avatar_header
+from sega.avatar.file import AvatarFileError, read_avatar_file, read_avatar_header
 from sega.cli import main
 from sega.errors import SegaError
 

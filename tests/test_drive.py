@@ -58,7 +58,7 @@ def avatar(fast_build):
 @pytest.fixture(scope="module")
 def self_video(avatar):
     """Renders of the avatar itself at its photo camera: (Frames, expressions [T, E], poses [T, 6])."""
-    exprs, poses = known_motion(avatar.model, avatar.expression.astype(np.float32))
+    exprs, poses = known_motion(avatar.head_model, avatar.expression.astype(np.float32))
     frames = [(avatar.render(e, (p[:3], p[3:]), camera=avatar.camera).rgb.numpy().clip(0, 1) * 255 + 0.5).astype(np.uint8)
               for e, p in zip(exprs, poses)]  # fmt: skip
     return Frames(frames, FPS, "synthetic avatar renders", "video"), exprs, poses

@@ -61,7 +61,7 @@ def test_onnx_outputs_equal_the_torch_avatar_on_100_random_expressions(avatar, b
     """Every graph output against ``Avatar.animate`` / the avatar's own encoder (quaternions up to sign)."""
     num_static = len(avatar.rig.static)
     worst = dict.fromkeys(("expression_feature",) + DYNAMIC_OUTPUTS, 0.0)
-    for expr, pose in random_frames(NUM_RANDOM_EXPRESSIONS, avatar.model.num_expressions):
+    for expr, pose in random_frames(NUM_RANDOM_EXPRESSIONS, avatar.head_model.num_expressions):
         out = bundle.frame(expr, pose)
         ref = avatar.animate(expr)  # canonical pose: the graph's splats are canonical, the pose is head_matrix
         with torch.no_grad():
@@ -90,7 +90,7 @@ def test_onnx_outputs_equal_the_torch_avatar_on_100_random_expressions(avatar, b
 
 
 def test_reimported_bundle_renders_like_the_torch_avatar(avatar, bundle, record_property):
-    frames = list(random_frames(3, avatar.model.num_expressions, seed=7))
+    frames = list(random_frames(3, avatar.head_model.num_expressions, seed=7))
     frames[0] = (bundle.expression_with(jawOpen=1.0), np.zeros(6, np.float32))
     worst = np.inf
     for expr, pose in frames:
@@ -134,7 +134,7 @@ def test_manifest_records_hashes_options_and_licences(bundle_zip, bundle, avatar
     assert set(m["files"]) >= {"static.ply", "displacement_vae.onnx", "dynamic_decoder.onnx", "avatar.glb"}
     assert m["provenance"]["avatar_options"] == avatar.options.to_dict() and m["provenance"]["seed"] == avatar.seed
     assert any("ICT-FaceKit" in lic["notice"] for lic in m["licences"])
-    assert m["expressions"]["names"] == list(avatar.model.expression_names)
+    assert m["expressions"]["names"] == list(avatar.head_model.expression_names)
     with zipfile.ZipFile(bundle_zip.path) as zf:
         assert "manifest.json" in zf.namelist()
     print(f"\nbundle (fast preset): {bundle_zip}")

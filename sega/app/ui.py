@@ -208,7 +208,7 @@ def build_ui(config: AppConfig, pipeline=None, store: SessionStore | None = None
         if avatar is None:
             avatar = Avatar.load(state["avatar"], pipeline.model(state.get("head_model")))
             store.remember(token, avatar)
-        known = set(avatar.model.expression_names)
+        known = set(avatar.head_model.expression_names)
         named = {name: float(w) for (name, _), w in zip(SLIDER_EXPRESSIONS, weights) if name in known}
         expr = avatar.expression_with(**named)
         rgb = avatar.render(expr, camera=avatar.orbit_camera(float(yaw), size=config.preview_size), backend="auto").rgb.numpy()

@@ -35,14 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from .avatar import AVATAR_FORMAT_VERSION, AvatarOptions
-from .errors import SegaError
-from .gaussians import GAUSSIAN_MAP_FIELDS
-from .headmodel.base import HeadModel
-from .model.decoders import NUM_ATTRIBUTES, DynamicDecoderConfig, StaticDecoderConfig
-from .model.vae import LOSSES, DisplacementVAEConfig
-from .schema import Any_, Arr, Bool, Nullable, Num, Obj, SchemaError, Str, parse_json, validate
-from .uv import Atlas
+from ..errors import SegaError
+from ..gaussians import GAUSSIAN_MAP_FIELDS
+from ..headmodel.base import HeadModel
+from ..model.decoders import NUM_ATTRIBUTES, DynamicDecoderConfig, StaticDecoderConfig
+from ..model.vae import LOSSES, DisplacementVAEConfig
+from ..schema import Any_, Arr, Bool, Nullable, Num, Obj, SchemaError, Str, parse_json, validate
+from ..uv import Atlas
+from .options import AVATAR_FORMAT_VERSION, AvatarOptions
 
 # ---- caps ----------------------------------------------------------------------------------------
 MAX_ATLAS_RESOLUTION = 1024  # texels per atlas side: 3.2x the high preset's 320 (10x its texels)

@@ -1,0 +1,160 @@
+"""Building an avatar from one photo: detect, fit, segment, initialise the maps, optimise, precompute.
+
+``build_avatar(photo, head_model, options)`` -> (``Avatar``, ``BuildData``). The runtime avatar
+(``sega.avatar.avatar``) never imports this package: a reader who changes how an avatar animates
+does not read the optimiser.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ... import __version__
+from ...camera import Camera
+from ...headmodel.base import HeadModel
+from ...imaging import polygon_mask
+from ...meshraster import render_mesh
+from ...model.decoders import AvatarDecoders, DynamicDecoderConfig
+from ...uv import Atlas
+from ..avatar import Avatar
+from ..options import AvatarOptions
+from ..texels import dynamic_texels
+from .init import initial_maps
+from .optimise import optimise_maps
+
+BUILD_STAGES = ("detect", "fit", "segment", "initialise", "optimise", "precompute")
+
+
+@dataclass
+class BuildData:
+    """Intermediate results of a build (returned by ``build_avatar`` for reports and tests)."""
+
+    fit: object  # sega.fit.FitResult
+    detection: object  # sega.face.Detection
+    crop: object  # sega.face.HeadCrop at render_size
+    target: np.ndarray  # [S, S, 3] float32 photo crop
+    person_mask: np.ndarray  # [S, S] float32 person probability in the crop
+    silhouette: np.ndarray  # [S, S] bool mesh silhouette at the crop camera
+    face_mask: np.ndarray  # [S, S] bool face-oval polygon of the detected landmarks, on the person
+    confidence: np.ndarray  # [T] float in [0, 1]: how squarely the photo sees each texel (0 = unseen)
+    seconds: dict = field(default_factory=dict)  # wall time per stage
+    losses: list = field(default_factory=list)  # total loss per optimisation step
+
+
+def _report(progress, stage: str, fraction: float) -> None:
+    if progress is not None:
+        progress(stage, float(fraction))
+
+
+def dynamic_decoder_config(options: AvatarOptions) -> DynamicDecoderConfig:
+    """The dynamic decoder for ``options``: three conv levels (32, 16, 8 channels) from a feature map of
+    side ``dynamic_map_resolution / 4`` up to the residual map."""
+    levels = DynamicDecoderConfig().channels
+    side = options.dynamic_map_resolution // 2 ** (len(levels) - 1)
+    return DynamicDecoderConfig(feature_resolution=side, map_resolution=options.dynamic_map_resolution)
+
+
+def crop_camera(camera: Camera, crop) -> Camera:
+    """The fitted camera seen through a head crop: K' = A K with A the photo -> crop affine."""
+    return Camera(crop.photo_to_crop @ camera.K, camera.viewmat.copy(), crop.size, crop.size)
+
+
+def build_avatar(
+    photo: np.ndarray,
+    model: HeadModel,
+    options: AvatarOptions = AvatarOptions(),
+    progress: Callable[[str, float], None] | None = None,
+    detector=None,
+) -> tuple[Avatar, BuildData]:
+    """``Avatar.build`` plus its intermediate data (``BuildData``)."""
+    from ...face import FaceDetector, head_crop
+    from ...fit import FitOptions, fit_landmarks
+    from ...landmarks import mediapipe_groups
+
+    secs: dict[str, float] = {}
+    own = detector is None
+    det = FaceDetector() if own else detector
+    try:
+        t0 = time.perf_counter()
+        _report(progress, "detect", 0.0)
+        detection = det.detect(photo)
+        secs["detect"] = time.perf_counter() - t0
+        _report(progress, "detect", 1.0)
+
+        t0 = time.perf_counter()
+        _report(progress, "fit", 0.0)
+        fit = fit_landmarks(model, detection.landmarks, photo.shape[:2], FitOptions.preset(options.fit_preset))
+        secs["fit"] = time.perf_counter() - t0
+        _report(progress, "fit", 1.0)
+
+        t0 = time.perf_counter()
+        _report(progress, "segment", 0.0)
+        person = det.segment_person(photo)
+        secs["segment"] = time.perf_counter() - t0
+        _report(progress, "segment", 1.0)
+    finally:
+        if own:
+            det.close()
+
+    t0 = time.perf_counter()
+    _report(progress, "initialise", 0.0)
+    buf = model.torch_buffers()
+    with torch.no_grad():
+        verts_t = model.deform(buf, torch.as_tensor(fit.identity), torch.as_tensor(fit.expression))
+    vertices = verts_t.numpy()
+    atlas = Atlas.build(model, options.atlas_resolution)
+    static_mask = ~dynamic_texels(model, atlas, options.dynamic_threshold_m)
+    _report(progress, "initialise", 0.3)
+    init = initial_maps(model, atlas, vertices, photo, person, fit.camera, options)
+    crop = head_crop(detection, photo.shape, size=options.render_size)
+    cam = crop_camera(fit.camera, crop)
+    target = crop.apply(photo).astype(np.float32) / 255.0
+    pmask = np.clip(crop.apply(person, pad="constant", fill=0.0), 0.0, 1.0).astype(np.float32)
+    sil = render_mesh(vertices, atlas.faces, cam).mask
+    lms = crop.landmarks_to_crop(detection.landmarks[:, :2])
+    face_mask = polygon_mask(lms[list(mediapipe_groups()["face_oval"])], options.render_size, options.render_size) & (pmask >= 0.5)
+
+    decoders = AvatarDecoders.create(model, dynamic=dynamic_decoder_config(options)) if options.decoders else None
+    secs["initialise"] = time.perf_counter() - t0
+    _report(progress, "initialise", 1.0)
+
+    t0 = time.perf_counter()
+    data = BuildData(fit, detection, crop, target, pmask, sil, face_mask, init.confidence, secs)
+    maps = optimise_maps(init, atlas, vertices, cam, target, pmask, options, lambda f: _report(progress, "optimise", f), data.losses,
+                         decoders=decoders, static_mask=static_mask, expression=fit.expression)
+    secs["optimise"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    _report(progress, "precompute", 0.0)
+    provenance = {
+        "sega_version": __version__,
+        "head_model": model.name,
+        "head_model_licence": model.licence,
+        "photo_size": list(photo.shape[:2]),
+        "fit_nme": fit.nme,
+        "build_seconds": {k: round(v, 3) for k, v in secs.items()},
+        "torch_threads": torch.get_num_threads(),
+        "displacement_vae": None if decoders is None else decoders.vae_provenance,
+    }
+    avatar = Avatar(
+        head_model=model,
+        identity=fit.identity.astype(np.float32),
+        expression=fit.expression.astype(np.float32),
+        atlas=atlas,
+        static_mask=static_mask,
+        maps=maps,
+        camera=fit.camera,
+        crop_camera=cam,
+        options=options,
+        provenance=provenance,
+        decoders=decoders,
+    )
+    secs["precompute"] = time.perf_counter() - t0
+    avatar.provenance["build_seconds"] = {k: round(v, 3) for k, v in secs.items()}
+    _report(progress, "precompute", 1.0)
+    return avatar, data

@@ -1,0 +1,182 @@
+"""Initial Gaussian maps on the fitted mesh: colours from where the photo sees each texel, the mirror
+texel, or inpainting; defaults for teeth, mouth interior and sclera; flat overlapping splats."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from ...camera import Camera
+from ...gaussians import GaussianMaps
+from ...headmodel.base import HeadModel
+from ...imaging import bilinear_sample
+from ...meshraster import project_vertices, render_mesh
+from ...uv import Atlas
+from ..options import AvatarOptions
+from ..texels import blink_texels, neighbour_pairs, region_mask, texel_spacing
+
+MOUTH_REGIONS = ("teeth", "mouth_interior")
+# Default colours (linear-ish sRGB in [0, 1]) of parts a photo rarely shows.
+# Colour defaults (sRGB in [0, 1]) for parts a photo rarely shows.
+TEETH_COLOR = (0.90, 0.87, 0.80)  # off-white
+MOUTH_INTERIOR_COLOR = (0.38, 0.10, 0.10)  # dark red
+SCLERA_COLOR = (0.92, 0.90, 0.87)  # white of the eye, slightly warm
+# Texel visibility in the photo.
+# Visibility test when projecting texels into the photo.
+VISIBILITY_DEPTH_TOLERANCE_M = 0.002  # a texel is visible if within this of the z-buffer depth
+VISIBILITY_MIN_COS = 0.25  # ... and its normal faces the camera at least this much (about 75 degrees)
+VISIBILITY_MIN_MASK = 0.5  # ... and the person mask there is at least this
+LID_MOVE_M = 0.002  # texels moving more than this under a blink are lid texels: strict visibility (project_texels)
+INPAINT_NEIGHBOURS = 8  # seen texels averaged (inverse distance) for an unseen texel
+INPAINT_SMOOTH_STEPS = 20  # neighbour-averaging passes over inpainted texels
+
+
+@dataclass
+class TexelInit:
+    """What ``initial_maps`` works out per texel (the optimisation reuses it)."""
+
+    maps: GaussianMaps  # T rows: zero offsets, flat overlapping splats, colours from the photo
+    confidence: np.ndarray  # [T] float in [0, 1]: how squarely the photo sees the texel (0 = unseen)
+    spacing: np.ndarray  # [T] metres between neighbouring texels on the surface
+    pairs: np.ndarray  # [P, 2] atlas neighbours (see ``neighbour_pairs``)
+    mirror: np.ndarray  # [T] mirror texel of each texel (``Atlas.mirror_texels``)
+    # [T] bool: texels whose colour and opacity the photo loss must not change (lid skin the photo does not
+    # see: at the input view it is a sliver at the lash line, and fitting it there paints a closed eye dark)
+    locked: np.ndarray | None = None
+
+
+def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def project_texels(
+    photo: np.ndarray,
+    person_mask: np.ndarray,
+    camera: Camera,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    points: np.ndarray,
+    normals: np.ndarray,
+    texel_faces: np.ndarray | None = None,
+    strict: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Photo colours of texels, whether the photo sees them, and how squarely.
+
+    photo: [H, W, 3] float in [0, 1]; person_mask: [H, W] in [0, 1]; vertices [V, 3] / faces [F, 3]: the
+    fitted mesh (occluder); points / normals: [T, 3] texel surface points and unit normals (world).
+    texel_faces: [T] triangle of each texel, with strict: [T] bool texels that are only visible where the
+    triangle drawn at their pixel shares a vertex with their own (for surfaces folded within the depth
+    tolerance, e.g. an open eye's upper lid tucked under the skin above it).
+    returns (colors [T, 3] float32, visible [T] bool, cos [T] float): visible = in the photo, not occluded
+    (z-buffer), facing the camera, on the person; cos = cosine between the normal and the direction to the camera.
+    """
+    frags = render_mesh(vertices, faces, camera)
+    xy, z = project_vertices(points, camera)
+    h, w = photo.shape[:2]
+    col = np.floor(xy[:, 0]).astype(np.int64)
+    row = np.floor(xy[:, 1]).astype(np.int64)
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h) & (z > 0)
+    zbuf = np.full(points.shape[0], -np.inf)
+    zbuf[inside] = frags.depth[row[inside], col[inside]]
+    to_cam = camera.position[None, :] - points
+    to_cam /= np.maximum(np.linalg.norm(to_cam, axis=1, keepdims=True), 1e-12)
+    cos = (normals * to_cam).sum(1)
+    facing = cos >= VISIBILITY_MIN_COS
+    on_person = np.zeros(points.shape[0], dtype=bool)
+    on_person[inside] = person_mask[row[inside], col[inside]] >= VISIBILITY_MIN_MASK
+    visible = inside & (z <= zbuf + VISIBILITY_DEPTH_TOLERANCE_M) & facing & on_person
+    if strict is not None and texel_faces is not None:
+        check = np.flatnonzero(visible & strict)
+        drawn = frags.face_id[row[check], col[check]]
+        own = faces[texel_faces[check]]  # [K, 3]
+        near = (drawn >= 0) & (faces[np.maximum(drawn, 0)][:, :, None] == own[:, None, :]).any((1, 2))
+        visible[check[~near]] = False
+    colors = bilinear_sample(photo, xy).astype(np.float32)
+    return colors, visible, cos
+
+
+def inpaint_colors(colors: np.ndarray, known: np.ndarray, points: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Fill unknown texel colours: inverse-distance average of the nearest known texels in 3D, then
+    ``INPAINT_SMOOTH_STEPS`` passes of neighbour averaging (atlas ``pairs``) over the filled texels only.
+
+    colors: [T, 3]; known: [T] bool; points: [T, 3]; pairs: [P, 2] -> [T, 3] float32
+    """
+    out = colors.astype(np.float64).copy()
+    unknown = ~known
+    if not unknown.any() or not known.any():
+        return out.astype(np.float32)
+    src = np.flatnonzero(known)
+    k = min(INPAINT_NEIGHBOURS, src.size)
+    dist, nn = cKDTree(points[src]).query(points[unknown], k=k)
+    dist, nn = dist.reshape(-1, k), nn.reshape(-1, k)
+    wts = 1.0 / np.maximum(dist, 1e-6)
+    out[unknown] = (out[src][nn] * wts[..., None]).sum(1) / wts.sum(1, keepdims=True)
+    a, b = pairs[:, 0], pairs[:, 1]
+    deg = np.bincount(a, minlength=out.shape[0]) + np.bincount(b, minlength=out.shape[0])
+    for _ in range(INPAINT_SMOOTH_STEPS):
+        acc = np.zeros_like(out)
+        np.add.at(acc, a, out[b])
+        np.add.at(acc, b, out[a])
+        avg = np.where(deg[:, None] > 0, acc / np.maximum(deg, 1)[:, None], out)
+        out[unknown] = avg[unknown]
+    return out.astype(np.float32)
+
+
+def initial_maps(
+    model: HeadModel,
+    atlas: Atlas,
+    vertices: np.ndarray,
+    photo: np.ndarray,
+    person_mask: np.ndarray,
+    camera: Camera,
+    options: AvatarOptions,
+) -> TexelInit:
+    """Initial maps on the fitted mesh.
+
+    photo: [H, W, 3] uint8; person_mask: [H, W] float; vertices: [V, 3] fitted (unposed) mesh;
+    camera: the fitted photo camera.
+    Colours: the photo's colour where the photo sees the texel (``project_texels``), else the mirror
+    texel's photo colour where that one is seen (symmetric fill), else an inpainted colour (nearest
+    skin / hair texels in 3D seen at ``photo_cos_low`` or better). Teeth and mouth interior get fixed defaults; unseen
+    eyeball parts get the sclera colour. ``confidence`` = smoothstep of the facing cosine between
+    ``photo_cos_low`` and ``photo_cos_high`` where seen, else 0.
+    """
+    verts_t = torch.as_tensor(vertices, dtype=torch.float32)
+    points = atlas.texel_points(verts_t).numpy().astype(np.float64)
+    normals = atlas.texel_frames(verts_t)[..., 2].numpy().astype(np.float64)
+    spacing = texel_spacing(atlas, vertices)
+    pairs = neighbour_pairs(atlas, points, spacing)
+
+    img = photo.astype(np.float32) / 255.0
+    lids = blink_texels(model, atlas, LID_MOVE_M)
+    colors, visible, cos = project_texels(img, person_mask, camera, vertices, atlas.faces, points, normals, atlas.texel_face, lids)
+    mouth = region_mask(atlas, *MOUTH_REGIONS)
+    eyes = region_mask(atlas, "eyeball_left", "eyeball_right")
+    seen = np.where(visible, _smoothstep(cos, options.photo_cos_low, options.photo_cos_high), 0.0)
+    visible &= ~mouth  # teeth / mouth colours start from defaults (may still be optimised where seen)
+    # Symmetric fill: unseen texels take their mirror texel's colour when the photo sees that one.
+    mirror = atlas.mirror_texels(model)
+    from_mirror = ~visible & visible[mirror] & ~mouth
+    colors[from_mirror] = colors[mirror[from_mirror]]
+    known = visible | from_mirror
+    # Inpaint the rest from the nearest skin / hair texels seen at photo_cos_low or better (grazing texels carry smeared
+    # silhouette colours; eyes and mouth are no sources).
+    # Lids are no sources either: their seen part is the dark lash line, which would paint the lid skin
+    # that only shows when the eye closes.
+    sources = visible & (cos >= options.photo_cos_low) & ~eyes & ~mouth & ~lids
+    fill = inpaint_colors(np.where(sources[:, None], colors, 0.0), sources, points, pairs)
+    colors = np.where(known[:, None], colors, fill)
+    colors[eyes & ~known] = SCLERA_COLOR
+    colors[region_mask(atlas, "teeth")] = TEETH_COLOR
+    colors[region_mask(atlas, "mouth_interior")] = MOUTH_INTERIOR_COLOR
+
+    in_plane = np.log(options.init_scale_texels * spacing)
+    log_scale = np.stack([in_plane, in_plane, in_plane + math.log(options.init_normal_scale_ratio)], 1)
+    logit = math.log(options.init_opacity / (1.0 - options.init_opacity))
+    maps = GaussianMaps.initial(atlas.num_texels, torch.as_tensor(log_scale), torch.as_tensor(colors.astype(np.float32)), logit)
+    return TexelInit(maps, seen.astype(np.float32), spacing, pairs, mirror, locked=lids & ~visible)

@@ -1,0 +1,191 @@
+"""The animation rig: what ``Avatar.animate`` needs per frame, precomputed once per avatar.
+
+The static texels are bound once (canonical pose, fitted expression) and baked; the dynamic texels
+keep what binding them to the deformed mesh needs each frame (their triangles' vertices, the
+expression basis rows, neutral edges, UV frame coefficients) in the order the exported graph
+relies on (``dynamic_texel_order``). Every Gaussian's scale is capped at ``scale_cap``.
+
+Shapes: T texels, Ts static, Td dynamic, Vd dynamic vertices, U their triangles, E expressions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..gaussians import GaussianMaps, Gaussians, bind_frames
+from ..headmodel.base import HeadModel
+from ..model.decoders import AvatarDecoders, residual_to_maps
+from ..uv import Atlas, face_frames, uv_frame_coefficients
+from .options import AvatarOptions
+from .texels import texel_spacing
+
+ORBIT_REGIONS = ("face", "head_neck")  # regions whose vertices define the head's centre and size
+STILL_BASIS_M = 1e-6  # expression displacements (metres at weight 1) below this are float16 round-off: the rig zeroes them
+LINEARITY_TOLERANCE_M = 1e-5  # rig vertices vs HeadModel.deform (float32 rounding of the blendshape sums)
+
+
+def still_basis(expression_basis: Tensor) -> Tensor:
+    """expression_basis [E, V, 3] (metres per unit weight) with every displacement shorter than
+    ``STILL_BASIS_M`` set to zero: the rig's basis (``AnimationRig.expression_basis``).
+
+    Why: the head model's basis is stored as float16 (``sega.headmodel.cache``), and its rounding leaves
+    sub-micrometre displacements on vertices an expression does not move (a jawOpen that moves the
+    scalp by 0.1 um). Zeroing them changes no vertex by more than ``STILL_BASIS_M`` times the sum of
+    the weights, and makes 7% fewer dynamic texels moving and the per-frame expression MatMul sparser.
+    """
+    still = expression_basis.norm(dim=-1, keepdim=True) < STILL_BASIS_M
+    return torch.where(still, torch.zeros((), dtype=expression_basis.dtype), expression_basis)
+
+
+def _vertex_moves(expression_basis: Tensor) -> np.ndarray:
+    """expression_basis: [E, V, 3] -> [V] bool: some expression moves the vertex (a non-zero basis row)."""
+    return (expression_basis != 0).any(-1).any(0).numpy()
+
+
+def scale_cap(options: AvatarOptions, spacing: np.ndarray) -> Tensor:
+    """Tensor  # [T, 1] the log-scale cap of each texel: log(max_scale_texels * spacing); spacing [T] metres."""
+    return torch.log(options.max_scale_texels * torch.as_tensor(np.asarray(spacing), dtype=torch.float32))[:, None]
+
+
+def dynamic_texel_order(atlas: Atlas, dynamic: np.ndarray, expression_basis: Tensor) -> tuple[np.ndarray, int]:
+    """The order of the dynamic texels in the rig (and in the exported per-frame graph's outputs).
+
+    dynamic: [Td] texel ids; expression_basis: [E, V, 3]. Returns (the same ids reordered, the number
+    of moving ones, which come first):
+    1. *moving* texels (on a triangle with a vertex some expression moves), and among them first one
+       texel per triangle, in increasing triangle id, then the other moving texels;
+    2. the texels whose triangle never moves (only the dynamic branch's residuals change them).
+    Why: the exported graph (``export.graphs.DynamicBranchGraph``) then reads per-triangle quantities
+    of the first texels without a gather, and gives the never-moving ones constant frames; the order
+    changes nothing else (every consumer goes through ``AnimationRig.dynamic_index``).
+    """
+    moves = _vertex_moves(expression_basis)[atlas.texel_triangles[dynamic]].any(1)
+    moving, still = dynamic[moves], dynamic[~moves]
+    _, first = np.unique(atlas.texel_face[moving], return_index=True)  # sorted by triangle id
+    rest = np.setdiff1d(np.arange(moving.size), first, assume_unique=True)
+    return np.concatenate([moving[first], moving[rest], still]), int(moving.size)
+
+
+@dataclass(frozen=True, eq=False)
+class AnimationRig:
+    """Everything ``Avatar.animate`` needs, precomputed once per avatar (``Avatar.precompute``).
+
+    Only the vertices of dynamic texels' triangles (Vd of them) are deformed per frame.
+    """
+
+    static: Gaussians  # Ts canonical (unposed) Gaussians of the static texels
+    static_index: Tensor  # [Ts] int64 texel ids of the static Gaussians
+    dynamic_index: Tensor  # [Td] int64 texel ids of the dynamic Gaussians
+    num_moving: int  # the first num_moving dynamic texels lie on triangles some expression moves, one per triangle first
+    # (``dynamic_texel_order``); the rest never move
+    dynamic_maps: GaussianMaps  # Td rows of the avatar's maps
+    texel_scale_cap: Tensor  # [T, 1] log-scale cap of every texel (``scale_cap``; the static ones are baked capped)
+    dynamic_scale_cap: Tensor  # [Td, 1] its rows of the dynamic texels, applied after the residuals each frame
+    base_vertices: Tensor  # [Vd, 3] template + identity offsets of the dynamic vertices
+    expression_basis: Tensor  # [E, Vd * 3] expression basis rows of the dynamic vertices (``still_basis``)
+    faces: Tensor  # [U, 3] int64 used triangles of the dynamic texels, indices into the Vd vertices
+    face_edges: Tensor  # [U, 2, 3] neutral edges p1 - p0, p2 - p0 (metres; float64 differences, rounded once)
+    face_uv_coeffs: Tensor  # [U, 2] ``sega.uv.uv_frame_coefficients`` of their atlas UVs (frames follow the atlas
+    # parameterisation; float64, rounded once)
+    face_uv_ok: Tensor  # [U] bool: non-degenerate UVs
+    texel_face: Tensor  # [Td] int64 index into ``faces``
+    texel_tri: Tensor  # [Td, 3] int64 vertex ids (into Vd) of each dynamic texel's triangle
+    texel_bary: Tensor  # [Td, 3] barycentrics
+    pivot: Tensor  # [3] head-pose pivot
+    head_centre: np.ndarray  # [3] centre of the head (fitted shape), for framing orbit cameras
+    head_radius: float  # metres, radius of the head's bounding sphere around head_centre
+
+    @property
+    def num_gaussians(self) -> int:
+        return len(self.static) + int(self.dynamic_index.shape[0])
+
+
+def build_rig(
+    head_model: HeadModel,
+    atlas: Atlas,
+    identity: np.ndarray,
+    expression: np.ndarray,
+    maps: GaussianMaps,
+    static_mask: np.ndarray,
+    options: AvatarOptions,
+    decoders: AvatarDecoders | None,
+    vertices: Tensor,
+) -> AnimationRig:
+    """The ``AnimationRig`` of an avatar (``Avatar.precompute``): bind the static texels once (canonical
+    pose, fitted expression; the static decoder's residuals baked in, scales capped) and gather what
+    the dynamic texels need per frame.
+
+    identity [I], expression [E] (the fitted rest face), maps (T rows), static_mask [T] bool;
+    vertices: Tensor  # [V, 3] the mesh at ``expression`` (``HeadModel.deform``). The per-frame path
+    deforms vertices linearly (template + identity + expression blendshapes), which is
+    ``HeadModel.deform`` for ICT and for FLAME with zero joint rotations; this is checked here.
+    ``decoders`` (if any) get their texel UVs set.
+    """
+    buf = head_model.torch_buffers()
+    sta = np.flatnonzero(static_mask)
+    raw_basis = buf.expression_basis.reshape(head_model.num_expressions, -1, 3)  # [E, V, 3]
+    basis = still_basis(raw_basis)
+    dyn, num_moving = dynamic_texel_order(atlas, np.flatnonzero(~static_mask), basis)
+    verts = vertices  # [V, 3] fitted expression
+    cap = scale_cap(options, texel_spacing(atlas, verts.numpy()))  # [T, 1]
+    static_maps = maps.subset(sta)
+    if decoders is not None:
+        texel_uv = atlas.texel_uv
+        decoders.dynamic.set_texel_uv(texel_uv[dyn])
+        decoders.static.set_texel_uv(texel_uv[sta])
+        with torch.no_grad():  # the static branch runs once per avatar: bake its residuals in
+            static_maps = static_maps.add(residual_to_maps(decoders.static()))
+    static_maps = static_maps.with_scale_cap(cap[torch.as_tensor(sta)])
+    with torch.no_grad():
+        tri = torch.as_tensor(atlas.texel_triangles[sta])
+        bary = torch.as_tensor(atlas.texel_bary[sta])
+        pts = (verts[tri] * bary[..., None]).sum(1)
+        used, inv = np.unique(atlas.texel_face[sta], return_inverse=True)
+        frames = face_frames(verts, atlas.faces[used], atlas.face_atlas_uvs[used])[torch.as_tensor(inv.reshape(-1))]
+        static = bind_frames(static_maps, pts, frames).detach()
+    # Dynamic part: local vertex numbering over the vertices their triangles use.
+    dyn_faces_global, face_inv = np.unique(atlas.texel_face[dyn], return_inverse=True)
+    dyn_tris = atlas.faces[dyn_faces_global]  # [U, 3]
+    vids, local = np.unique(dyn_tris.reshape(-1), return_inverse=True)
+    local = local.reshape(-1, 3)
+    base64 = (buf.vertices.double() + (torch.as_tensor(identity, dtype=torch.float64) @ buf.identity_basis.double()).reshape(-1, 3))[torch.as_tensor(vids)]
+    base = base64.float()
+    # Neutral edges and UV coefficients in float64, rounded once (see ``sega.uv.frames_from_edges``).
+    corners = base64[torch.as_tensor(local)]  # [U, 3, 3]
+    face_edges = torch.stack([corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]], 1).float()  # [U, 2, 3]
+    uv_coeffs, uv_ok = uv_frame_coefficients(torch.as_tensor(atlas.face_atlas_uvs[dyn_faces_global], dtype=torch.float64))
+    ebasis = basis[:, torch.as_tensor(vids)].reshape(head_model.num_expressions, -1)
+    face_inv = face_inv.reshape(-1)
+    raw = raw_basis[:, torch.as_tensor(vids)].reshape(head_model.num_expressions, -1)
+    linear = base + (torch.as_tensor(expression, dtype=torch.float32) @ raw).reshape(-1, 3)
+    if not torch.allclose(linear, verts[torch.as_tensor(vids)], atol=LINEARITY_TOLERANCE_M):
+        raise NotImplementedError(f"head head_model {head_model.name!r} does not deform linearly; the animation rig needs blendshapes")
+    vnp = verts.numpy()
+    regions = [r for r in ORBIT_REGIONS if r in head_model.region_names]
+    head = vnp[head_model.region_vertex_mask(*regions)] if regions else vnp
+    centre = (head.min(0) + head.max(0)) / 2
+    return AnimationRig(
+        static=static,
+        static_index=torch.as_tensor(sta, dtype=torch.int64),
+        dynamic_index=torch.as_tensor(dyn, dtype=torch.int64),
+        num_moving=num_moving,
+        dynamic_maps=maps.subset(dyn).detach(),
+        texel_scale_cap=cap,
+        dynamic_scale_cap=cap[torch.as_tensor(dyn)].contiguous(),
+        base_vertices=base.contiguous(),
+        expression_basis=ebasis.contiguous(),
+        faces=torch.as_tensor(local, dtype=torch.int64),
+        face_edges=face_edges,
+        face_uv_coeffs=uv_coeffs.float(),
+        face_uv_ok=uv_ok,
+        texel_face=torch.as_tensor(face_inv, dtype=torch.int64),
+        texel_tri=torch.as_tensor(local[face_inv], dtype=torch.int64),
+        texel_bary=torch.as_tensor(atlas.texel_bary[dyn], dtype=torch.float32),
+        pivot=torch.as_tensor(head_model.pivot, dtype=torch.float32),
+        head_centre=centre.astype(np.float64),
+        head_radius=float(np.linalg.norm(head - centre, axis=1).max()),
+    )

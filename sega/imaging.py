@@ -1,0 +1,60 @@
+"""Image helpers on numpy arrays: polygon masks, dilation, bilinear sampling, contact sheets.
+
+Pixel convention (``sega.conventions``): the centre of pixel (row i, col j) is at (j + 0.5, i + 0.5).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.spatial import ConvexHull
+
+
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation of [H, W] bool by a disc of ``radius`` pixels."""
+    if radius <= 0:
+        return mask.copy()
+    from scipy.ndimage import binary_dilation
+
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return binary_dilation(mask, structure=(xx * xx + yy * yy) <= radius * radius)
+
+
+def polygon_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[H, W] bool: pixel centres inside the convex hull of ``points [P, 2]`` (pixels, centres at +0.5)."""
+    hull = points[ConvexHull(points).vertices]
+    yy, xx = np.mgrid[0:height, 0:width]
+    px, py = xx + 0.5, yy + 0.5
+    inside = np.ones((height, width), dtype=bool)
+    n = hull.shape[0]
+    # ConvexHull vertices are counter-clockwise in (x, y); with y down that is clockwise on screen.
+    for k in range(n):
+        (x0, y0), (x1, y1) = hull[k], hull[(k + 1) % n]
+        inside &= (x1 - x0) * (py - y0) - (y1 - y0) * (px - x0) >= 0
+    return inside
+
+
+def bilinear_sample(img: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Sample img [H, W, C] float at continuous pixel coordinates xy [N, 2] (centres at +0.5), edge-clamped -> [N, C]."""
+    h, w = img.shape[:2]
+    x = np.clip(xy[:, 0] - 0.5, 0, w - 1)
+    y = np.clip(xy[:, 1] - 0.5, 0, h - 1)
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
+    bot = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
+    return top * (1 - fy) + bot * fy
+
+
+def contact_sheet(images: list[np.ndarray], columns: int = 3, background: float = 1.0) -> np.ndarray:
+    """Tile equally sized [H, W, 3] images row-major into one image; blank cells are ``background``
+    (1.0 white for float images in [0, 1]; 255 for uint8). Returns the images' dtype."""
+    h, w = images[0].shape[:2]
+    rows = math.ceil(len(images) / columns)
+    sheet = np.full((rows * h, columns * w, 3), background, dtype=images[0].dtype)
+    for k, img in enumerate(images):
+        r, c = divmod(k, columns)
+        sheet[r * h : (r + 1) * h, c * w : (c + 1) * w] = img
+    return sheet
