@@ -10,7 +10,6 @@ import os
 import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage reporting (no outbound traffic)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see sega/cli.py cmd_build
 
 
 def main(argv: list[str] | None = None) -> int:

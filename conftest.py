@@ -2,10 +2,9 @@
 
 import os
 
-# Before anything imports torch: see sega/__init__.py (spin-waiting OpenMP threads on 2 shared cores).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import pytest
 
-import pytest  # noqa: E402
+import sega  # noqa: F401  (sega/__init__.py sets OMP_WAIT_POLICY before anything loads torch)
 
 
 # ---- head-model data (CI: ../shared beside the clone; elsewhere $SEGA_ICT_DIR) ----------------

@@ -14,7 +14,7 @@ For each preset (fast, default) this prints:
 * mean alpha inside the head-mesh silhouette at five yaws (orbit cameras, 256 px);
 * ``Avatar.animate`` time: median over 50 random expressions (weights uniform in [0, 1]), without
   and with a random head pose; it includes the dynamic branch (expression encoder + dynamic decoder,
-  ``sega.model.decoders``), whose own median time is printed too, with the displacement VAE the
+  ``sega.nets.decoders``), whose own median time is printed too, with the displacement VAE the
   encoder came from (trained checkpoint or the untrained stand-in).
 
 Run: ``.venv/bin/python bench/bench_build.py [--presets fast default]`` from the repository root.

@@ -32,7 +32,7 @@ from sega.headmodel.ict import load_ict
 from sega.io import load_photo, save_png
 from sega.landmarks import with_mediapipe_embedding
 from sega.metrics import floater_report
-from sega.model.vae import sample_expressions
+from sega.nets.vae import sample_expressions
 
 DEV_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "dev-media" / "photos"
 MAX_SPLAT_HEAD_FRACTION = 0.2

@@ -5,7 +5,7 @@ blendshapes, so anyone with the head model can rebuild the shipped checkpoint bi
 (same seed, same thread count, same machine) on a CPU in minutes.
 
 Training samples random expressions (sparse 1..8 active weights, some dense ones, the one-hots
-and the zero vector; ``sega.model.vae.sample_expressions``) and fits the decoded UV displacement
+and the zero vector; ``sega.nets.vae.sample_expressions``) and fits the decoded UV displacement
 map, sampled at the vertices, to the linear blendshapes ``expr @ expression_basis``. Then it
 evaluates the float16 checkpoint on a separate fixed-seed held-out set and records config,
 seed, basis hash and errors in the checkpoint's provenance.
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from sega.headmodel.ict import load_ict
-from sega.model.vae import (
+from sega.nets.vae import (
     CHECKPOINT_FORMAT_VERSION,
-    DisplacementVAEConfig,
+    DisplacementVAEOptions,
     default_checkpoint_path,
     evaluate_displacement_vae,
     expression_basis_sha256,
@@ -60,15 +60,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ict-dir", type=Path, help="ICT-FaceKit FaceXModel folder (default $SEGA_ICT_DIR)")
     ap.add_argument("--out", type=Path, default=None, help=f"checkpoint path (default {default_checkpoint_path()})")
     ap.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads (fix it for reproducibility)")
-    ap.add_argument("--seed", type=int, default=None, help="training seed (default from DisplacementVAEConfig)")
-    ap.add_argument("--steps", type=int, default=None, help="optimiser steps (default from DisplacementVAEConfig)")
+    ap.add_argument("--seed", type=int, default=None, help="training seed (default from DisplacementVAEOptions)")
+    ap.add_argument("--steps", type=int, default=None, help="optimiser steps (default from DisplacementVAEOptions)")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--eval-count", type=int, default=None, help="held-out expressions (default 500)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
-    config = with_overrides(DisplacementVAEConfig(), seed=args.seed, steps=args.steps, batch_size=args.batch_size,
+    config = with_overrides(DisplacementVAEOptions(), seed=args.seed, steps=args.steps, batch_size=args.batch_size,
                             eval_count=args.eval_count)
     out = args.out or default_checkpoint_path()
 

@@ -77,24 +77,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     """Photo -> avatar.npz, fit.json, preview PNGs, a contact sheet and a turntable MP4 (+ bundle) in the output folder.
 
     The same ``sega.pipeline.BuildPipeline`` the Gradio app runs."""
-    import os
-
     from .io import check_output_dir
 
     check_output_dir(args.output)  # before anything slow loads
-
-    # Before torch / numba load libgomp: spinning OpenMP threads make small torch ops 40-100x slower
-    # when another process is busy on the same few cores (see bench/bench_rasterizer.py).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from tqdm import tqdm
 
     from .examples import example_photo
-    from .pipeline import BuildOptions, BuildPipeline, HeadModelConfig, pipeline_stages
+    from .pipeline import BuildOptions, BuildPipeline, HeadModelOptions, pipeline_stages
 
     if (args.photo is None) == (not args.example):
         raise SegaError("give a PHOTO or --example (not both)")
     photo_path = example_photo() if args.example else args.photo
-    pipe = BuildPipeline(HeadModelConfig(args.head_model, args.ict_dir, args.num_identity, not args.no_download, args.flame, args.flame_uv))
+    pipe = BuildPipeline(HeadModelOptions(args.head_model, args.ict_dir, args.num_identity, not args.no_download, args.flame, args.flame_uv))
     options = BuildOptions(preset=args.preset, seed=args.seed, preview_size=args.preview_size, bundle=args.bundle)
     stages = [s for s in pipeline_stages() if args.bundle or s != "export"]
     with tqdm(total=len(stages), unit="stage", bar_format="{l_bar}{bar}| {elapsed}", disable=args.quiet) as bar:
@@ -148,9 +142,6 @@ def cmd_play(args: argparse.Namespace) -> int:
     from .io import check_output_file
 
     check_output_file(args.output, "output video")  # before anything slow loads
-    import os
-
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import imageio.v2 as imageio
     import numpy as np
     from tqdm import tqdm
@@ -184,7 +175,7 @@ def cmd_play(args: argparse.Namespace) -> int:
                 for expr, pose in tqdm(bundle.frames_of(clip), total=count, unit="frame", disable=args.quiet):
                     rgb = bundle.render(expr, pose, camera=cam, backend=args.backend).rgb.numpy()
                     writer.append_data((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
-            os.replace(partial, out)
+            partial.replace(out)
         finally:
             partial.unlink(missing_ok=True)
     print(f"wrote {out}: clip {args.clip!r}, {count} frames at {fps:g} fps, {args.size}x{args.size}")
@@ -207,8 +198,6 @@ def _video_model_avatar(args: argparse.Namespace, required: bool):
 
 def cmd_drive(args: argparse.Namespace) -> int:
     """Drive an avatar with a video (or a folder of frames, or one image) -> side-by-side MP4 (+ clip JSON)."""
-    import os
-
     from .io import check_output_file
 
     out = Path(args.output)
@@ -217,7 +206,6 @@ def cmd_drive(args: argparse.Namespace) -> int:
     check_output_file(out, "output video")  # before the video is read and anything slow loads
     if args.clip:
         check_output_file(args.clip, "clip file")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from dataclasses import replace
 
     from tqdm import tqdm
@@ -246,13 +234,9 @@ def cmd_drive(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Self-reenactment fidelity on a video: build from one frame, drive with the others, compare."""
-    import os
-
     from .io import check_output_dir
 
     check_output_dir(args.output, "report folder")  # before the video is read and anything slow loads
-
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from tqdm import tqdm
 
     from .evaluate import EvalOptions, evaluate_frames, write_report

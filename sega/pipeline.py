@@ -20,7 +20,6 @@ Head models are loaded once per pipeline and reused (thread-safe); nothing heavy
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -46,7 +45,7 @@ class BuildTimeoutError(SegaError):
 
 
 @dataclass(frozen=True)
-class HeadModelConfig:
+class HeadModelOptions:
     """Which head model to build with, and where its files are."""
 
     name: str = "ict"  # "ict" (ICT-FaceKit) or "flame" (needs flame_path)
@@ -101,7 +100,7 @@ ProgressFn = Callable[[str, float], None]
 class BuildPipeline:
     """Photo -> avatar, previews, turntable, bundle. One instance can serve many builds (models cached)."""
 
-    def __init__(self, head_model: HeadModelConfig = HeadModelConfig()):
+    def __init__(self, head_model: HeadModelOptions = HeadModelOptions()):
         self.head_model = head_model
         self._models: dict[tuple, object] = {}
         self._lock = threading.Lock()
@@ -150,7 +149,6 @@ class BuildPipeline:
 
         Raises ``SegaError`` subclasses for anything the user can fix (bad photo, no face, missing
         head-model files, time limit)."""
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # effective only before torch loads (see sega.cli)
         import imageio.v2 as imageio
         import numpy as np
 
@@ -264,7 +262,7 @@ __all__ = [
     "BuildPipeline",
     "BuildResult",
     "BuildTimeoutError",
-    "HeadModelConfig",
+    "HeadModelOptions",
     "overall_fraction",
     "pipeline_stages",
 ]

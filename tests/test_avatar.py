@@ -5,12 +5,6 @@ One library build (module fixture) and one CLI build with the same seed (~10 s e
 
 from __future__ import annotations
 
-import os
-
-# Before torch loads libgomp: spinning OpenMP threads make small torch ops 40-100x slower when
-# other processes share the cores (see bench/bench_rasterizer.py). No effect if torch is loaded.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import json
 from dataclasses import replace
 
@@ -311,7 +305,7 @@ FLOATER_EXPRESSIONS = 200
 
 
 def _random_expressions(avatar, n: int, seed: int) -> np.ndarray:
-    from sega.model.vae import sample_expressions
+    from sega.nets.vae import sample_expressions
 
     return sample_expressions(n, avatar.decoders.encoder.config, torch.Generator().manual_seed(seed)).numpy()
 

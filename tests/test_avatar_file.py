@@ -7,10 +7,6 @@ arrays or header and writes a new ``.npz`` (stored, not compressed: fast to writ
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgomp (see tests/test_avatar.py)
-
 import json
 import random
 import struct
@@ -100,11 +96,11 @@ def test_every_config_field_has_a_header_spec():
 
 def test_decoder_layout_matches_the_modules(saved, ict_model):
     """The shapes worked out from the configs are those of the real modules' state dicts, also for other configs."""
-    from sega.model.decoders import AvatarDecoders, DynamicDecoderConfig, StaticDecoderConfig
+    from sega.nets.decoders import AvatarDecoders, DynamicDecoderOptions, StaticDecoderOptions
 
     header = saved[2]
-    for dyn, sta in ((None, None), (DynamicDecoderConfig(latent_dim=64, channels=(8, 4), feature_resolution=16, map_resolution=32),
-                                    StaticDecoderConfig(channels=(4,), feature_resolution=8, map_resolution=8))):
+    for dyn, sta in ((None, None), (DynamicDecoderOptions(latent_dim=64, channels=(8, 4), feature_resolution=16, map_resolution=32),
+                                    StaticDecoderOptions(channels=(4,), feature_resolution=8, map_resolution=8))):
         decoders = AvatarDecoders.create(ict_model, dynamic=dyn, static=sta) if dyn else None
         h = decoders.header() if decoders else header["decoders"]
         layout = avatar_file.decoder_layout(Path("x"), h, ict_model.num_expressions)
@@ -112,10 +108,10 @@ def test_decoder_layout_matches_the_modules(saved, ict_model):
         assert {k: (a.shape, a.dtype) for k, a in arrays.items()} == {k[8:]: v for k, v in layout.items()}
     enc = dict(header["decoders"]["encoder"], encoder_hidden=[32, 16])
     layout = avatar_file.decoder_layout(Path("x"), dict(header["decoders"], encoder=enc), ict_model.num_expressions)
-    from sega.model.decoders import ExpressionEncoder
-    from sega.model.vae import DisplacementVAEConfig
+    from sega.nets.decoders import ExpressionEncoder
+    from sega.nets.vae import DisplacementVAEOptions
 
-    module = ExpressionEncoder(DisplacementVAEConfig.from_dict(enc))
+    module = ExpressionEncoder(DisplacementVAEOptions.from_dict(enc))
     assert {f"decoder_encoder.{k}": (tuple(v.shape), avatar_file.FLOAT32) for k, v in module.state_dict().items()} == \
         {k: v for k, v in layout.items() if k.startswith("decoder_encoder.")}
 

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from sega.model.decoders import (
+from sega.nets.decoders import (
     NUM_ATTRIBUTES,
     AvatarDecoders,
     DynamicDecoder,
-    DynamicDecoderConfig,
+    DynamicDecoderOptions,
     ExpressionEncoder,
     StaticDecoder,
-    StaticDecoderConfig,
+    StaticDecoderOptions,
     residual_to_maps,
 )
-from sega.model.vae import DisplacementVAEConfig
+from sega.nets.vae import DisplacementVAEOptions
 
 ONNX_ATOL = 1e-5
 N_TEXELS = 500
@@ -61,18 +57,18 @@ def test_initialisation_is_seeded_and_independent_of_the_global_rng():
     b = DynamicDecoder()
     for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), k
-    c = DynamicDecoder(DynamicDecoderConfig(seed=5))
+    c = DynamicDecoder(DynamicDecoderOptions(seed=5))
     assert not torch.equal(a.from_latent.weight, c.from_latent.weight)
 
 
 def test_config_checks_and_round_trip():
     with pytest.raises(ValueError):
-        DynamicDecoderConfig(feature_resolution=16, channels=(8, 8), map_resolution=64)
-    cfg = DynamicDecoderConfig(channels=(16, 8, 8), identity_channels=4)
-    assert DynamicDecoderConfig.from_dict(cfg.to_dict()) == cfg
-    assert StaticDecoderConfig.from_dict(StaticDecoderConfig().to_dict()) == StaticDecoderConfig()
+        DynamicDecoderOptions(feature_resolution=16, channels=(8, 8), map_resolution=64)
+    cfg = DynamicDecoderOptions(channels=(16, 8, 8), identity_channels=4)
+    assert DynamicDecoderOptions.from_dict(cfg.to_dict()) == cfg
+    assert StaticDecoderOptions.from_dict(StaticDecoderOptions().to_dict()) == StaticDecoderOptions()
     with pytest.raises(ValueError):
-        DynamicDecoderConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+        DynamicDecoderOptions.from_dict({**cfg.to_dict(), "bogus": 1})
 
 
 def test_gradients_reach_the_identity_feature_map():
@@ -97,7 +93,7 @@ def test_gradients_reach_the_identity_feature_map():
 
 
 def test_residual_map_is_sampled_at_texel_centres():
-    """A texel at the centre of map pixel (row r, col c) reads exactly that pixel (UV convention of sega.model.vae)."""
+    """A texel at the centre of map pixel (row r, col c) reads exactly that pixel (UV convention of sega.nets.vae)."""
     dyn = DynamicDecoder()
     res = dyn.config.map_resolution
     rows, cols = np.array([0, 5, 63, 31]), np.array([0, 60, 2, 31])
@@ -147,7 +143,7 @@ def test_onnx_export_matches_torch(tmp_path, what):
         module, x, name = dyn, torch.randn(2, dyn.config.latent_dim), "z"
     else:
         torch.manual_seed(0)
-        module, x, name = _Branch(ExpressionEncoder(DisplacementVAEConfig()).eval(), dyn).eval(), torch.rand(2, 53), "expression"
+        module, x, name = _Branch(ExpressionEncoder(DisplacementVAEOptions()).eval(), dyn).eval(), torch.rand(2, 53), "expression"
     path = tmp_path / f"{what}.onnx"
     torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=17, input_names=[name], output_names=["residuals"],
                       dynamic_axes={name: {0: "batch"}, "residuals": {0: "batch"}}, external_data=False)
@@ -165,15 +161,15 @@ def test_onnx_export_matches_torch(tmp_path, what):
 
 def test_encoder_comes_from_the_displacement_vae_checkpoint(ict_model, tmp_path):
     """With a checkpoint the encoder is the VAE's posterior mean and the provenance names the file's sha256."""
-    from sega.model.decoders import file_sha256
-    from sega.model.vae import (
+    from sega.nets.decoders import file_sha256
+    from sega.nets.vae import (
         build_displacement_vae,
         expression_basis_sha256,
         save_displacement_vae,
     )
 
     torch.manual_seed(0)
-    vae = build_displacement_vae(ict_model, DisplacementVAEConfig())
+    vae = build_displacement_vae(ict_model, DisplacementVAEOptions())
     path = save_displacement_vae(vae, tmp_path / "vae.pt", {"expression_basis_sha256": expression_basis_sha256(ict_model)}, half=False)
     dec = AvatarDecoders.create(ict_model, checkpoint=path)
     prov = dec.vae_provenance
@@ -189,7 +185,7 @@ def test_bilinear_taps_equal_grid_sample_forward_and_backward():
     at random UVs including the border band where grid_sample clamps."""
     import torch.nn.functional as F
 
-    from sega.model.decoders import uv_to_grid
+    from sega.nets.decoders import uv_to_grid
 
     gen = torch.Generator().manual_seed(0)
     dyn = DynamicDecoder()
@@ -214,7 +210,7 @@ def test_upsampled_row_taps_equal_grid_sample_at_atlas_texel_centres(atlas_res, 
     the 4-tap fallback is used."""
     import torch.nn.functional as F
 
-    from sega.model.decoders import uv_to_grid
+    from sega.nets.decoders import uv_to_grid
 
     gen = torch.Generator().manual_seed(1)
     dyn = DynamicDecoder()

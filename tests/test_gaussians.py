@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-# Before torch loads libgomp (whichever test module is imported first): spinning OpenMP threads make
-# small torch ops 40-100x slower when other processes share the cores (see bench/bench_rasterizer.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import math
 
 import numpy as np

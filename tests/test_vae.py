@@ -10,9 +10,9 @@ import torch
 
 from sega.errors import HeadModelError
 from sega.headmodel.base import HeadModel
-from sega.model.vae import (
+from sega.nets.vae import (
     DisplacementVAE,
-    DisplacementVAEConfig,
+    DisplacementVAEOptions,
     default_checkpoint_path,
     evaluate_displacement_vae,
     expression_basis_sha256,
@@ -32,7 +32,7 @@ MAX_NEUTRAL_MEAN_MM = 0.5  # zero expression decodes to ~0
 CHIN_IBUG68 = 8  # 0-based iBUG-68 index of the chin tip
 
 # A tiny config for the synthetic model and the reproducibility test (map 32 = 8 * 2 * 2).
-TINY = DisplacementVAEConfig(
+TINY = DisplacementVAEOptions(
     num_expressions=3, latent_dim=4, map_resolution=32, encoder_hidden=(16,), decoder_base_resolution=8,
     decoder_channels=(4, 4), output_upscale=2, atlas_resolution=32, steps=4, batch_size=4, warmup_steps=2,
     eval_count=8,
@@ -68,10 +68,10 @@ def synthetic_model(n: int = 9) -> HeadModel:
 
 
 def test_config_roundtrip_and_validation():
-    cfg = DisplacementVAEConfig()
-    assert DisplacementVAEConfig.from_dict(cfg.to_dict()) == cfg
+    cfg = DisplacementVAEOptions()
+    assert DisplacementVAEOptions.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError):
-        DisplacementVAEConfig(map_resolution=100)
+        DisplacementVAEOptions(map_resolution=100)
 
 
 def test_uv_convention_hits_texel_centres():
@@ -108,7 +108,7 @@ def test_shapes_and_vertex_mask():
 
 
 def test_expression_sampler_covers_kinds():
-    cfg = DisplacementVAEConfig()
+    cfg = DisplacementVAEOptions()
     expr = sample_expressions(2000, cfg, torch.Generator().manual_seed(0))
     active = (expr > 0).sum(1)
     assert expr.min() >= 0 and expr.max() <= 1
@@ -129,7 +129,7 @@ def test_short_training_is_bit_identical():
 
 
 def test_save_load_roundtrip_and_basis_check(tmp_path):
-    from sega.model.vae import save_displacement_vae
+    from sega.nets.vae import save_displacement_vae
 
     model = synthetic_model()
     vae = train_displacement_vae(model, TINY)
@@ -165,7 +165,7 @@ def test_checkpoint_is_small_and_plain():
     for key in ("script", "seed", "training_steps", "expression_basis_sha256", "torch_version", "heldout"):
         assert key in prov, key
     assert prov["heldout"]["mean_mm_active"] <= MAX_HELDOUT_MEAN_MM
-    DisplacementVAEConfig.from_dict(payload["config"])
+    DisplacementVAEOptions.from_dict(payload["config"])
 
 
 def test_shipped_heldout_error(ict, shipped):

@@ -4,10 +4,11 @@ Checks: the page loads without console errors and draws the avatar where the man
 it; the jawOpen slider changes the mouth region only; the yaw slider turns the head the right way;
 clip playback changes frames over time; the decoder's ``scale`` output reaches Spark's packed splats;
 the camera orbit hook turns the view; onnxruntime-web outputs equal onnxruntime (Python) outputs;
-zip bundles load; the page requests nothing outside 127.0.0.1; the server's headers, MIME types
-and path checks. Software WebGL (SwiftShader) is slow, so the page is 480x360 and the bundle small.
-No frame rates are asserted. Needs ``npm ci --prefix web && npm run build --prefix web`` first (the
-tests fail, not skip, without it) and Debian's chromium at /usr/bin/chromium.
+zip bundles load; the test probes are a chunk loaded only on demand; the page requests nothing
+outside 127.0.0.1; the server's headers, MIME types and path checks. Software WebGL (SwiftShader)
+is slow, so the page is 480x360 and the bundle small. No frame rates are asserted. Needs
+``npm ci --prefix web && npm run build --prefix web`` first (the tests fail, not skip, without it)
+and Debian's chromium at /usr/bin/chromium.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ BACKGROUND = (0x1E, 0x21, 0x27)  # the viewer's default background
 DIFF = 24  # summed |RGB| difference that counts as "a different pixel"
 SCREENSHOT_DIR = Path(os.environ.get("SEGA_SCREENSHOT_DIR", "/tmp"))
 PARITY_TOL = 1e-4
+PROBES_CHUNK = "/chunks/probes-"  # web/src/probes.js, built to dist/chunks/probes-HASH.js
+PROBE_NAMES = ["renderOnce", "snapshot", "runGraphs", "readSplats", "benchGraphs", "benchSteps", "benchFrames"]
 
 
 # ---- fixtures -------------------------------------------------------------------------------------
@@ -331,6 +334,10 @@ def test_zip_bundle_loads_and_runs(browser, bundle, dist_dir, tmp_path):
             assert info["graphOptimizationLevel"] == "disabled"  # the parity check below holds without ORT's optimiser too
             assert "dynamic_decoder.onnx" in info["verifiedFiles"]
             assert not any("/bundle/" in u for u in log.requests)
+            # The test / benchmark probes are a separate chunk, fetched only when asked for.
+            assert not any(PROBES_CHUNK in u for u in log.requests)
+            assert page.evaluate("window.segaViewer.probes().then((p) => Object.keys(p).sort())") == sorted(PROBE_NAMES)
+            assert any(PROBES_CHUNK in u for u in log.requests)
             img = snapshot(page)
             assert differs(img, BACKGROUND).mean() > 0.1
             e = len(info["expressions"])
@@ -363,8 +370,9 @@ def test_component_major_outputs_update_the_same_splats(browser, viewer, bundle,
     want = page.evaluate(read, list(range(d)))
     reset(page)
     with serve(rows, dist_dir=dist_dir) as srv:
-        other, log, _ = open_viewer(browser, srv.url)
+        other, log, _ = open_viewer(browser, srv.url + "&probes=1")
         try:
+            assert any(PROBES_CHUNK in u for u in log.requests)  # ?probes=1: loaded at start-up
             for name, w in weights.items():
                 other.evaluate("([n, w]) => window.segaViewer.setExpression(n, w)", [name, w])
             got = other.evaluate(read, list(range(d)))

@@ -15,7 +15,7 @@ import os
 import posixpath
 from pathlib import Path
 
-from .config import AppConfig
+from .options import AppOptions
 from .sessions import SessionStore, SessionSweeper
 
 VIEWER_ROUTE = "/sega/viewer"
@@ -54,7 +54,7 @@ def _add_routes(app, store: SessionStore, dist: Path | None) -> None:
         return send(folder / "out" / "bundle", rel)
 
 
-def create_app(config: AppConfig | None = None):
+def create_app(config: AppOptions | None = None):
     """(FastAPI app with the UI at ``/`` and the viewer routes, Gradio Blocks). Starts the session
     sweeper thread (``demo.sega_sweeper``; stopped when the FastAPI app shuts down)."""
     import gradio as gr
@@ -63,7 +63,7 @@ def create_app(config: AppConfig | None = None):
     from .guard import FileDataGuard
     from .ui import build_ui
 
-    config = config or AppConfig.from_env()
+    config = config or AppOptions.from_env()
     demo = build_ui(config)
     demo.queue(max_size=config.max_queue, default_concurrency_limit=config.concurrency)
     sweeper = SessionSweeper(demo.sega_store)
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     args = vars(build_parser().parse_args(argv))
-    config = AppConfig.from_env(**args)
+    config = AppOptions.from_env(**args)
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

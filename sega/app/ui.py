@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import SegaError
-from .config import AppConfig
+from .options import AppOptions
 from .guard import allowed_path, upload_folder
 from .server import BUNDLE_ROUTE, VIEWER_ROUTE
 from .sessions import SessionStore
@@ -106,15 +106,15 @@ def _maybe_gpu(fn, duration: int = 120):
     return spaces.GPU(duration=duration)(fn)
 
 
-def build_ui(config: AppConfig, pipeline=None, store: SessionStore | None = None):
+def build_ui(config: AppOptions, pipeline=None, store: SessionStore | None = None):
     """The Gradio Blocks of the app (not launched). ``pipeline``: a ``BuildPipeline`` (default: from config)."""
     import gradio as gr
 
     from ..examples import example_photo
-    from ..pipeline import BuildOptions, BuildPipeline, HeadModelConfig, overall_fraction
+    from ..pipeline import BuildOptions, BuildPipeline, HeadModelOptions, overall_fraction
 
     if pipeline is None:
-        pipeline = BuildPipeline(HeadModelConfig(ict_dir=config.ict_dir, allow_download=config.allow_download,
+        pipeline = BuildPipeline(HeadModelOptions(ict_dir=config.ict_dir, allow_download=config.allow_download,
                                                  flame_path=config.flame_path, flame_uv=config.flame_uv))  # fmt: skip
     root = Path(config.work_dir) if config.work_dir else Path(tempfile.mkdtemp(prefix="sega-app-"))
     store = store or SessionStore(root, config.session_ttl_s)

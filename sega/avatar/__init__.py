@@ -22,7 +22,7 @@ from __future__ import annotations
 from ..imaging import contact_sheet, polygon_mask
 from ..metrics import psnr, ssim_map
 from .avatar import ORBIT_FOV_DEG, ORBIT_HEAD_FILL, Avatar
-from .build import BUILD_STAGES, BuildData, build_avatar, crop_camera, dynamic_decoder_config
+from .build import BUILD_STAGES, BuildData, build_avatar, crop_camera, dynamic_decoder_options
 from .build.init import TexelInit, initial_maps, inpaint_colors, project_texels
 from .build.optimise import optimise_maps
 from .file import AvatarFileError
@@ -51,7 +51,7 @@ __all__ = [
     "build_rig",
     "contact_sheet",
     "crop_camera",
-    "dynamic_decoder_config",
+    "dynamic_decoder_options",
     "dynamic_texel_order",
     "dynamic_texels",
     "initial_maps",

@@ -27,7 +27,7 @@ from ..camera import Camera, orbit_camera
 from ..gaussians import GaussianMaps, Gaussians, bind_frames
 from ..geometry import axis_angle_to_matrix
 from ..headmodel.base import HeadModel
-from ..model.decoders import AvatarDecoders, residual_to_maps
+from ..nets.decoders import AvatarDecoders, residual_to_maps
 from ..render import RenderOutput
 from ..render import render as render_gaussians
 from ..uv import Atlas, AtlasOptions, frames_from_edges
@@ -58,7 +58,7 @@ class Avatar:
     crop_camera: Camera  # the head-crop camera the optimisation rendered at (render_size px)
     options: AvatarOptions
     provenance: dict = field(default_factory=dict)  # sega version, head model + licence, build stats
-    # The learned branches (``sega.model.decoders``): the static decoder's residuals are baked into the
+    # The learned branches (``sega.nets.decoders``): the static decoder's residuals are baked into the
     # static Gaussians by ``precompute``; the dynamic decoder's are added per frame. None: maps only.
     decoders: AvatarDecoders | None = None
     # Hook for the dynamic branch: expression [E] -> residual GaussianMaps for the Td dynamic texels

@@ -38,8 +38,8 @@ import numpy as np
 from ..errors import SegaError
 from ..gaussians import GAUSSIAN_MAP_FIELDS
 from ..headmodel.base import HeadModel
-from ..model.decoders import NUM_ATTRIBUTES, DynamicDecoderConfig, StaticDecoderConfig
-from ..model.vae import LOSSES, DisplacementVAEConfig
+from ..nets.decoders import NUM_ATTRIBUTES, DynamicDecoderOptions, StaticDecoderOptions
+from ..nets.vae import LOSSES, DisplacementVAEOptions
 from ..schema import Any_, Arr, Bool, Nullable, Num, Obj, SchemaError, Str, parse_json, validate
 from ..uv import Atlas
 from .options import AVATAR_FORMAT_VERSION, AvatarOptions
@@ -135,7 +135,7 @@ UNCHECKED_FIELDS: list[str] = []  # fields without a spec (a test keeps this emp
 def _dataclass_spec(cls: type, ranges: dict[str, Any], closed: bool = True, floats: Num = GENERIC_FLOAT) -> Obj:
     """An Obj over ``cls``'s fields (all optional: older files may lack newer fields), with ``ranges``
     for the named fields and a generic spec by the default's type for the others (``floats`` for float
-    fields). ``closed``: other keys are refused (``config_from_dict`` refuses them too)."""
+    fields). ``closed``: other keys are refused (``options_from_dict`` refuses them too)."""
     specs = {}
     for f in fields(cls):
         spec = ranges.get(f.name)
@@ -168,11 +168,11 @@ OPTIONS_SPEC = _dataclass_spec(AvatarOptions, {
 UNIT = Num(1e-9, 1e3)  # raw decoder output -> attribute units (a sign flip or zero would be a different decoder)
 _TRUNK = {"feature_resolution": Int(1, 128), "channels": Arr(Int(1, 512), 1, 8), "map_resolution": Int(1, MAX_ATLAS_RESOLUTION),
           "leaky_slope": Num(0, 1), "seed": SEED, "offset_unit_m": UNIT, "log_scale_unit": UNIT, "opacity_unit": UNIT, "color_unit": UNIT}
-DYNAMIC_SPEC = _dataclass_spec(DynamicDecoderConfig, {**_TRUNK, "latent_dim": Int(1, 1024), "identity_channels": Int(1, 512),
+DYNAMIC_SPEC = _dataclass_spec(DynamicDecoderOptions, {**_TRUNK, "latent_dim": Int(1, 1024), "identity_channels": Int(1, 512),
                                                       "expression_channels": Int(1, 512),
                                                       "residual_bounds": Nullable(Arr(Num(1e-6, 1e6), 4, 4))})  # b of b tanh(x / b)
-STATIC_SPEC = _dataclass_spec(StaticDecoderConfig, {**_TRUNK, "feature_channels": Int(1, 512)})
-ENCODER_SPEC = _dataclass_spec(DisplacementVAEConfig, {
+STATIC_SPEC = _dataclass_spec(StaticDecoderOptions, {**_TRUNK, "feature_channels": Int(1, 512)})
+ENCODER_SPEC = _dataclass_spec(DisplacementVAEOptions, {
     "num_expressions": Int(1, 4096), "latent_dim": Int(1, 1024), "encoder_hidden": Arr(Int(1, 4096), 0, 8),
     "map_resolution": Int(1, 4096), "decoder_base_resolution": Int(1, 4096), "decoder_channels": Arr(Int(1, 4096), 1, 8),
     "output_upscale": Int(1, 64), "atlas_resolution": Int(1, 4096), "atlas_regions": Nullable(Arr(NAME, 0, 256)),
@@ -370,7 +370,7 @@ def _check_model(path: Path, header: dict, model: HeadModel) -> None:
                               f"the head model has {model.num_identity} (--num-identity)")
 
 
-TRUNK_KERNEL = 3  # conv kernel side of sega.model.decoders._UVTrunk
+TRUNK_KERNEL = 3  # conv kernel side of sega.nets.decoders._UVTrunk
 
 
 def _trunk_layout(prefix: str, c_in: int, channels: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
@@ -388,9 +388,9 @@ def decoder_layout(path: Path, decoders: dict, num_expressions: int) -> dict[str
     ``DynamicDecoder`` and ``StaticDecoder``), worked out without building the modules: a hostile config
     could ask for billions of parameters. Configs the config classes refuse are refused here."""
     try:
-        enc = DisplacementVAEConfig.from_dict(decoders["encoder"])
-        dyn = DynamicDecoderConfig.from_dict(decoders["dynamic"])
-        sta = StaticDecoderConfig.from_dict(decoders["static"])
+        enc = DisplacementVAEOptions.from_dict(decoders["encoder"])
+        dyn = DynamicDecoderOptions.from_dict(decoders["dynamic"])
+        sta = StaticDecoderOptions.from_dict(decoders["static"])
     except (TypeError, ValueError) as err:
         raise _fail(path, f"header.decoders: {str(err)[:160]}") from err
     if enc.num_expressions != num_expressions or dyn.latent_dim != enc.latent_dim:

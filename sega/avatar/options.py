@@ -52,7 +52,7 @@ class AvatarOptions:
     photo_min_step: float = 0.15  # step (fraction of the learning rates) of texels the input view sees at grazing angles
     coverage_every: int = 3  # render one novel view for the coverage loss every this many steps
     coverage_size: int = 64  # side (px) of the novel-view coverage renders
-    # learned branches (sega.model.decoders), fitted jointly with the maps
+    # learned branches (sega.nets.decoders), fitted jointly with the maps
     decoders: bool = True  # give the avatar a dynamic (per-frame) and a static (baked) decoder
     dynamic_map_resolution: int = 32  # side of the dynamic decoder's residual map (its feature map is a quarter of it):
     # 32 keeps the exported per-frame graph within 2 ms native / 4 ms in onnxruntime-web at 18k dynamic texels;

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..gaussians import GaussianMaps, Gaussians, bind_frames
 from ..headmodel.base import HeadModel
-from ..model.decoders import AvatarDecoders, residual_to_maps
+from ..nets.decoders import AvatarDecoders, residual_to_maps
 from ..uv import Atlas, face_frames, uv_frame_coefficients
 from .options import AvatarOptions
 from .texels import texel_spacing

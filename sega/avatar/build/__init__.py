@@ -19,7 +19,7 @@ from ...camera import Camera
 from ...headmodel.base import HeadModel
 from ...imaging import polygon_mask
 from ...meshraster import render_mesh
-from ...model.decoders import AvatarDecoders, DynamicDecoderConfig
+from ...nets.decoders import AvatarDecoders, DynamicDecoderOptions
 from ...uv import Atlas
 from ..avatar import Avatar
 from ..options import AvatarOptions
@@ -51,12 +51,12 @@ def _report(progress, stage: str, fraction: float) -> None:
         progress(stage, float(fraction))
 
 
-def dynamic_decoder_config(options: AvatarOptions) -> DynamicDecoderConfig:
+def dynamic_decoder_options(options: AvatarOptions) -> DynamicDecoderOptions:
     """The dynamic decoder for ``options``: three conv levels (32, 16, 8 channels) from a feature map of
     side ``dynamic_map_resolution / 4`` up to the residual map."""
-    levels = DynamicDecoderConfig().channels
+    levels = DynamicDecoderOptions().channels
     side = options.dynamic_map_resolution // 2 ** (len(levels) - 1)
-    return DynamicDecoderConfig(feature_resolution=side, map_resolution=options.dynamic_map_resolution)
+    return DynamicDecoderOptions(feature_resolution=side, map_resolution=options.dynamic_map_resolution)
 
 
 def crop_camera(camera: Camera, crop) -> Camera:
@@ -119,7 +119,7 @@ def build_avatar(
     lms = crop.landmarks_to_crop(detection.landmarks[:, :2])
     face_mask = polygon_mask(lms[list(mediapipe_groups()["face_oval"])], options.render_size, options.render_size) & (pmask >= 0.5)
 
-    decoders = AvatarDecoders.create(model, dynamic=dynamic_decoder_config(options)) if options.decoders else None
+    decoders = AvatarDecoders.create(model, dynamic=dynamic_decoder_options(options)) if options.decoders else None
     secs["initialise"] = time.perf_counter() - t0
     _report(progress, "initialise", 1.0)
 

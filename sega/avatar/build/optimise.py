@@ -15,7 +15,7 @@ from ...geometry import matrix_to_quat
 from ...imaging import dilate
 from ...meshraster import project_vertices, render_mesh
 from ...metrics import ssim_map
-from ...model.decoders import AvatarDecoders, raw_residual, residual_to_maps
+from ...nets.decoders import AvatarDecoders, raw_residual, residual_to_maps
 from ...render import render as render_gaussians
 from ...uv import Atlas
 from ..options import AvatarOptions
@@ -136,7 +136,7 @@ def optimise_maps(
     if decoders is not None:
         if static_mask is None or expression is None:
             raise ValueError("optimise_maps with decoders needs static_mask and expression")
-        from ...model.vae import sample_expressions
+        from ...nets.vae import sample_expressions
 
         sta, dyn = np.flatnonzero(static_mask), np.flatnonzero(~static_mask)
         texel_uv = atlas.texel_uv

@@ -7,7 +7,7 @@ Why this shape (issue "UV-space Gaussian avatar", following SEGA):
   images and 2D convolutions can produce them. Both decoders output a low-resolution residual
   attribute map ``[B, A, R, R]`` (A = ``NUM_ATTRIBUTES``: offset xyz in the texel's local frame,
   log-scale delta, opacity-logit delta, colour delta) that is bilinearly sampled at the texels' atlas
-  UVs (``grid_sample``, same UV convention as ``sega.model.vae``: ``grid = (2u - 1, 1 - 2v)``). The
+  UVs (``grid_sample``, same UV convention as ``sega.nets.vae``: ``grid = (2u - 1, 1 - 2v)``). The
   samples are added to the avatar's per-texel maps before binding (``sega.gaussians.bind_frames``).
 * **Dynamic branch** (per frame): expression weights ``expr [B, E]`` -> the displacement VAE's
   encoder mean, the *expression feature* ``z [B, Z]`` (``ExpressionEncoder``) -> ``DynamicDecoder``:
@@ -43,10 +43,10 @@ from ..errors import HeadModelError
 from ..gaussians import GaussianMaps
 from ..headmodel.base import HeadModel
 from ..io import file_sha256
-from .config import config_from_dict, config_to_dict
+from .options import options_from_dict, options_to_dict
 from .vae import (
     DisplacementVAE,
-    DisplacementVAEConfig,
+    DisplacementVAEOptions,
     default_checkpoint_path,
     load_displacement_vae,
 )
@@ -57,7 +57,7 @@ NUM_ATTRIBUTES = sum(c for _, c in ATTRIBUTES)  # A = 10
 
 
 @dataclass(frozen=True)
-class UVDecoderConfig:
+class UVDecoderOptions:
     """What both decoders share: a conv trunk from an r x r feature map up to the R x R residual map,
     and the units of the raw outputs. Configs are stored in every avatar file that has decoders."""
 
@@ -78,17 +78,17 @@ class UVDecoderConfig:
                              f"map_resolution is {self.map_resolution}")
 
     def to_dict(self) -> dict:
-        return config_to_dict(self)
+        return options_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict):
         """Rebuild from ``to_dict`` output; unknown keys are an error (a newer layout)."""
-        return config_from_dict(cls, d)
+        return options_from_dict(cls, d)
 
 
 @dataclass(frozen=True)
-class DynamicDecoderConfig(UVDecoderConfig):
-    """Architecture of a ``DynamicDecoder`` (shared trunk fields in ``UVDecoderConfig``)."""
+class DynamicDecoderOptions(UVDecoderOptions):
+    """Architecture of a ``DynamicDecoder`` (shared trunk fields in ``UVDecoderOptions``)."""
 
     latent_dim: int = 64  # Z: size of the expression feature (the displacement VAE's latent_dim)
     identity_channels: int = 8  # C: channels of the per-avatar identity feature map
@@ -102,13 +102,13 @@ class DynamicDecoderConfig(UVDecoderConfig):
 
     @classmethod
     def from_dict(cls, d: dict):
-        """``UVDecoderConfig.from_dict``; a config saved before ``residual_bounds`` existed keeps its unbounded residuals."""
-        return config_from_dict(cls, {"residual_bounds": None, **d})
+        """``UVDecoderOptions.from_dict``; a config saved before ``residual_bounds`` existed keeps its unbounded residuals."""
+        return options_from_dict(cls, {"residual_bounds": None, **d})
 
 
 @dataclass(frozen=True)
-class StaticDecoderConfig(UVDecoderConfig):
-    """Architecture of a ``StaticDecoder`` (shared trunk fields in ``UVDecoderConfig``)."""
+class StaticDecoderOptions(UVDecoderOptions):
+    """Architecture of a ``StaticDecoder`` (shared trunk fields in ``UVDecoderOptions``)."""
 
     feature_channels: int = 8  # C: channels of the per-avatar feature map
     channels: tuple[int, ...] = (16, 8, 8)  # lighter trunk than the dynamic one: its output is low-frequency
@@ -143,7 +143,7 @@ def saturate(residual: Tensor, bound: Tensor | None) -> Tensor:
 def uv_to_grid(uv: Tensor) -> Tensor:
     """Atlas UVs (u right, v up, origin bottom-left) -> ``grid_sample`` coordinates (align_corners=False).
 
-    uv: [N, 2] -> [N, 2] (x, y) in [-1, 1], y down (see ``sega.model.vae``)."""
+    uv: [N, 2] -> [N, 2] (x, y) in [-1, 1], y down (see ``sega.nets.vae``)."""
     return torch.stack([2.0 * uv[:, 0] - 1.0, 1.0 - 2.0 * uv[:, 1]], dim=-1)
 
 
@@ -299,7 +299,7 @@ class DynamicDecoder(_SampledDecoder):
     ``set_texel_uv``: the dynamic texels' atlas UVs).
     """
 
-    def __init__(self, config: DynamicDecoderConfig = DynamicDecoderConfig()):
+    def __init__(self, config: DynamicDecoderOptions = DynamicDecoderOptions()):
         super().__init__(config)
         c = config
         with torch.random.fork_rng(devices=[]):
@@ -336,7 +336,7 @@ class StaticDecoder(_SampledDecoder):
     ``texel_grid [N, 2]`` (the static texels' atlas UVs, ``set_texel_uv``).
     """
 
-    def __init__(self, config: StaticDecoderConfig = StaticDecoderConfig()):
+    def __init__(self, config: StaticDecoderOptions = StaticDecoderOptions()):
         super().__init__(config)
         c = config
         with torch.random.fork_rng(devices=[]):
@@ -361,7 +361,7 @@ class ExpressionEncoder(nn.Module):
     exactly these features; a later retrained VAE would change its input).
     """
 
-    def __init__(self, config: DisplacementVAEConfig):
+    def __init__(self, config: DisplacementVAEOptions):
         super().__init__()
         self.config = config
         layers: list[nn.Module] = []
@@ -416,8 +416,8 @@ class AvatarDecoders:
     vae_provenance: dict = field(default_factory=dict)  # which displacement VAE the encoder came from (checkpoint sha256 ...)
 
     @classmethod
-    def create(cls, model: HeadModel, checkpoint: str | Path | None = None, dynamic: DynamicDecoderConfig | None = None,
-               static: StaticDecoderConfig | None = None) -> AvatarDecoders:
+    def create(cls, model: HeadModel, checkpoint: str | Path | None = None, dynamic: DynamicDecoderOptions | None = None,
+               static: StaticDecoderOptions | None = None) -> AvatarDecoders:
         """Untrained (neutral) decoders and the encoder of the displacement VAE checkpoint (default: the shipped one).
 
         If the checkpoint is missing or was trained on another expression basis, an *untrained* encoder
@@ -433,17 +433,17 @@ class AvatarDecoders:
                     "expression_basis_sha256": vae.provenance.get("expression_basis_sha256")}
         except HeadModelError as err:
             warnings.warn(f"{err}; the avatar's dynamic decoder uses an untrained expression encoder", stacklevel=2)
-            config = DisplacementVAEConfig(num_expressions=model.num_expressions)
+            config = DisplacementVAEOptions(num_expressions=model.num_expressions)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
                 encoder = ExpressionEncoder(config).eval()
             prov = {"trained": False, "checkpoint": None, "checkpoint_sha256": None, "reason": str(err)}
-        dyn_cfg = dynamic or DynamicDecoderConfig(latent_dim=encoder.config.latent_dim)
+        dyn_cfg = dynamic or DynamicDecoderOptions(latent_dim=encoder.config.latent_dim)
         if dyn_cfg.latent_dim != encoder.config.latent_dim:
             raise ValueError(f"dynamic decoder takes {dyn_cfg.latent_dim}-d features, the encoder makes {encoder.config.latent_dim}")
         for p in encoder.parameters():
             p.requires_grad_(False)
-        return cls(encoder, DynamicDecoder(dyn_cfg).eval(), StaticDecoder(static or StaticDecoderConfig()).eval(), prov)
+        return cls(encoder, DynamicDecoder(dyn_cfg).eval(), StaticDecoder(static or StaticDecoderOptions()).eval(), prov)
 
     def header(self) -> dict:
         """JSON-able: the three configs and the VAE provenance (for the avatar file's header)."""
@@ -461,9 +461,9 @@ class AvatarDecoders:
     @classmethod
     def from_saved(cls, header: dict, arrays: dict[str, np.ndarray]) -> AvatarDecoders:
         """Inverse of ``header`` + ``arrays`` (exact float32 weights)."""
-        encoder = ExpressionEncoder(DisplacementVAEConfig.from_dict(header["encoder"]))
-        dynamic = DynamicDecoder(DynamicDecoderConfig.from_dict(header["dynamic"]))
-        static = StaticDecoder(StaticDecoderConfig.from_dict(header["static"]))
+        encoder = ExpressionEncoder(DisplacementVAEOptions.from_dict(header["encoder"]))
+        dynamic = DynamicDecoder(DynamicDecoderOptions.from_dict(header["dynamic"]))
+        static = StaticDecoder(StaticDecoderOptions.from_dict(header["static"]))
         for name, module in (("encoder", encoder), ("dynamic", dynamic), ("static", static)):
             prefix = name + "."
             state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
@@ -483,10 +483,10 @@ __all__ = [
     "NUM_ATTRIBUTES",
     "AvatarDecoders",
     "DynamicDecoder",
-    "DynamicDecoderConfig",
+    "DynamicDecoderOptions",
     "ExpressionEncoder",
     "StaticDecoder",
-    "StaticDecoderConfig",
+    "StaticDecoderOptions",
     "file_sha256",
     "raw_residual",
     "residual_to_maps",

@@ -1,4 +1,4 @@
-"""Settings of one app server: command-line flags and SEGA_APP_* environment variables fill ``AppConfig``."""
+"""Settings of one app server: command-line flags and SEGA_APP_* environment variables fill ``AppOptions``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 @dataclass
-class AppConfig:
+class AppOptions:
     """Settings of one app server (command line flags and SEGA_APP_* environment variables fill it)."""
 
     host: str = "127.0.0.1"  # address to listen on; 0.0.0.0 only where the app should be public (a Space)
@@ -28,7 +28,7 @@ class AppConfig:
     dist_dir: Path | None = None  # built web viewer (None: web/dist or $SEGA_WEB_DIST)
 
     @classmethod
-    def from_env(cls, **overrides) -> AppConfig:
+    def from_env(cls, **overrides) -> AppOptions:
         """Defaults, then SEGA_APP_CONCURRENCY / _MAX_QUEUE / _MAX_FILE_SIZE / _BUILD_TIMEOUT / _SESSION_TTL /
         _WORK_DIR, SEGA_FLAME / SEGA_FLAME_UV, SEGA_APP_ALLOW_DOWNLOAD=1, then ``overrides``."""
         env = os.environ

@@ -1,8 +1,9 @@
-"""Learned models of SEGA (trained by scripts in ``scripts/``, shipped as small checkpoints in ``sega/data``)."""
+"""The networks of SEGA (nn.Modules, no losses inside): the displacement VAE and its expression encoder, the static
+and dynamic decoders. Trained by ``scripts/`` (the VAE) or fitted per avatar (the decoders); checkpoints ship in ``sega/data``."""
 
 from .vae import (
     DisplacementVAE,
-    DisplacementVAEConfig,
+    DisplacementVAEOptions,
     build_displacement_vae,
     evaluate_displacement_vae,
     expression_basis_sha256,
@@ -13,7 +14,7 @@ from .vae import (
 
 __all__ = [
     "DisplacementVAE",
-    "DisplacementVAEConfig",
+    "DisplacementVAEOptions",
     "build_displacement_vae",
     "evaluate_displacement_vae",
     "expression_basis_sha256",

@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from ..errors import HeadModelError
 from ..headmodel.base import HeadModel
-from .config import config_from_dict, config_to_dict
+from .options import options_from_dict, options_to_dict
 
 CHECKPOINT_FORMAT_VERSION = 1  # bump when the checkpoint layout changes
 DEFAULT_CHECKPOINT_NAME = "ict_displacement_vae.pt"  # shipped in sega/data
@@ -67,7 +67,7 @@ LOSSES = ("mse", "l2")  # vertex loss: mean squared distance (mm^2; converges fa
 
 
 @dataclass(frozen=True)
-class DisplacementVAEConfig:
+class DisplacementVAEOptions:
     """Architecture, atlas layout and training recipe of a ``DisplacementVAE`` (stored in checkpoints)."""
 
     # ---- architecture ----------------------------------------------------------------------
@@ -114,12 +114,12 @@ class DisplacementVAEConfig:
 
     def to_dict(self) -> dict:
         """JSON-able dict (tuples become lists)."""
-        return config_to_dict(self)
+        return options_to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> DisplacementVAEConfig:
+    def from_dict(cls, d: dict) -> DisplacementVAEOptions:
         """Inverse of ``to_dict``; unknown keys are an error (a checkpoint from a newer layout)."""
-        return config_from_dict(cls, d)
+        return options_from_dict(cls, d)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def expression_basis_sha256(model: HeadModel) -> str:
     return h.hexdigest()
 
 
-def vertex_atlas_uv(model: HeadModel, config: DisplacementVAEConfig) -> tuple[np.ndarray, np.ndarray]:
+def vertex_atlas_uv(model: HeadModel, config: DisplacementVAEOptions) -> tuple[np.ndarray, np.ndarray]:
     """Each vertex's UV in the config's packed atlas: its first face corner's UV (module docstring).
 
     returns: uv [V, 2] float32 (atlas UV, origin bottom-left), in_atlas [V] bool (False: vertex of no atlas face)
@@ -190,7 +190,7 @@ class DisplacementVAE(nn.Module):
     (1 for vertices in the atlas, 0 otherwise). Both travel in the checkpoint.
     """
 
-    def __init__(self, config: DisplacementVAEConfig, vertex_uv: Tensor, vertex_mask: Tensor | None = None):
+    def __init__(self, config: DisplacementVAEOptions, vertex_uv: Tensor, vertex_mask: Tensor | None = None):
         super().__init__()
         self.config = config
         c = config
@@ -278,7 +278,7 @@ class DisplacementVAE(nn.Module):
         return self.encode(expr)[0]
 
 
-def build_displacement_vae(model: HeadModel, config: DisplacementVAEConfig) -> DisplacementVAE:
+def build_displacement_vae(model: HeadModel, config: DisplacementVAEOptions) -> DisplacementVAE:
     """A freshly initialised VAE for ``model`` (weights from torch's global RNG; seed it first)."""
     if config.num_expressions != model.num_expressions:
         raise ValueError(f"config has {config.num_expressions} expressions, model {model.name} has {model.num_expressions}")
@@ -291,7 +291,7 @@ def build_displacement_vae(model: HeadModel, config: DisplacementVAEConfig) -> D
 # ---------------------------------------------------------------------------------------------
 
 
-def sample_expressions(n: int, config: DisplacementVAEConfig, generator: torch.Generator) -> Tensor:
+def sample_expressions(n: int, config: DisplacementVAEOptions, generator: torch.Generator) -> Tensor:
     """Random expression vectors [n, E] float32 in [0, 1] (the training / held-out distribution).
 
     Each row is, independently: an *anchor* (one of the E one-hots or the zero vector) with
@@ -314,7 +314,7 @@ def sample_expressions(n: int, config: DisplacementVAEConfig, generator: torch.G
     return out.float()
 
 
-def heldout_expressions(config: DisplacementVAEConfig, count: int | None = None) -> Tensor:
+def heldout_expressions(config: DisplacementVAEOptions, count: int | None = None) -> Tensor:
     """The fixed held-out set [count, E] (seed ``eval_seed``; the first k rows of any larger count are the same)."""
     count = config.eval_count if count is None else count
     gen = torch.Generator().manual_seed(config.eval_seed)
@@ -341,7 +341,7 @@ def vertex_error_mm(pred: Tensor, target: Tensor) -> Tensor:
     return ((pred - target) * M_TO_MM).square().sum(-1).add(LOSS_DISTANCE_EPS_MM2).sqrt()
 
 
-def _learning_rate(step: int, config: DisplacementVAEConfig) -> float:
+def _learning_rate(step: int, config: DisplacementVAEOptions) -> float:
     """Linear warm-up, then cosine decay from learning_rate to final_learning_rate."""
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
@@ -351,7 +351,7 @@ def _learning_rate(step: int, config: DisplacementVAEConfig) -> float:
 
 def train_displacement_vae(
     model: HeadModel,
-    config: DisplacementVAEConfig,
+    config: DisplacementVAEOptions,
     log: Callable[[int, dict], None] | None = None,
     log_every: int = 100,
 ) -> DisplacementVAE:
@@ -495,7 +495,7 @@ def load_displacement_vae(model: HeadModel, path: str | Path | None = None) -> D
             f"(checkpoint {str(want)[:12]}..., model '{model.name}' {have[:12]}...); "
             "retrain it for this head model with scripts/train_displacement_vae.py"
         )
-    config = DisplacementVAEConfig.from_dict(payload["config"])
+    config = DisplacementVAEOptions.from_dict(payload["config"])
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     if state["vertex_uv"].shape[0] != model.num_vertices:
         raise HeadModelError(f"checkpoint has {state['vertex_uv'].shape[0]} vertices, model has {model.num_vertices}")
@@ -505,6 +505,6 @@ def load_displacement_vae(model: HeadModel, path: str | Path | None = None) -> D
     return vae.eval()
 
 
-def with_overrides(config: DisplacementVAEConfig, **overrides) -> DisplacementVAEConfig:
+def with_overrides(config: DisplacementVAEOptions, **overrides) -> DisplacementVAEOptions:
     """``dataclasses.replace`` that ignores None values (for CLI flags left unset)."""
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
