@@ -5,6 +5,10 @@
 // dist/viewer.js (+ .map)               src/main.js bundled by esbuild with three, Spark, fflate and
 //                                       onnxruntime-web (its "extern wasm" build: the wasm glue is loaded
 //                                       from ort/ at run time rather than inlined)
+// dist/chunks/probes-HASH.js (+ .map)   src/probes.js, the test / benchmark probes: imported dynamically
+//                                       by viewer.js only when asked for (code splitting, ES modules)
+// dist/chunks/chunk-HASH.js (+ .map)    esbuild's shared runtime helper (a few hundred bytes; esbuild
+//                                       emits it whenever it splits, evanw/esbuild#1747)
 // dist/ort/ort-wasm-simd-threaded.{mjs,wasm}  onnxruntime-web's wasm runtime, served beside the page
 // Nothing is fetched from a CDN: the page only requests files from its own origin.
 import { build } from "esbuild";
@@ -20,10 +24,12 @@ const ORT_FILES = ["ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"];
 await rm(dist, { recursive: true, force: true });
 await mkdir(path.join(dist, "ort"), { recursive: true });
 await build({
-  entryPoints: [path.join(here, "src", "main.js")],
-  outfile: path.join(dist, "viewer.js"),
+  entryPoints: [{ in: path.join(here, "src", "main.js"), out: "viewer" }],
+  outdir: dist,
   bundle: true,
-  format: "esm",
+  format: "esm", // needed by splitting
+  splitting: true, // the dynamic import("./probes.js") becomes its own file
+  chunkNames: "chunks/[name]-[hash]",
   platform: "browser",
   target: ["es2022"],
   minify: true,
