@@ -326,7 +326,7 @@ class DynamicBranchGraph(nn.Module):
         head = dec.trunk.head  # last conv, with the output units folded in (the map comes out in attribute units)
         self.register_buffer("head_weight", (head.weight * dec.units[:, None, None, None]).detach().clone())
         self.register_buffer("head_bias", (head.bias * dec.units).detach().clone())
-        bound = dec.bound  # residual saturation b tanh(x / b) (sega.model.decoders.saturate), as [1, A, 1, 1] b and 1 / b
+        bound = dec.bound  # residual saturation b tanh(x / b) (sega.nets.decoders.saturate), as [1, A, 1, 1] b and 1 / b
         self.saturated = bound is not None
         if self.saturated:
             self.register_buffer("bound", bound.reshape(1, -1, 1, 1).clone())
@@ -355,7 +355,7 @@ class DynamicBranchGraph(nn.Module):
     def forward(self, expression: Tensor, expression_feature: Tensor, head_pose: Tensor):
         nt = self.num_moving_texels
         motion = self.vertex_motion(expression)  # [3, Vd]
-        res = self.decoder.sample_rows_upsampled(self.residual_map(expression_feature)).reshape(-1, self.num_dynamic)  # [A, D] rows sega.model.decoders.ATTRIBUTES
+        res = self.decoder.sample_rows_upsampled(self.residual_map(expression_feature)).reshape(-1, self.num_dynamic)  # [A, D] rows sega.nets.decoders.ATTRIBUTES
         res_offset = res[0:3]
         scales = torch.exp(torch.minimum(self.log_scale + res[3:6], self.log_scale_cap))
         opacities = torch.sigmoid(self.opacity_logit + res[6])
