@@ -40,7 +40,7 @@ def main() -> int:
     from PIL import Image
     from skimage import data
 
-    from sega.app import AppProcess
+    from sega.testing import AppProcess
 
     tmp = Path(tempfile.mkdtemp(prefix="sega-bench-app-"))
     photo = tmp / "astronaut.png"

@@ -49,7 +49,7 @@ os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 
 import bundle_fixture as fx
 
-from sega.viewer import serve
+from sega.viewer_server import serve
 from machine_info import cpu_name, load_average  # bench/ is on sys.path when run as a script
 
 GRAPH_OPT_LEVELS = ("all", "extended", "basic", "disabled")  # onnxruntime-web graphOptimizationLevel (web/src/runtime.js)

@@ -72,7 +72,7 @@ EXPORTER_OPS = frozenset({
     "Unsqueeze", "Where",
 })  # fmt: skip
 # Also read: Transpose (format-1 bundles hold splat-major [D, C] outputs, made by transposing the
-# component-major rows; the synthetic test bundle of ``tests/bundle_fixture.py`` uses it too).
+# component-major rows; the synthetic test bundle of ``sega/testing/bundle_fixture.py`` uses it too).
 READ_ALSO_OPS = frozenset({"Transpose"})
 GRAPH_OPS = EXPORTER_OPS | READ_ALSO_OPS
 CONTROL_FLOW_OPS = frozenset({"Loop", "If", "Scan", "SequenceMap"})  # named in the refusal message

@@ -63,7 +63,7 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
     from skimage import data
 
-    from sega.app import AppProcess
+    from sega.testing import AppProcess
 
     tmp = Path(tempfile.mkdtemp(prefix="sega-shots-"))
     photo = tmp / "astronaut.png"

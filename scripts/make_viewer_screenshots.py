@@ -1,6 +1,6 @@
 """Screenshots of the web viewer playing a bundle, taken with headless chromium (docs/viewer_*.png).
 
-Serves the built viewer (web/dist) and the bundle with ``sega.viewer.serve`` (as ``sega view`` does),
+Serves the built viewer (web/dist) and the bundle with ``sega.viewer_server.serve`` (as ``sega view`` does),
 opens the page with the control panel collapsed, and saves the canvas (``segaViewer.snapshot()``:
 the current inputs are run through the bundle's graphs, drawn, sorted and drawn again) for:
 
@@ -37,7 +37,7 @@ from PIL import Image
 
 import bundle_fixture as fx  # CHROMIUM_PATH / CHROMIUM_ARGS / launch_chromium
 
-from sega.viewer import serve
+from sega.viewer_server import serve
 
 # name -> (expression weights, camera azimuth in degrees or None for the manifest camera)
 SHOTS = {

@@ -292,7 +292,7 @@ def cmd_headmodel(args: argparse.Namespace) -> int:
 
 def cmd_view(args: argparse.Namespace) -> int:
     """Serve the web viewer for a bundle on this machine until Ctrl-C."""
-    from .viewer import serve
+    from .viewer_server import serve
 
     server = serve(args.bundle, host=args.host, port=args.port, open_browser=args.open, threads=args.threads, quiet=not args.verbose)
     print(f"viewer for {args.bundle} at {server.url}  (Ctrl-C to stop)", flush=True)

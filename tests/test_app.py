@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -64,7 +66,7 @@ def recorder():
 
 @pytest.fixture(scope="module")
 def app_server(recorder, tmp_path_factory, ict_dir):
-    from sega.app import AppProcess
+    from sega.testing import AppProcess
 
     proxy = f"http://127.0.0.1:{recorder.port}"
     env = {
@@ -426,7 +428,7 @@ def test_only_handed_out_files_are_served(fast_result, app_server):
 def test_app_deletes_idle_session_files_on_its_own(tmp_path, ict_dir):
     """With a short --session-ttl the app deletes a build folder nobody uses any more by itself (Gradio
     would keep a closed session's state for its own hour)."""
-    from sega.app import AppProcess
+    from sega.testing import AppProcess
 
     work = tmp_path / "work"
     with AppProcess(args=["--work-dir", str(work), "--session-ttl", "1"], extra_env={"SEGA_ICT_DIR": str(ict_dir)}) as proc:
@@ -454,7 +456,7 @@ def test_recorder_sees_proxied_traffic():
 def test_viewer_panel_without_a_built_viewer():
     """No web/dist: a clear note with the build command instead of a broken iframe."""
     from sega.app import viewer_html
-    from sega.viewer import BUILD_HINT
+    from sega.viewer_server import BUILD_HINT
 
     note = viewer_html("tok" * 8, None)
     assert "not available" in note and BUILD_HINT in note and "<iframe" not in note

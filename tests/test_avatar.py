@@ -25,6 +25,8 @@ from sega.geometry import apply_head_pose
 from sega.landmarks import mediapipe_groups
 from sega.meshraster import project_vertices, render_mesh
 
+pytestmark = pytest.mark.slow
+
 # Thresholds, measured on the astronaut with the fast preset (2-core x86 CPU, seed 0):
 #   input-view PSNR inside the face mask 30.5 dB, SSIM 0.937; before optimisation (initial
 #   projected colours) 20.9 dB / 0.64. 28 dB / 0.90 prove that the optimisation works and leave

@@ -25,6 +25,8 @@ from sega.avatar.file import AvatarFileError, read_avatar_file, read_avatar_head
 from sega.cli import main
 from sega.errors import SegaError
 
+pytestmark = pytest.mark.slow
+
 BOMB_BYTES = 2**30  # what the bombs inflate to (never inflated: refused from the zip's directory)
 ZERO_BLOCK = 2**24  # deflated once, repeated (after a full flush the compressor restarts: same bytes again)
 MAX_REFUSAL_SECONDS = 1.0

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bundle_fixture import make_test_bundle
+from sega.testing.bundle_fixture import make_test_bundle
 
 from export.clips import make_clip, read_clip
 from export.playback import load_bundle

@@ -2,7 +2,7 @@
 loads them, or caught every frame (NaN, wrong shapes, onnxruntime failures), each as one ``BundleError``.
 
 Every hostile graph here keeps the manifest's input / output names, dtypes and shapes, so only the new
-checks can catch it: the synthetic decoder of ``tests/bundle_fixture.py`` with nodes spliced in front
+checks can catch it: the synthetic decoder of ``sega/testing/bundle_fixture.py`` with nodes spliced in front
 of one of its outputs.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from bundle_fixture import make_test_bundle
+from sega.testing.bundle_fixture import make_test_bundle
 from onnx import TensorProto, helper, numpy_helper
 
 from export.bundle_checks import EXPORTER_OPS, GRAPH_OPS, READ_ALSO_OPS
@@ -236,7 +236,7 @@ def test_outputs_of_another_shape_at_run_time_are_refused(pristine):
 
 def test_the_checked_fixture_still_plays_like_onnxruntime(pristine):
     """The checks change nothing for a good bundle: same outputs, finite, of the manifest's shapes."""
-    from bundle_fixture import reference_outputs
+    from sega.testing.bundle_fixture import reference_outputs
 
     with load_bundle(pristine) as b:
         expr = b.expression_with(jawOpen=0.9, eyeBlink_L=1.0)

@@ -1,6 +1,6 @@
 """``export.playback.load_bundle``: what it accepts and every kind of bundle it refuses, with its message.
 
-Uses the small synthetic bundle of ``tests/bundle_fixture.py`` (no avatar build needed); the real
+Uses the small synthetic bundle of ``sega/testing/bundle_fixture.py`` (no avatar build needed); the real
 avatar's bundle is tested in ``tests/test_export_bundle.py``.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundle_fixture import make_test_bundle, reference_outputs, zip_bundle
+from sega.testing.bundle_fixture import make_test_bundle, reference_outputs, zip_bundle
 
 from export.playback import BundleError, BundleLimits, load_bundle
 from sega.cli import main
@@ -359,7 +359,7 @@ def test_cli_play_max_frames_converts_only_what_it_plays(pristine, tmp_path, mon
 
 
 def test_viewer_refuses_a_hostile_bundle_with_the_loader_message(bundle, tmp_path):
-    from sega.viewer import ViewerError, serve
+    from sega.viewer_server import ViewerError, serve
 
     dist = tmp_path / "dist"
     dist.mkdir()

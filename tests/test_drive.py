@@ -23,6 +23,8 @@ from sega.synthetic import paint, render_painted_head
 from sega.track import ExpressionPoseSolver, TrackOptions, track_landmarks
 from sega.video import Frames, VideoError, read_frames, write_video
 
+pytestmark = pytest.mark.slow
+
 NUM_FRAMES = 20
 FPS = 25.0
 MAX_YAW_DEG, MAX_PITCH_DEG = 25.0, 15.0

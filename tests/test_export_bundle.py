@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from arkit_names import ARKIT_53
+from sega.testing.arkit_names import ARKIT_53
 from plyfile import PlyData
 from test_export_glb import _validate
 
@@ -24,6 +24,8 @@ from export.graphs import DYNAMIC_OUTPUTS
 from export.playback import load_bundle
 from sega.avatar import psnr
 from sega.cli import main
+
+pytestmark = pytest.mark.slow
 
 NUM_RANDOM_EXPRESSIONS = 100
 ONNX_TOLERANCE = 1e-4  # max abs difference, every output (issue: <= 1e-4)

@@ -18,7 +18,7 @@ from export.clips import (
     write_clips,
 )
 
-from arkit_names import ARKIT_53
+from sega.testing.arkit_names import ARKIT_53
 
 LOOK_CHANNELS = tuple(f"eyeLook{d}_{s}" for d in ("Up", "Down", "In", "Out") for s in ("L", "R"))
 

@@ -50,12 +50,14 @@ def test_embedding_ships_and_matches_model(ict_model):
     assert pts[list(mediapipe_groups()["left_eye"]), 0].mean() > 0.02
 
 
+@pytest.mark.slow
 def test_synthetic_expression_mae(synthetic_results):
     mae = np.mean([r["mae"] for r in synthetic_results])
     assert mae <= 0.10, mae
     assert any(abs(r["yaw"]) > 15 for r in synthetic_results)
 
 
+@pytest.mark.slow
 def test_synthetic_face_vertex_error(synthetic_results):
     err = np.mean([r["vertex_mm"] for r in synthetic_results])
     assert err <= 2.0, err

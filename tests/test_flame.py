@@ -1,6 +1,6 @@
 """FLAME path: safe unpickling, validation, conversion, cache and smplx-based deformation.
 
-Uses a small synthetic FLAME-format model (``flame_synthetic``); real FLAME is never needed.
+Uses a small synthetic FLAME-format model (``sega.testing.flame_synthetic``); real FLAME is never needed.
 """
 
 from __future__ import annotations
@@ -26,10 +26,7 @@ from sega.headmodel.flame import (
 )
 from sega.headmodel.safe_pickle import ChumpyStub, _np_multiarray, safe_load_pickle, to_numpy, to_plain_arrays
 
-try:
-    from . import flame_synthetic as syn
-except ImportError:  # tests/ is not a package
-    import flame_synthetic as syn
+from sega.testing import flame_synthetic as syn
 
 NUM_ID = 12
 NUM_EXP = 7

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from arkit_names import ARKIT_53
+from sega.testing.arkit_names import ARKIT_53
 
 from sega.errors import HeadModelError
 from sega.headmodel import download as dl

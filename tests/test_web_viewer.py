@@ -1,4 +1,4 @@
-"""The web viewer (web/dist, served by sega.viewer) on a synthetic bundle, in headless chromium.
+"""The web viewer (web/dist, served by sega.viewer_server) on a synthetic bundle, in headless chromium.
 
 Checks: the page loads without console errors and draws the avatar where the manifest camera puts
 it; the jawOpen slider changes the mouth region only; the yaw slider turns the head the right way;
@@ -26,14 +26,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.browser
+
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 
-try:
-    from . import bundle_fixture as fx
-except ImportError:  # tests/ is not a package
-    import bundle_fixture as fx
+from sega.testing import bundle_fixture as fx
+from sega.testing.browser import launch_chromium
 
-from sega.viewer import BUILD_HINT, ViewerError, find_dist_dir, serve
+from sega.viewer_server import BUILD_HINT, ViewerError, find_dist_dir, serve
 
 WIDTH, HEIGHT = 480, 360
 BACKGROUND = (0x1E, 0x21, 0x27)  # the viewer's default background
@@ -72,7 +72,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = fx.launch_chromium(pw)
+        b = launch_chromium(pw)
         yield b
         b.close()
 

@@ -5,7 +5,6 @@
 * ``server``:   ``create_app`` (FastAPI + the UI + viewer/bundle routes), ``main``;
 * ``sessions``: per-build folders, what of them is served, deletion on the app's own schedule;
 * ``guard``:    refusal of requests that name server files instead of uploads;
-* ``process``:  ``AppProcess``, the app in a child process (tests, benches, screenshots).
 
 Importing this package loads nothing heavy (no gradio, torch or mediapipe).
 """
@@ -13,13 +12,12 @@ Importing this package loads nothing heavy (no gradio, torch or mediapipe).
 from __future__ import annotations
 
 from .options import AppOptions
-from .process import AppProcess, free_port
 from .server import BUNDLE_ROUTE, VIEWER_ROUTE, build_parser, create_app, main
 from .sessions import SessionStore, SessionSweeper
 from .ui import HEAD_MODEL_LABELS, PRESET_CHOICES, SLIDER_EXPRESSIONS, build_ui, model3d_splat, viewer_html
 
 __all__ = [
     "BUNDLE_ROUTE", "HEAD_MODEL_LABELS", "PRESET_CHOICES", "SLIDER_EXPRESSIONS", "VIEWER_ROUTE", "AppOptions",
-    "AppProcess", "SessionStore", "SessionSweeper", "build_parser", "build_ui", "create_app", "free_port", "main",
+    "SessionStore", "SessionSweeper", "build_parser", "build_ui", "create_app", "main",
     "model3d_splat", "viewer_html",
 ]

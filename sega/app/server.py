@@ -27,7 +27,7 @@ def _add_routes(app, store: SessionStore, dist: Path | None) -> None:
     from fastapi import HTTPException
     from fastapi.responses import FileResponse
 
-    from ..viewer import ISOLATION_HEADERS, MIME_TYPES, _safe_parts
+    from ..viewer_server import ISOLATION_HEADERS, MIME_TYPES, _safe_parts
 
     def send(base: Path, rel: str):
         parts = _safe_parts(rel)

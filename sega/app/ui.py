@@ -50,7 +50,7 @@ def _session_state_deleted(store: SessionStore):
 
 
 def _viewer_available(dist_dir: Path | None) -> Path | None:
-    from ..viewer import ViewerError, find_dist_dir
+    from ..viewer_server import ViewerError, find_dist_dir
 
     try:
         return find_dist_dir(dist_dir)
@@ -60,7 +60,7 @@ def _viewer_available(dist_dir: Path | None) -> Path | None:
 
 def viewer_html(token: str | None, dist: Path | None) -> str:
     """The HTML of the embedded viewer panel."""
-    from ..viewer import BUILD_HINT
+    from ..viewer_server import BUILD_HINT
 
     if dist is None:
         return (f"<div class='sega-note'><b>Web viewer not available:</b> it has not been built on this server "

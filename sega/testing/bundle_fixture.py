@@ -26,21 +26,17 @@ contract (see ``web/README.md``), small enough for software WebGL:
 Both graphs are exported with the legacy exporter (``dynamo=False``, opset 17, weights inside the
 file), the form onnxruntime-web loads. ``reference_outputs`` runs a bundle's steps with onnxruntime
 (Python) for comparison with the browser.
-
-The chromium launch settings used by the browser tests and ``bench/bench_web.py`` live here too
-(``CHROMIUM_PATH``, ``CHROMIUM_ARGS``, ``launch_chromium``), so both drive the same browser.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from arkit_names import (
+from .arkit_names import (
     ARKIT_53 as ARKIT_NAMES,  # ICT-FaceKit's 53 expressions (ARKit names), model order
 )
 
@@ -416,19 +412,3 @@ def read_static_splats(bundle: str | Path) -> dict:
     from export.ply import read_splat_ply
 
     return read_splat_ply(Path(bundle) / read_manifest(bundle)["splats"]["file"])
-
-
-# ---- headless chromium (Debian's /usr/bin/chromium; never a playwright-downloaded browser) ----------
-CHROMIUM_PATH = os.environ.get("SEGA_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--disable-quic", "--no-first-run",
-]  # fmt: skip
-
-
-def launch_chromium(playwright):
-    """Headless chromium through Python playwright, with the flags the tests and the bench use."""
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    if not Path(CHROMIUM_PATH).exists():
-        raise FileNotFoundError(f"chromium not found at {CHROMIUM_PATH}: apt-get install -y chromium (or set SEGA_CHROMIUM)")
-    return playwright.chromium.launch(executable_path=CHROMIUM_PATH, headless=True, args=CHROMIUM_ARGS)
