@@ -22,12 +22,14 @@ import argparse
 import math
 from dataclasses import replace
 
+import sega  # noqa: F401  first: sets OMP_WAIT_POLICY before torch loads libgomp
+
 import numpy as np
 import torch
 
 from sega.avatar import AvatarOptions, build_avatar
 from sega.camera import orbit_camera
-from sega.evaluate import _rotation_angle_deg
+from sega.eval_frame import rotation_angle_deg
 from sega.face import FaceDetector
 from sega.geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from sega.headmodel import load_head_model
@@ -116,7 +118,7 @@ def main() -> None:
             det.reset_tracking()
             landmarks = [det.track(f, mirror=not args.no_mirror) for f in frames]
             track = track_landmarks(model, landmarks, (SIZE, SIZE), options, fps=FPS)
-            err = np.array([_rotation_angle_deg(p[:3], q[:3]) for p, q in zip(track.head_poses, poses)])
+            err = np.array([rotation_angle_deg(p[:3], q[:3]) for p, q in zip(track.head_poses, poses)])
             parts = np.abs(pose_parts_deg(track.head_poses, poses)).mean(0)
             mae = float(np.abs(track.expressions - exprs).mean())
             errors.append(err.mean())

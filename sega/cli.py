@@ -255,15 +255,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.video_out:
         import numpy as np
 
-        sheet = [np.concatenate([t, r], 1) for _, t, r, _ in report["_images"]]
+        sheet = [np.concatenate([p["target"], p["driven"], p["frozen"]], 1) for _, p in report["_images"]]
         if sheet:
             write_video(Path(args.output) / "side_by_side.mp4", sheet, max(1.0, (frames.fps or 1.0) / args.every))
-    o = report["overall"]
-    fmt = lambda k, f: "n/a" if o.get(k) is None else f.format(o[k]["mean"])  # noqa: E731
-    print(f"scored {report['scored_frames']} frames: PSNR {fmt('psnr_db', '{:.2f} dB')}, SSIM {fmt('ssim', '{:.3f}')}, "
-          f"L1 {fmt('l1', '{:.4f}')}, expression error {fmt('expression_error', '{:.4f}')}, pose error {fmt('pose_error_deg', '{:.2f} deg')}")
-    if report["identity_similarity_note"]:
-        print(f"note: identity similarity {report['identity_similarity_note']}")
+    o, f, g = report["overall"], report["frozen"], report["gain"]
+
+    def show(key: str, fmt: str, src: dict = o) -> str:
+        return "n/a" if src.get(key) is None else fmt.format(src[key]["mean"])
+
+    print(f"scored {report['scored_frames']} frames: PSNR {show('psnr_db', '{:.2f} dB')} (mouth {show('mouth_psnr_db', '{:.2f}')}, "
+          f"eyes {show('eye_psnr_db', '{:.2f}')}), SSIM {show('ssim', '{:.3f}')}, pose error {show('pose_error_deg', '{:.2f} deg')}")
+    print(f"  errors (IOD): eye opening {show('eye_opening_error', '{:.3f}')} (frozen {show('eye_opening_error', '{:.3f}', f)}), "
+          f"mouth opening {show('mouth_opening_error', '{:.3f}')} (frozen {show('mouth_opening_error', '{:.3f}', f)}), "
+          f"gaze {show('gaze_error', '{:.3f}')} (frozen {show('gaze_error', '{:.3f}', f)}); "
+          f"mouth PSNR gain over frozen {g.get('mouth_psnr_db', float('nan')):+.2f} dB")
+    teeth = report["teeth"]["agreement"]
+    print(f"  teeth agree on {'n/a' if teeth is None else f'{teeth:.0%}'} of frames; eyes closed where open: "
+          f"{report['eyes_closed_wrongly']['count']} frames; identity distance {show('identity_distance', '{:.3f}')}")
+    if report["identity_note"]:
+        print(f"note: identity {report['identity_note']}")
     print(f"wrote {path} and {Path(args.output) / 'contact_sheet.png'}")
     return 0
 

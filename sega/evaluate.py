@@ -1,26 +1,27 @@
 """Fidelity on held-out frames (self-reenactment): build from one frame, drive with the others, compare.
 
 ``evaluate_frames`` builds the avatar from the source frame (or takes one), tracks every frame with
-the avatar's own identity and camera held fixed (so renders line up with the frames), renders every
-K-th other frame with its fitted expression and head pose at the avatar's photo camera, and reports
-per frame and overall:
+the avatar's own identity and camera held fixed (so renders line up with the frames), refines each
+scored frame's expression and head pose photometrically, and scores every K-th other frame
+(``sega.eval_frame``): the *driven* render (the frame's expression) and the *frozen* baseline (the
+avatar's source expression at the same head pose), each against the target, with
 
-* PSNR, SSIM and L1 inside the head mask: the target frame's person mask (selfie segmentation)
-  where the avatar also draws (render alpha > ``MASK_ALPHA``);
-* expression error: mean distance between mouth, eye and brow landmarks detected on the render and
-  on the target, over the target's inter-ocular distance; pose error: the angle (degrees) between
-  the head rotation fitted on the render and on the target;
-* identity similarity: cosine similarity of dlib ResNet face embeddings of render and target, only
-  when the optional ``[eval]`` extra (``dlib-bin``, ``face-recognition-models``) is installed;
-  otherwise the report says so. LPIPS is not reported: its weights are not available offline.
+* PSNR, SSIM and L1 inside the head mask, and PSNR / SSIM inside the target's mouth and eye regions;
+* landmark measures on render and target: eye opening per eye, mouth opening and width, gaze, brow
+  height (``sega.face_measures``), teeth shown or not; the landmark expression error and the head-pose
+  error; the dlib identity distance (below 0.6: the same person) and cosine similarity, when the
+  ``[eval]`` extra's model files are installed (otherwise the report says so). LPIPS is not
+  reported: its weights are not available offline.
 
-``write_report`` writes ``report.json`` and ``contact_sheet.png`` (target | render | error heat map).
+``summarise`` turns the per-frame scores into the report's ``overall`` (driven), ``frozen`` and
+``gain`` figures, the teeth agreement and the frames whose eyes the render closed; the report's keys
+are listed in the README. ``write_report`` writes ``report.json`` and ``contact_sheet.png``
+(target | driven | frozen | error heat map).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,14 +32,23 @@ from PIL import Image
 
 from .errors import FaceNotFoundError, SegaError
 from .landmarks import mediapipe_groups
+from .eval_frame import FrameScorer
 from .track import ExpressionPoseSolver, TrackOptions, detect_video_landmarks, track_landmarks
 from .video import Frames
 
 MASK_ALPHA = 0.5  # render alpha above which the avatar covers a pixel
-EXPRESSION_GROUPS = ("lips", "left_eye", "right_eye", "left_eyebrow", "right_eyebrow")
+DLIB_EMBEDDING_MODEL = "dlib_face_recognition_resnet_model_v1.dat"  # 128-d face embedding (CC0)
+DLIB_SHAPE_MODEL = "shape_predictor_5_face_landmarks.dat"  # alignment for it (CC0; the 68-point model is non-commercial)
+DLIB_UPSAMPLE = 1  # dlib's HOG detector upsamples the image once (faces from ~40 px)
+SAME_PERSON_DISTANCE = 0.6  # dlib / face_recognition convention: embeddings closer than this are the same person
 CONTACT_FRAMES = 4  # frames shown on the contact sheet
+# Scores of every scored frame, for the driven render and the frozen baseline (sega.eval_frame); DRIVEN_ONLY for the driven one.
+SCORES = ("psnr_db", "ssim", "l1", "mouth_psnr_db", "mouth_ssim", "eye_psnr_db", "eye_ssim", "eye_opening_error",
+          "mouth_opening_error", "mouth_width_error", "gaze_error", "brow_height_error")  # fmt: skip
+DRIVEN_ONLY = ("expression_error", "pose_error_deg", "identity_distance", "identity_similarity")
+EYE_OPEN_PERCENTILE = 90  # a target eye's open gap: this percentile of its openings over the scored frames ...
+EYE_OPEN_FRACTION = 0.5  # ... an eye is open above this fraction of it (closed below)
 HEAT_MAX = 0.25  # |error| (mean over rgb) mapped to the top of the heat map
-POSE_REFIT_ITERATIONS = 10  # solver steps when fitting the render's head pose
 REFINE_SIZE = 512  # px, longer side of the renders the refinement compares (192 px: ~28 dB on exact renders, 512: ~40)
 REFINE_LR_EXPRESSION = 0.005  # Adam step, weight units
 REFINE_LR_ROTATION = 0.003  # Adam step, radians
@@ -58,27 +68,37 @@ class EvalOptions:
     refine_iterations: int = 100  # photometric refinement of each frame's expression + pose (0: landmarks only)
 
 
+def _face_recognition_models_dir() -> Path | None:
+    """The ``models/`` folder of the ``face_recognition_models`` package, found without importing it:
+    its ``__init__`` imports ``pkg_resources``, which current setuptools no longer ships."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        folder = Path(root) / "models"
+        if all((folder / f).is_file() for f in (DLIB_EMBEDDING_MODEL, DLIB_SHAPE_MODEL)):
+            return folder
+    return None
+
+
 def identity_embedder():
-    """A function image [H, W, 3] uint8 -> 128-d dlib face embedding (or None), or None when the
-    optional ``[eval]`` extra is not installed."""
-    try:
-        import dlib  # noqa: F401
-        import face_recognition_models  # noqa: F401
-    except ImportError:
+    """A function image [H, W, 3] uint8 -> 128-d dlib face embedding (None when dlib finds no face), or
+    None when the model files are not installed (``face-recognition-models``, the ``[eval]`` extra)."""
+    folder = _face_recognition_models_dir()
+    if folder is None:
         return None
     import dlib
 
-    import face_recognition_models as frm
-
     detector = dlib.get_frontal_face_detector()
-    shape = dlib.shape_predictor(frm.pose_predictor_model_location())
-    net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+    shape = dlib.shape_predictor(str(folder / DLIB_SHAPE_MODEL))
+    net = dlib.face_recognition_model_v1(str(folder / DLIB_EMBEDDING_MODEL))
 
     def embed(img: np.ndarray):
-        boxes = detector(img, 1)
+        boxes = detector(img, DLIB_UPSAMPLE)
         if not boxes:
             return None
-        return np.asarray(net.compute_face_descriptor(img, shape(img, boxes[0])), dtype=np.float64)
+        box = max(boxes, key=lambda b: b.width() * b.height())
+        return np.asarray(net.compute_face_descriptor(img, shape(img, box)), dtype=np.float64)
 
     return embed
 
@@ -131,19 +151,54 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
     return expr.detach().numpy(), torch.cat([rot, trans]).detach().numpy()
 
 
-def _group_error(a: np.ndarray, b: np.ndarray, iod: float) -> float:
-    groups = mediapipe_groups()
-    idx = sorted({i for g in EXPRESSION_GROUPS for i in groups[g]})
-    return float(np.linalg.norm(a[idx, :2] - b[idx, :2], axis=1).mean() / iod)
+def _summary(values) -> dict | None:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None
+    return {"mean": float(np.mean(vals)), "median": float(np.median(vals)), "min": float(np.min(vals)), "max": float(np.max(vals))}
 
 
-def _rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
-    from .geometry import axis_angle_to_matrix
+def _eyes_closed_wrongly(entries: list[dict]) -> list[int]:
+    """Frames where a target eye is open (over ``EYE_OPEN_FRACTION`` of its open gap: the
+    ``EYE_OPEN_PERCENTILE`` of its openings over the scored frames) and the driven render's is not."""
+    gaps = {}
+    for side in ("left", "right"):
+        vals = [e["target_measures"][f"eye_opening_{side}"] for e in entries if e.get("target_measures")]
+        gaps[side] = float(np.percentile(vals, EYE_OPEN_PERCENTILE)) if vals else None
+    bad = []
+    for e in entries:
+        t, r = e.get("target_measures"), e.get("render_measures")
+        if not t or not r:
+            continue
+        for side, gap in gaps.items():
+            key = f"eye_opening_{side}"
+            if gap and t[key] > EYE_OPEN_FRACTION * gap and r[key] < EYE_OPEN_FRACTION * gap:
+                bad.append(int(e["frame"]))
+                break
+    return bad
 
-    ra = axis_angle_to_matrix(torch.as_tensor(a, dtype=torch.float64))
-    rb = axis_angle_to_matrix(torch.as_tensor(b, dtype=torch.float64))
-    cos = ((ra @ rb.T).trace() - 1) / 2
-    return math.degrees(math.acos(float(cos.clamp(-1, 1))))
+
+def summarise(per_frame: list[dict]) -> dict:
+    """The report's overall figures: mean / median / min / max of each score for the driven render
+    (``overall``) and the frozen baseline (``frozen``), what driving gains (``gain``: driven minus frozen
+    means; positive is better for PSNR / SSIM, negative for errors), teeth agreement and the frames
+    whose eyes the render closed."""
+    scored = [e for e in per_frame if "psnr_db" in e]
+    frozen = [e["frozen"] for e in scored]
+    overall = {k: _summary(e.get(k) for e in scored) for k in SCORES + DRIVEN_ONLY}
+    base = {k: _summary(e.get(k) for e in frozen) for k in SCORES}
+    gain = {k: overall[k]["mean"] - base[k]["mean"] for k in SCORES if overall[k] and base[k]}
+
+    def agreement(entries) -> float | None:
+        pairs = [(e.get("teeth_render"), t["teeth_target"]) for e, t in zip(entries, scored)]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        return float(np.mean([a == b for a, b in pairs])) if pairs else None
+
+    closed = _eyes_closed_wrongly(scored)
+    return {"overall": overall, "frozen": base, "gain": gain,
+            "teeth": {"target_frames_with_teeth": sum(bool(e["teeth_target"]) for e in scored),
+                      "agreement": agreement(scored), "frozen_agreement": agreement(frozen)},
+            "eyes_closed_wrongly": {"frames": closed, "count": len(closed)}}  # fmt: skip
 
 
 def evaluate_frames(frames: Frames, model, detector, options: EvalOptions = EvalOptions(), avatar=None, progress=None) -> dict:
@@ -151,8 +206,7 @@ def evaluate_frames(frames: Frames, model, detector, options: EvalOptions = Eval
 
     avatar: an avatar built from ``frames[options.source_frame]`` (else one is built here).
     """
-    from .avatar import Avatar, AvatarOptions, psnr, ssim_map
-    from .fit import interocular
+    from .avatar import Avatar, AvatarOptions
 
     t0 = time.perf_counter()
     n = len(frames)
@@ -170,57 +224,26 @@ def evaluate_frames(frames: Frames, model, detector, options: EvalOptions = Eval
     if all(lm is None for lm in landmarks):
         raise FaceNotFoundError(f"{frames.source}: no face found in any of its {n} frames")
     track = track_landmarks(model, landmarks, (h, w), TrackOptions(), avatar.identity, avatar.camera, frames.fps)
-    solver = ExpressionPoseSolver(model, avatar.identity, avatar.camera)
-    scored = [i for i in range(0, n, max(1, options.every)) if i != options.source_frame][: options.max_scored]
     embed = identity_embedder()
+    scorer = FrameScorer(avatar, detector, ExpressionPoseSolver(model, avatar.identity, avatar.camera), embed, MASK_ALPHA)
+    scored = [i for i in range(0, n, max(1, options.every)) if i != options.source_frame][: options.max_scored]
     per_frame, images = [], []
     for k, i in enumerate(scored):
         entry: dict = {"frame": i}
         if landmarks[i] is None:
             entry["skipped"] = "no face in the target frame"
-            per_frame.append(entry)
-            continue
-        target = frames.frames[i].astype(np.float32) / 255.0
-        expr, pose = track.expressions[i], track.head_poses[i]
-        person = detector.segment_person(frames.frames[i])
-        if options.refine_iterations > 0:
-            expr, pose = refine_photometric(avatar, frames.frames[i], landmarks[i], expr, pose, options.refine_iterations, person)
-        out = avatar.render(expr, (pose[:3], pose[3:]), camera=avatar.camera)
-        rgb = out.rgb.numpy().clip(0, 1)
-        mask = (person > 0.5) & (out.alpha.numpy()[..., 0] > MASK_ALPHA)
-        if mask.sum() < 100:
-            entry["skipped"] = "the avatar and the person do not overlap"
-            per_frame.append(entry)
-            continue
-        entry["psnr_db"] = psnr(rgb, target, mask)
-        entry["ssim"] = float(ssim_map(torch.from_numpy(rgb), torch.from_numpy(target)).numpy()[mask].mean())
-        entry["l1"] = float(np.abs(rgb - target)[mask].mean())
-        render8 = (rgb * 255 + 0.5).astype(np.uint8)
-        try:
-            lm_render = detector.detect(render8).landmarks
-            iod = max(interocular(landmarks[i]), 1.0)
-            entry["expression_error"] = _group_error(lm_render, landmarks[i], iod)
-            p_render, _ = solver.solve(lm_render, np.concatenate([expr, pose]), POSE_REFIT_ITERATIONS)
-            p_target, _ = solver.solve(landmarks[i], np.concatenate([expr, pose]), POSE_REFIT_ITERATIONS)
-            entry["pose_error_deg"] = _rotation_angle_deg(p_render[-6:-3], p_target[-6:-3])
-        except FaceNotFoundError:
-            entry["expression_error"] = None
-            entry["pose_error_deg"] = None
-            entry["note"] = "no face detected on the render"
-        if embed is not None:
-            a, b = embed(render8), embed(frames.frames[i])
-            entry["identity_similarity"] = None if a is None or b is None else float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+        else:
+            expr, pose = track.expressions[i], track.head_poses[i]
+            person = detector.segment_person(frames.frames[i])
+            if options.refine_iterations > 0:
+                expr, pose = refine_photometric(avatar, frames.frames[i], landmarks[i], expr, pose, options.refine_iterations, person)
+            scores, pictures = scorer.score(frames.frames[i], person, landmarks[i], expr, pose)
+            entry.update(scores)
+            if pictures:
+                images.append((i, pictures))
         per_frame.append(entry)
-        images.append((i, frames.frames[i], render8, np.abs(rgb - target).mean(-1) * mask))
         if progress is not None:
             progress(k + 1, len(scored))
-
-    def summary(key: str) -> dict | None:
-        vals = [e[key] for e in per_frame if e.get(key) is not None]
-        if not vals:
-            return None
-        return {"mean": float(np.mean(vals)), "median": float(np.median(vals)), "min": float(np.min(vals)), "max": float(np.max(vals))}
-
     report = {
         "source": frames.source,
         "frames": n,
@@ -229,9 +252,9 @@ def evaluate_frames(frames: Frames, model, detector, options: EvalOptions = Eval
         "avatar": {"gaussians": avatar.num_gaussians, "preset": avatar.options.preset_name, "seed": avatar.seed},
         "scored_frames": len([e for e in per_frame if "psnr_db" in e]),
         "frames_without_face": track.missing,
-        "overall": {k: summary(k) for k in ("psnr_db", "ssim", "l1", "expression_error", "pose_error_deg", "identity_similarity")},
-        "identity_similarity_note": None if embed is not None else
-            "not measured: install the optional [eval] extra (dlib-bin, face-recognition-models) for dlib face embeddings",
+        **summarise(per_frame),
+        "identity_note": None if embed is not None else
+            "not measured: install the optional [eval] extra (face-recognition-models) for dlib face embeddings",
         "lpips_note": "not measured: LPIPS weights are not available offline",
         "per_frame": per_frame,
         "seconds": time.perf_counter() - t0,
@@ -248,15 +271,14 @@ def heat_map(err: np.ndarray) -> np.ndarray:
 
 
 def contact_sheet(images: list, tile: int = 256) -> np.ndarray:
-    """Rows of target | render | error heat map, each ``tile`` px tall."""
-    from PIL import Image
-
+    """Rows of target | driven | frozen | driven error heat map, each ``tile`` px tall.
+    images: [(frame index, {"target", "driven", "frozen": [H, W, 3] uint8, "error": [H, W]})]."""
     rows = []
-    for _, target, render, err in images:
-        h, w = target.shape[:2]
+    for _, pic in images:
+        h, w = pic["target"].shape[:2]
         size = (int(round(tile * w / h)), tile)
-        parts = [np.asarray(Image.fromarray(x).resize(size, Image.Resampling.BILINEAR)) for x in (target, render, heat_map(err))]
-        rows.append(np.concatenate(parts, 1))
+        parts = [pic["target"], pic["driven"], pic["frozen"], heat_map(pic["error"])]
+        rows.append(np.concatenate([np.asarray(Image.fromarray(x).resize(size, Image.Resampling.BILINEAR)) for x in parts], 1))
     return np.concatenate(rows, 0) if rows else np.zeros((tile, tile, 3), np.uint8)
 
 
