@@ -17,34 +17,30 @@ For each preset (fast, default) this prints:
   ``sega.nets.decoders``), whose own median time is printed too, with the displacement VAE the
   encoder came from (trained checkpoint or the untrained stand-in).
 
-Run: ``.venv/bin/python bench/bench_build.py [--presets fast default]`` from the repository root.
-``OMP_WAIT_POLICY`` defaults to PASSIVE (see bench_rasterizer.py: spinning OpenMP threads make small
-torch ops much slower when another process is busy on the same cores).
+Run: ``python -m bench.bench_build [--presets fast default]`` from the repository root; writes
+``bench/results/bench_build.json`` (``bench.record``).
 """
 
 from __future__ import annotations
 
-
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch / numba load libgomp
+import sega  # noqa: F401  first: sets OMP_WAIT_POLICY before torch / numba load libgomp
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sega.avatar import AvatarOptions, build_avatar, psnr, ssim_map
+from bench.record import machine_line, write_record
+from sega.avatar import AvatarOptions, build_avatar
 from sega.headmodel.ict import load_ict
 from sega.landmarks import with_mediapipe_embedding
 from sega.meshraster import render_mesh
+from sega.metrics import psnr, ssim_map
 from sega.render import render
-from machine_info import cpu_name, load_average  # bench/ is on sys.path when run as a script
 
 COVERAGE_YAWS = (0, 45, 90, 135, 180)  # degrees
 COVERAGE_SIZE = 256  # px
@@ -53,10 +49,8 @@ POSE_STD_RAD = 0.2  # random head rotation (axis-angle components) for the posed
 POSE_STD_M = 0.01  # random head translation (metres)
 
 
-def machine() -> str:
-    cpu, load = cpu_name(), load_average()
-    return (f"{cpu}, {os.cpu_count()} cores (load {load:.1f}), torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+TARGETS = {"build_s": "<= 60", "input_view_psnr_db": ">= 30", "input_view_ssim": ">= 0.93",
+           "alpha_in_silhouette_min": ">= 0.99", "animate_ms": "<= 20", "animate_with_head_pose_ms": "<= 20"}  # fmt: skip
 
 
 def warm_up() -> None:
@@ -70,7 +64,8 @@ def warm_up() -> None:
     out.rgb.sum().backward()
 
 
-def bench_preset(name: str, photo: np.ndarray, model) -> None:
+def bench_preset(name: str, photo: np.ndarray, model) -> dict:
+    """Build at preset ``name``, print its figures and return them (``figures[name]`` of the record)."""
     t0 = time.perf_counter()
     avatar, data = build_avatar(photo, model, AvatarOptions.preset(name))
     total = time.perf_counter() - t0
@@ -78,23 +73,30 @@ def bench_preset(name: str, photo: np.ndarray, model) -> None:
     print(f"[{name}] build {total:.1f} s ({stages}); {avatar.num_gaussians} Gaussians, "
           f"{int(avatar.static_mask.sum())} static; atlas {avatar.options.atlas_resolution}, "
           f"{avatar.options.iterations} iterations at {avatar.options.render_size} px")
+    fig = {"build_s": round(total, 1), "stage_s": {k: round(v, 1) for k, v in data.seconds.items()},
+           "gaussians": int(avatar.num_gaussians), "static_gaussians": int(avatar.static_mask.sum()),
+           "dynamic_gaussians": int((~avatar.static_mask).sum()), "atlas_resolution_texels": avatar.options.atlas_resolution,
+           "iterations": avatar.options.iterations, "render_size_px": avatar.options.render_size}  # fmt: skip
 
     rgb = avatar.render().rgb.numpy()
     m = data.person_mask[..., None]
     target = data.target * m + np.asarray(avatar.options.background, np.float32) * (1 - m)
     mask = data.face_mask
     ssim = float(ssim_map(torch.as_tensor(rgb), torch.as_tensor(target))[torch.as_tensor(mask)].mean())
+    value = psnr(rgb, target, mask)
     print(f"[{name}] input view ({avatar.options.render_size} px crop, {int(mask.sum())} face-mask px): "
-          f"PSNR {psnr(rgb, target, mask):.2f} dB (target >= 30), SSIM {ssim:.4f} (target >= 0.93)")
+          f"PSNR {value:.2f} dB (target >= 30), SSIM {ssim:.4f} (target >= 0.93)")
+    fig.update(input_view_psnr_db=round(value, 2), input_view_ssim=round(ssim, 4), face_mask_px=int(mask.sum()))
 
     verts = avatar.vertices().numpy()
-    cover = []
+    cover = {}
     for yaw in COVERAGE_YAWS:
         cam = avatar.orbit_camera(yaw, size=COVERAGE_SIZE)
         sil = render_mesh(verts, avatar.atlas.faces, cam).mask
         alpha = avatar.render(camera=cam).alpha.numpy()[..., 0]
-        cover.append(f"{yaw}: {alpha[sil].mean():.4f}")
-    print(f"[{name}] alpha inside the head silhouette (target >= 0.99): " + ", ".join(cover))
+        cover[f"yaw_{yaw}_deg"] = round(float(alpha[sil].mean()), 4)
+    print(f"[{name}] alpha inside the head silhouette (target >= 0.99): " + ", ".join(f"{yaw}: {a:.4f}" for yaw, a in zip(COVERAGE_YAWS, cover.values())))
+    fig.update(alpha_in_silhouette=cover, alpha_in_silhouette_min=min(cover.values()))
 
     rng = np.random.default_rng(0)
     for posed in (False, True):
@@ -108,6 +110,7 @@ def bench_preset(name: str, photo: np.ndarray, model) -> None:
         label = "with head pose" if posed else "no head pose"
         print(f"[{name}] animate ({label}): median {1000 * statistics.median(times):.1f} ms over {ANIMATE_FRAMES} random "
               f"expressions (target <= 20 ms), {int((~avatar.static_mask).sum())} dynamic Gaussians")
+        fig["animate_with_head_pose_ms" if posed else "animate_ms"] = round(1000 * statistics.median(times), 1)
     if avatar.decoders is not None:
         times = []
         for _ in range(ANIMATE_FRAMES):
@@ -120,14 +123,19 @@ def bench_preset(name: str, photo: np.ndarray, model) -> None:
         cfg = avatar.decoders.dynamic.config
         print(f"[{name}] dynamic branch (in animate): median {1000 * statistics.median(times):.1f} ms "
               f"(expression encoder + decoder {cfg.channels} at {cfg.map_resolution} px); displacement VAE: {src}")
+        fig.update(dynamic_branch_ms=round(1000 * statistics.median(times), 1), dynamic_map_resolution_px=cfg.map_resolution,
+                   displacement_vae=src)  # fmt: skip
+    fig["targets"] = {k: v for k, v in TARGETS.items() if k != "build_s" or name == "default"}
+    return fig
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["fast", "default"], choices=["fast", "default", "high"])
+    ap.add_argument("--json", type=Path, default=None, help="record path (default bench/results/bench_build.json)")
     args = ap.parse_args()
     print(f"# {' '.join([sys.executable, *sys.argv])}")
-    print(f"# {machine()}")
+    print(f"# {machine_line()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     from skimage import data
 
     model = with_mediapipe_embedding(load_ict())
@@ -135,8 +143,8 @@ def main() -> None:
     warm_up()
     print(f"numba warm-up {time.perf_counter() - t0:.1f} s (not counted)")
     photo = data.astronaut()
-    for name in args.presets:
-        bench_preset(name, photo, model)
+    figures = {name: bench_preset(name, photo, model) for name in args.presets}
+    print(f"wrote {write_record('bench_build', figures, args.json)}")
 
 
 if __name__ == "__main__":

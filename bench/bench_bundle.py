@@ -10,8 +10,9 @@ Prints, in one run on one machine:
 * with ``--profile``: onnxruntime's own profile of ``dynamic_decoder.onnx`` on 1 thread (all
   optimisations), milliseconds per frame by operator type and for the slowest nodes.
 
-Run: ``.venv/bin/python bench/bench_bundle.py [--avatar out/avatar.npz] [--frames 200] [--profile]`` from the
-repository root. Without ``--avatar`` it builds the astronaut avatar first (about a minute).
+Run: ``python -m bench.bench_bundle [--avatar out/avatar.npz] [--frames 200] [--profile]`` from the
+repository root; writes ``bench/results/bench_bundle.json`` (``bench.record``). Without ``--avatar`` it
+builds the astronaut avatar first (about a minute).
 """
 
 from __future__ import annotations
@@ -19,28 +20,24 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgomp
+import sega  # noqa: F401  first: sets OMP_WAIT_POLICY before torch loads libgomp
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench.record import machine_line, write_record
+from export.bundle import write_bundle
+from export.graphs import DynamicBranchGraph, ExpressionFeatureGraph
+from export.playback import load_bundle
+from sega.headmodel import load_head_model
 
-from machine_info import cpu_name, load_average  # noqa: E402
-
-from export.bundle import write_bundle  # noqa: E402
-from export.graphs import DynamicBranchGraph, ExpressionFeatureGraph  # noqa: E402
-from export.playback import load_bundle  # noqa: E402
-from sega.headmodel import load_head_model  # noqa: E402
+TARGETS = {"zip_mb": "<= 25", "onnxruntime_1_thread_ms": "<= 2"}
 
 
 def median_ms(fn, inputs) -> float:
@@ -90,6 +87,7 @@ def main() -> None:
     ap.add_argument("--preset", default="default", help="preset when building (default: default)")
     ap.add_argument("--frames", type=int, default=200, help="random expressions to time")
     ap.add_argument("--profile", action="store_true", help="also print onnxruntime's per-node profile of the dynamic decoder")
+    ap.add_argument("--json", type=Path, default=None, help="record path (default bench/results/bench_bundle.json)")
     args = ap.parse_args()
     from sega.avatar import Avatar, AvatarOptions
 
@@ -105,7 +103,7 @@ def main() -> None:
         t = time.perf_counter()
         avatar = Avatar.build(data.astronaut(), model, AvatarOptions.preset(args.preset))
         print(f"built the astronaut avatar ({args.preset}) in {time.perf_counter() - t:.1f} s")
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load {load_average():.2f}; torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"machine: {machine_line()}; torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"avatar: {avatar.num_gaussians} Gaussians, {int(avatar.dynamic_mask.sum())} dynamic, preset {avatar.options.preset_name}")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,10 +121,12 @@ def main() -> None:
         exprs = [(rng.random(num_e) * (rng.random(num_e) < 0.5)).astype(np.float32) for _ in range(args.frames)]
         pose = np.array([0.1, 0.2, 0.0, 0.0, 0.01, 0.0], np.float32)
 
-        results = {}
+        results, keys = {}, {}
         for threads in (1, None):
             with load_bundle(summary.path, threads=threads) as b:
-                results[f"onnxruntime, {threads or 'default'} thread(s)"] = median_ms(lambda e, b=b: b.frame(e, pose), exprs)
+                label = f"onnxruntime, {threads or 'default'} thread(s)"
+                results[label] = median_ms(lambda e, b=b: b.frame(e, pose), exprs)
+                keys[label] = f"onnxruntime_{threads or 'default'}_thread{'s' if threads != 1 else ''}_ms"
                 if threads is None:
                     onnx_out = [b.frame(e, pose) for e in exprs[:20]]  # splat-major ([D, C]) whatever the layout
                     layouts = {n: spec.get("layout") for n, spec in b.manifest["frame"]["outputs"].items()}
@@ -138,8 +138,10 @@ def main() -> None:
             return dynamic(x, feature(x), tpose)
 
         with torch.no_grad():
-            results[f"torch, same graphs, {torch.get_num_threads()} threads"] = median_ms(torch_graphs, exprs)
-            results[f"torch, Avatar.animate, {torch.get_num_threads()} threads"] = median_ms(avatar.animate, exprs)
+            label = f"torch, same graphs, {torch.get_num_threads()} threads"
+            results[label], keys[label] = median_ms(torch_graphs, exprs), "torch_same_graphs_ms"
+            label = f"torch, Avatar.animate, {torch.get_num_threads()} threads"
+            results[label], keys[label] = median_ms(avatar.animate, exprs), "torch_avatar_animate_ms"
             worst = 0.0
             for e, out in zip(exprs[:20], onnx_out):
                 ref = torch_graphs(e)
@@ -150,6 +152,20 @@ def main() -> None:
         for k, v in results.items():
             print(f"  {k:40s} {v:7.2f} ms")
         print(f"ONNX vs torch graphs, 20 expressions: max abs difference {worst:.2e}")
+        clips = sum(v for k, v in summary.files.items() if k.startswith("clips/"))
+        figures = {
+            "avatar": {"gaussians": int(avatar.num_gaussians), "dynamic_gaussians": int(avatar.dynamic_mask.sum()),
+                       "preset": avatar.options.preset_name},
+            "size": {"export_s": round(export_s, 1), "zip_mb": round(summary.size_bytes / 1e6, 2),
+                     "unzipped_mb": round(sum(summary.files.values()) / 1e6, 2),
+                     "file_mb": {**{n: round(v / 1e6, 2) for n, v in summary.files.items() if not n.startswith("clips/")},
+                                 "clips/*.json": round(clips / 1e6, 2)},
+                     "targets": {"zip_mb": TARGETS["zip_mb"]}},
+            "per_frame": {"expressions_timed": args.frames, **{keys[k]: round(v, 2) for k, v in results.items()},
+                          "torch_threads": torch.get_num_threads(),
+                          "onnx_vs_torch_max_abs_diff": float(f"{worst:.2e}"),
+                          "targets": {"onnxruntime_1_thread_ms": TARGETS["onnxruntime_1_thread_ms"]}},
+        }  # fmt: skip
         if args.profile:
             folder = Path(tmp) / "unzipped"
             with zipfile.ZipFile(summary.path) as z:
@@ -157,6 +173,7 @@ def main() -> None:
             with torch.no_grad():
                 feeds = [{"expression": e[None], "expression_feature": feature(torch.from_numpy(e)[None]).numpy(), "head_pose": pose[None]} for e in exprs]
             profile_graph(folder / "dynamic_decoder.onnx", feeds)
+    print(f"wrote {write_record('bench_bundle', figures, args.json)}")
 
 
 if __name__ == "__main__":

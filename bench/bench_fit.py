@@ -1,23 +1,26 @@
 """Fitting figures for issue 2: astronaut landmark error and fit time, synthetic recovery.
 
-Usage: python bench/bench_fit.py [--cases 20]
+Usage: ``python -m bench.bench_fit [--cases 20]`` from the repository root.
 Prints: detection time, fit time (median of 3), NME on skimage.data.astronaut(); on N synthetic
 cases (random identity and sparse expression, yaw within +-30 deg, exact projected landmarks + 1 px
-noise): expression-weight MAE and face-region vertex error after similarity alignment.
+noise): expression-weight MAE and face-region vertex error after similarity alignment. Writes
+``bench/results/bench_fit.json`` (``bench.record``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
+from pathlib import Path
+
+import sega  # noqa: F401  first: sets OMP_WAIT_POLICY before torch loads libgomp
 
 import numpy as np
 import torch
 
+from bench.record import machine_line, write_record
 from sega.face import FaceDetector
 from sega.fit import FitOptions, fit_landmarks
 from sega.headmodel.ict import load_ict
@@ -26,11 +29,12 @@ from sega.synthetic import random_case, similarity_align
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=20)
     ap.add_argument("--preset", default="default")
+    ap.add_argument("--json", type=Path, default=None, help="record path (default bench/results/bench_fit.json)")
     args = ap.parse_args()
-    print(f"# {' '.join(sys.argv)} | {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(f"# {' '.join(sys.argv)} | {machine_line()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     model = with_mediapipe_embedding(load_ict())
     opts = FitOptions.preset(args.preset)
 
@@ -65,6 +69,16 @@ def main() -> None:
         maes.append(np.abs(fit.expression - case.expression).mean())
     print(f"synthetic x{args.cases} (yaw +-30 deg, 1 px noise): expression MAE {np.mean(maes):.4f} (max {np.max(maes):.4f}; target <= 0.10), "
           f"face vertex error {np.mean(errs):.2f} mm (max {np.max(errs):.2f}; target <= 2 mm)")
+    figures = {
+        "astronaut": {"landmarks": len(detection.landmarks), "detect_ms": round(t_det * 1000), "fit_s": round(statistics.median(times), 2),
+                      "nme_interocular": round(nmes[0], 4), "preset": args.preset,
+                      "targets": {"landmarks": "478", "fit_s": "<= 5", "nme_interocular": "<= 0.03"}},
+        "synthetic": {"cases": args.cases, "max_yaw_deg": 30.0, "landmark_noise_px": 1.0,
+                      "expression_mae": round(float(np.mean(maes)), 4), "expression_mae_max": round(float(np.max(maes)), 4),
+                      "face_vertex_error_mm": round(float(np.mean(errs)), 2), "face_vertex_error_max_mm": round(float(np.max(errs)), 2),
+                      "targets": {"expression_mae": "<= 0.10", "face_vertex_error_mm": "<= 2"}},
+    }  # fmt: skip
+    print(f"wrote {write_record('bench_fit', figures, args.json)}")
 
 
 if __name__ == "__main__":

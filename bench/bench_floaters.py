@@ -15,11 +15,10 @@ test material only).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import sega  # noqa: F401  first: sets OMP_WAIT_POLICY before torch loads libgomp
 
 import numpy as np
 import torch

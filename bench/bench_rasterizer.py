@@ -15,18 +15,19 @@ field of view: the head fills most of the frame as in a portrait crop).
 (c) 512x512, 40k Gaussians, forward+backward (a typical fitting step).
 
 Times are medians over several runs after a warm-up (numba JIT / cache load excluded).
-Run: ``.venv/bin/python bench/bench_rasterizer.py [--wait-idle SECONDS]`` from the
-repository root; ``--wait-idle`` waits (up to SECONDS per case) for other processes to go
-quiet first, as shared machines otherwise measure the neighbours.
+Run: ``python -m bench.bench_rasterizer [--wait-idle SECONDS]`` from the repository root;
+``--wait-idle`` waits (up to SECONDS per case) for other processes to go quiet first, as shared
+machines otherwise measure the neighbours. Writes ``bench/results/bench_rasterizer.json``.
 
-``OMP_WAIT_POLICY`` defaults to PASSIVE here (set it in the environment to override): with
-the default spin-waiting, torch's OpenMP threads make every small torch op 40-100x slower
-whenever another process is busy on a 2-core machine (measured: the 100k-Gaussian projection
-takes 1150 ms instead of 26 ms), which would measure the neighbours rather than the renderer.
+``OMP_WAIT_POLICY`` is PASSIVE unless set in the environment (``sega/__init__.py``): with the
+default spin-waiting, torch's OpenMP threads make every small torch op 40-100x slower whenever
+another process is busy on a 2-core machine (measured: the 100k-Gaussian projection takes
+1150 ms instead of 26 ms), which would measure the neighbours rather than the renderer.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import platform
@@ -35,15 +36,14 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch / numba load libgomp; see docstring
+import sega  # noqa: F401  first: sets OMP_WAIT_POLICY before torch / numba load libgomp (see docstring)
 
-import numba  # noqa: E402
-import torch  # noqa: E402
+import numba
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sega.camera import orbit_camera  # noqa: E402
-from sega.render import ALPHA_THRESHOLD, MAX_ALPHA, T_THRESHOLD, project_gaussians, render  # noqa: E402
+from bench.record import write_record
+from sega.camera import orbit_camera
+from sega.render import ALPHA_THRESHOLD, MAX_ALPHA, T_THRESHOLD, project_gaussians, render
 
 HEAD_RADIUS = 0.1  # metres
 CAMERA_DISTANCE = 0.8  # metres
@@ -152,14 +152,15 @@ def busy_fraction(seconds: float = 1.0) -> float | None:
     return 1.0 - (i1 - i0) / max(t1 - t0, 1)
 
 
-def other_load(wait_idle: float) -> str:
+def other_load(wait_idle: float) -> tuple[str, float | None]:
     """Wait up to ``wait_idle`` seconds for the other processes to go (nearly) idle, then say how
-    busy the machine was: the benchmark shares its cores with whatever else runs."""
+    busy the machine was (text, fraction): the benchmark shares its cores with whatever else runs."""
     deadline = time.monotonic() + wait_idle
     busy = busy_fraction()
     while busy is not None and busy > 0.15 and time.monotonic() < deadline:
         busy = busy_fraction(5.0)
-    return "machine load n/a" if busy is None else f"{100 * busy:.0f}% of all cores busy with other work just before"
+    text = "machine load n/a" if busy is None else f"{100 * busy:.0f}% of all cores busy with other work just before"
+    return text, None if busy is None else round(busy, 2)
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
@@ -175,6 +176,11 @@ def timed(fn, repeats: int) -> tuple[float, float]:
 
 def fmt(t: tuple[float, float]) -> str:
     return f"{t[0] * 1e3:8.1f} ms (min {t[1] * 1e3:.1f})"
+
+
+def ms(t: tuple[float, float], name: str) -> dict:
+    """``{name}_ms`` (median) and ``{name}_min_ms`` as in ``fmt``."""
+    return {f"{name}_ms": round(t[0] * 1e3, 1), f"{name}_min_ms": round(t[1] * 1e3, 1)}
 
 
 def make_case(n: int, size: int):
@@ -212,13 +218,19 @@ def count_pairs(scene, K, viewmat, size) -> tuple[int, int]:
 
 
 def main() -> None:
-    wait_idle = float(sys.argv[sys.argv.index("--wait-idle") + 1]) if "--wait-idle" in sys.argv else 0.0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                    help="wait up to SECONDS per case for other processes to go quiet")  # fmt: skip
+    ap.add_argument("--json", type=Path, default=None, help="record path (default bench/results/bench_rasterizer.json)")
+    args = ap.parse_args()
+    wait_idle = args.wait_idle
     threads = numba.get_num_threads()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, "
           f"numba {numba.__version__} threads={threads} layer={numba.config.THREADING_LAYER}, torch {torch.__version__} threads={torch.get_num_threads()}")
     print(f"command: {' '.join([Path(sys.executable).name] + sys.argv)}   (OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})")
     print("load average before: %.2f %.2f %.2f" % os.getloadavg())
     print(f"scene: Gaussians on a {HEAD_RADIUS} m sphere, scales 2-5 mm, opacity 0.1-1, camera {CAMERA_DISTANCE} m, fov {FOV_DEG} deg")
+    figures = {"numba_threads": threads, "wait_idle_s": wait_idle}
 
     # Warm-up (JIT compile or cache load) on a small case.
     s, K, V = make_case(2000, 64)
@@ -228,7 +240,8 @@ def main() -> None:
     size, n = 256, 20_000
     scene, K, V = make_case(n, size)
     vis, pairs = count_pairs(scene, K, V, size)
-    print(f"\n[{other_load(wait_idle)}]")
+    text, busy = other_load(wait_idle)
+    print(f"\n[{text}]")
     print(f"(a) {size}x{size}, {n} Gaussians ({vis} visible, {pairs / 1e6:.1f} M box pixel pairs), forward+backward")
     cpu_step = fwd_bwd(scene, K, V, size, False)
     cpu_step()
@@ -245,12 +258,19 @@ def main() -> None:
         out = render(scene["means"], scene["quats"], scene["scales"], scene["opacities"], scene["colors"], K, V, size, size, bg, backend="cpu")
     diff = max((a - b).abs().max().item() for a, b in zip(ref, (out.rgb, out.alpha, out.depth)))
     print(f"    max |cpu - baseline| over rgb, alpha, depth: {diff:.1e}")
+    figures["a_256px_20k_fwd_bwd"] = {
+        "size_px": size, "gaussians": n, "visible": vis, "box_pixel_pairs_millions": round(pairs / 1e6, 1),
+        "other_load_fraction": busy, **ms(t_cpu, "numba"), **ms(t_base, "torch_sparse_pairs"),
+        "speed_up": round(t_base[0] / t_cpu[0], 1), "max_abs_diff_vs_baseline": float(f"{diff:.1e}"),
+        "targets": {"speed_up": ">= 5"},
+    }  # fmt: skip
 
     # (b)
     size, n = 512, 100_000
     scene, K, V = make_case(n, size)
     vis, pairs = count_pairs(scene, K, V, size)
-    print(f"\n[{other_load(wait_idle)}]")
+    text, busy = other_load(wait_idle)
+    print(f"\n[{text}]")
     print(f"(b) {size}x{size}, {n} Gaussians ({vis} visible, {pairs / 1e6:.1f} M box pixel pairs), forward")
 
     def fwd():
@@ -258,21 +278,32 @@ def main() -> None:
             render(scene["means"], scene["quats"], scene["scales"], scene["opacities"], scene["colors"], K, V, size, size, backend="cpu")
 
     fwd()
-    print(f"    forward (no_grad)        : {fmt(timed(fwd, 7))}   (target <= 300 ms)")
+    t_fwd = timed(fwd, 7)
+    print(f"    forward (no_grad)        : {fmt(t_fwd)}   (target <= 300 ms)")
     step = fwd_bwd(scene, K, V, size, False)
     step()
-    print(f"    forward+backward         : {fmt(timed(step, 5))}")
+    t_step = timed(step, 5)
+    print(f"    forward+backward         : {fmt(t_step)}")
+    figures["b_512px_100k"] = {
+        "size_px": size, "gaussians": n, "visible": vis, "box_pixel_pairs_millions": round(pairs / 1e6, 1),
+        "other_load_fraction": busy, **ms(t_fwd, "forward"), **ms(t_step, "forward_backward"),
+        "targets": {"forward_ms": "<= 300"},
+    }  # fmt: skip
 
     # (c)
     size, n = 512, 40_000
     scene, K, V = make_case(n, size)
-    print(f"\n[{other_load(wait_idle)}]")
+    text, busy = other_load(wait_idle)
+    print(f"\n[{text}]")
     print(f"(c) {size}x{size}, {n} Gaussians, forward+backward (one fitting step)")
     step = fwd_bwd(scene, K, V, size, False)
     step()
     t = timed(step, 5)
     print(f"    forward+backward         : {fmt(t)}   ({math.floor(60 / t[0])} steps per minute)")
+    figures["c_512px_40k_fwd_bwd"] = {"size_px": size, "gaussians": n, "other_load_fraction": busy, **ms(t, "forward_backward"),
+                                      "steps_per_minute": math.floor(60 / t[0])}  # fmt: skip
     print("\nload average after: %.2f %.2f %.2f" % os.getloadavg())
+    print(f"wrote {write_record('bench_rasterizer', figures, args.json)}")
 
 
 if __name__ == "__main__":

@@ -24,13 +24,14 @@ requestAnimationFrame loop paused, so the figures are latencies, not vsync-limit
 ``--disable-gpu`` chromium renders WebGL with SwiftShader on the CPU: the draw figures here are
 CPU-bound software rendering and say little about a GPU browser; the ONNX figures transfer.
 
-Run: ``.venv/bin/python bench/bench_web.py [--bundle PATH] [--frames 40] [--graph-runs 100] [--graph-opt all,disabled]``
-from the repository root after ``npm ci --prefix web && npm run build --prefix web``. Without
-``--bundle`` it uses the synthetic test bundle (tests/bundle_fixture.py: 3000 splats, 600 dynamic).
+Run: ``python -m bench.bench_web [--bundle PATH] [--frames 40] [--graph-runs 100] [--graph-opt all,disabled]``
+from the repository root after ``npm ci --prefix web && npm run build --prefix web``; writes
+``bench/results/bench_web.json`` (``bench.record``). Without ``--bundle`` it uses the synthetic test
+bundle (``sega.testing.bundle_fixture``: 3000 splats, 600 dynamic). Quicker: fewer ``--frames`` and
+``--graph-runs``, one ``--graph-opt`` level.
 """
 
 from __future__ import annotations
-
 
 import argparse
 import os
@@ -42,15 +43,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")  # Debian's chromium, never a downloaded one
 
-import bundle_fixture as fx
-
+from bench.record import cpu_name, load_average, write_record
+from sega.testing import CHROMIUM_PATH, launch_chromium
+from sega.testing.bundle_fixture import make_test_bundle
 from sega.viewer_server import serve
-from machine_info import cpu_name, load_average  # bench/ is on sys.path when run as a script
+
+TARGET_GRAPH_MS = 4.0  # ORT-web, both graphs, 1 wasm thread, default bundle
+TARGET_FRAME_RATIO = 1.15  # animated / static frame time
 
 GRAPH_OPT_LEVELS = ("all", "extended", "basic", "disabled")  # onnxruntime-web graphOptimizationLevel (web/src/runtime.js)
 
@@ -67,6 +68,12 @@ def pct(values, q: float) -> float:
 
 def summary(values) -> str:
     return f"median {statistics.median(values):7.2f} ms  (p10 {pct(values, 0.1):.2f}, p90 {pct(values, 0.9):.2f}, n={len(values)})"
+
+
+def _stats(name: str, values) -> dict:
+    """``{name}_median_ms``, ``_p10_ms``, ``_p90_ms`` as ``summary`` prints them."""
+    return {f"{name}_median_ms": round(statistics.median(values), 2), f"{name}_p10_ms": round(pct(values, 0.1), 2),
+            f"{name}_p90_ms": round(pct(values, 0.9), 2)}  # fmt: skip
 
 
 GL_RENDERER_JS = """() => {
@@ -88,6 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="wasm threads on the animated page during frame timing")
     ap.add_argument("--width", type=int, default=480)
     ap.add_argument("--height", type=int, default=360)
+    ap.add_argument("--json", type=Path, default=None, help="record path (default bench/results/bench_web.json)")
     args = ap.parse_args(argv)
     levels = [v.strip() for v in args.graph_opt.split(",") if v.strip()]
     bad = [v for v in levels if v not in GRAPH_OPT_LEVELS]
@@ -98,15 +106,15 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="sega-bench-web-") as tmp:
         if args.bundle is None:
-            bundle = fx.make_test_bundle(Path(tmp) / "bundle")
-            bundle_label = "synthetic test bundle (tests/bundle_fixture.py)"
+            bundle = make_test_bundle(Path(tmp) / "bundle")
+            bundle_label = "synthetic test bundle (sega.testing.bundle_fixture)"
         else:
             bundle = args.bundle
             bundle_label = str(bundle)
         srv = serve(bundle)
         try:
             with sync_playwright() as pw:
-                browser = fx.launch_chromium(pw)
+                browser = launch_chromium(pw)
                 viewport = {"width": args.width, "height": args.height}
 
                 def open_page(query: str):
@@ -159,7 +167,7 @@ def main(argv=None) -> int:
     print("SEGA web viewer benchmark")
     print(f"command: {' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv])}")
     print(f"machine: {machine()}")
-    print(f"browser: chromium {version} (headless, {fx.CHROMIUM_PATH}), WebGL renderer: {gl_renderer}")
+    print(f"browser: chromium {version} (headless, {CHROMIUM_PATH}), WebGL renderer: {gl_renderer}")
     print(f"bundle:  {bundle_label}: {info['splats']} splats, {info['dynamic']} dynamic, {len(info['expressions'])} expressions")
     print(f"page:    {args.width}x{args.height} px, crossOriginIsolated={info['crossOriginIsolated']}")
     plural = "s" if threads_used != 1 else ""
@@ -184,6 +192,35 @@ def main(argv=None) -> int:
     errors = [e for errs in error_lists for e in errs]
     if errors:
         print(f"console errors during the run: {errors[:5]}")
+    figures = {
+        "setup": {"bundle": "synthetic test bundle" if args.bundle is None else str(args.bundle), "splats": info["splats"],
+                  "dynamic_splats": info["dynamic"], "browser": f"chromium {version} headless", "webgl_renderer": gl_renderer,
+                  "page_px": f"{args.width}x{args.height}", "frames": args.frames, "graph_runs": args.graph_runs,
+                  "graph_rounds": args.graph_rounds, "console_errors": len(errors)},
+    }  # fmt: skip
+    shorter = [f"--{n.replace('_', '-')} {getattr(args, n)} (default {ap.get_default(n)})"
+               for n in ("frames", "graph_runs", "graph_rounds") if getattr(args, n) < ap.get_default(n)]  # fmt: skip
+    notes = ["a shorter run than the defaults: " + ", ".join(shorter)] if shorter else []
+    if "swiftshader" in str(gl_renderer).lower():
+        notes.append("software WebGL (SwiftShader, no GPU): the draw and frame times say little about a GPU browser; the ONNX times transfer")
+    if notes:
+        figures["setup"]["notes"] = "; ".join(notes)
+    for k, level in enumerate(levels):
+        res = graphs[level]
+        fig = {"wasm_threads": threads_used, **_stats("total", res["total"]),
+               **{k2: v for graph, ms in res["steps"].items() for k2, v in _stats(Path(graph).stem, ms).items()}}  # fmt: skip
+        if k == 0 and args.bundle is not None:
+            fig["targets"] = {"total_median_ms": f"<= {TARGET_GRAPH_MS:g}"}
+        figures[f"ort_web_graphs_{level}"] = fig
+    for orbit in (False, True):
+        anim, stat = frames[("animated", orbit)], frames[("static", orbit)]
+        a, s = statistics.median(anim["frameMs"]), statistics.median(stat["frameMs"])
+        fig = {"animated_frame_median_ms": round(a, 2), "onnx_median_ms": round(statistics.median(anim["onnxMs"]), 2),
+               "splat_update_median_ms": round(statistics.median(anim["updateMs"]), 2),
+               "draw_median_ms": round(statistics.median(anim["drawMs"]), 2), "static_frame_median_ms": round(s, 2),
+               "animated_static_ratio": round(a / s, 2), "targets": {"animated_static_ratio": f"<= {TARGET_FRAME_RATIO:g}"}}  # fmt: skip
+        figures["frame_time_camera_turning" if orbit else "frame_time_fixed_camera"] = fig
+    print(f"wrote {write_record('bench_web', figures, args.json)}")
     return 0
 
 

@@ -11,7 +11,8 @@ astronaut photo (``skimage.data.astronaut()``), keeps the fast preset and writes
 Each PNG is reduced to a 256-colour palette so it stays under 400 KB. Requests the page makes to
 hosts other than 127.0.0.1 are printed (expected: none).
 
-Run: ``.venv/bin/python scripts/make_app_screenshots.py [--out docs]`` from the repository root.
+Run: ``.venv/bin/python scripts/make_app_screenshots.py [--out docs]`` from the repository root (the package
+is installed editable, so ``import sega`` works without any path set-up).
 """
 
 from __future__ import annotations
@@ -26,15 +27,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")  # Debian's chromium, never a downloaded one
 
-CHROMIUM_PATH = os.environ.get("SEGA_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [  # the same flags as tests/bundle_fixture.py
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--disable-quic", "--no-first-run",
-]  # fmt: skip
+from sega.testing import AppProcess, launch_chromium
+
+REPO = Path(__file__).resolve().parents[1]
 VIEWPORT = {"width": 1280, "height": 1500}
 MAX_BYTES = 400_000
 
@@ -63,15 +60,13 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
     from skimage import data
 
-    from sega.testing import AppProcess
-
     tmp = Path(tempfile.mkdtemp(prefix="sega-shots-"))
     photo = tmp / "astronaut.png"
     Image.fromarray(data.astronaut()).save(photo)
     args.out.mkdir(parents=True, exist_ok=True)
     external: list[str] = []
     with AppProcess(args=["--work-dir", str(tmp / "work")], log_path=tmp / "app.log") as proc, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM_PATH, headless=True, args=CHROMIUM_ARGS)
+        browser = launch_chromium(pw)
         page = browser.new_page(viewport=VIEWPORT)
         page.on("request", lambda r: external.append(r.url) if urlsplit(r.url).hostname not in ("127.0.0.1", "localhost", None) and not r.url.startswith(("data:", "blob:")) else None)
         page.goto(proc.url, wait_until="load")

@@ -21,22 +21,22 @@ Writes ``sega/data/<model>_mediapipe478_views.npz``. Usage: python scripts/make_
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+import sega  # noqa: F401  first: sets OMP_WAIT_POLICY before torch loads libgomp
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Run as ``python scripts/make_view_embeddings.py``: Python puts scripts/ on the path, so its sibling imports.
+from make_landmark_embedding import IRIS_POINTS, snap_to_surface
 
-from make_landmark_embedding import IRIS_POINTS, snap_to_surface  # noqa: E402
-
-from sega.camera import orbit_camera  # noqa: E402
-from sega.face import FaceDetector  # noqa: E402
-from sega.headmodel.ict import load_ict  # noqa: E402
-from sega.landmarks import MP_NUM_LANDMARKS, view_embedding_file, with_mediapipe_embedding  # noqa: E402
-from sega.meshraster import render_mesh, shade  # noqa: E402
-from sega.synthetic import FACE_CENTRE, paint  # noqa: E402
+from sega.camera import orbit_camera
+from sega.face import FaceDetector
+from sega.headmodel.ict import load_ict
+from sega.landmarks import MP_NUM_LANDMARKS, view_embedding_file, with_mediapipe_embedding
+from sega.meshraster import render_mesh, shade
+from sega.synthetic import FACE_CENTRE, paint
 
 DATA = Path(__file__).resolve().parents[1] / "sega" / "data"
 YAWS = (-35.0, -28.0, -21.0, -14.0, -7.0, 0.0, 7.0, 14.0, 21.0, 28.0, 35.0)  # degrees, bin centres

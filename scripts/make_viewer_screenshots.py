@@ -15,7 +15,7 @@ Run from the repository root after ``npm ci --prefix web && npm run build --pref
     .venv/bin/python scripts/make_viewer_screenshots.py BUNDLE [--out docs] [--size 512]
 
 BUNDLE is a bundle folder or .zip (``export/bundle.py``). Uses Debian's chromium (/usr/bin/chromium,
-or $SEGA_CHROMIUM) through Python playwright, with the flags of tests/bundle_fixture.py; WebGL is
+or $SEGA_CHROMIUM) through Python playwright (``sega.testing.launch_chromium``); WebGL is
 software-rendered (SwiftShader), which takes a few seconds per image. Fails if the page logs an error.
 """
 
@@ -28,16 +28,14 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")  # Debian's chromium, never a downloaded one
 
 from PIL import Image
 
-import bundle_fixture as fx  # CHROMIUM_PATH / CHROMIUM_ARGS / launch_chromium
-
+from sega.testing import launch_chromium
 from sega.viewer_server import serve
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # name -> (expression weights, camera azimuth in degrees or None for the manifest camera)
 SHOTS = {
@@ -74,7 +72,7 @@ def main(argv=None) -> int:
     srv = serve(args.bundle)
     try:
         with sync_playwright() as pw:
-            browser = fx.launch_chromium(pw)
+            browser = launch_chromium(pw)
             try:
                 page = browser.new_page(viewport={"width": args.size, "height": args.size}, device_scale_factor=1)
                 page.set_default_timeout(300_000)

@@ -23,6 +23,8 @@ import platform
 import time
 from pathlib import Path
 
+import sega  # noqa: F401  first: sets OMP_WAIT_POLICY before torch loads libgomp
+
 import numpy as np
 import torch
 

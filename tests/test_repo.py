@@ -1,5 +1,7 @@
-"""The repository keeps its promises: the README's commands are the ones CI runs."""
+"""The repository keeps its promises: the README's commands are the ones CI runs, the figures page is
+what the bench records say, benches and scripts run without path tricks."""
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -32,3 +34,34 @@ def test_product_code_does_not_name_shared_folder():
     for path in list((ROOT / "sega").rglob("*.py")) + [ROOT / "app.py"]:
         if path.exists():
             assert "../shared" not in path.read_text(), path
+
+
+def _make_figures():
+    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "scripts" / "make_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_figures_page_is_generated_from_the_bench_records():
+    """docs/figures.md is exactly what scripts/make_figures.py makes of bench/results/*.json, so no
+    figure on it can disagree with its record (after a bench run: python scripts/make_figures.py)."""
+    expected = _make_figures().render()
+    assert (ROOT / "docs" / "figures.md").read_text(encoding="utf-8") == expected, "run: python scripts/make_figures.py"
+
+
+def test_figures_page_lists_a_bench_without_a_record(tmp_path):
+    text = _make_figures().render(results_dir=tmp_path)
+    assert "## bench_build" in text and "Not run yet" in text
+
+
+def test_benches_write_records_and_nothing_edits_sys_path():
+    for path in sorted((ROOT / "bench").glob("bench_*.py")):
+        text = path.read_text(encoding="utf-8")
+        assert f"write_record(\"{path.stem}\"" in text or f"write_record('{path.stem}'" in text, path
+    for path in sorted((ROOT / "bench").glob("*.py")) + sorted((ROOT / "scripts").glob("*.py")):
+        assert "sys.path" not in path.read_text(encoding="utf-8"), path
+
+
+def test_readme_is_short():
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 200
