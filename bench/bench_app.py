@@ -24,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio_client is imported
 
 from bench.record import machine_line, write_record
+from sega.presets import DEFAULT_PRESET, PRESET_NAMES, QUICK_PRESET
 
 TARGETS_S = {"fast": 30.0, "default": 60.0}
 STATUS_TIMES = re.compile(r"in ([0-9.]+) s \((.*)\)")  # the app's status: "... in 12.3 s (detect 0.4, fit 1.2, ...)"
@@ -46,7 +47,7 @@ def server_seconds(status: str) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", nargs="+", default=["fast", "default"], choices=["fast", "default", "high"])
+    ap.add_argument("--presets", nargs="+", default=[QUICK_PRESET, DEFAULT_PRESET], choices=PRESET_NAMES)
     ap.add_argument("--repeat", type=int, default=1, help="timed builds per preset (median reported)")
     ap.add_argument("--json", type=Path, default=None, help="record path (default bench/results/bench_app.json)")
     args = ap.parse_args()

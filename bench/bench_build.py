@@ -40,6 +40,7 @@ from sega.headmodel.ict import load_ict
 from sega.landmarks import with_mediapipe_embedding
 from sega.meshraster import render_mesh
 from sega.metrics import psnr, ssim_map
+from sega.presets import DEFAULT_PRESET, PRESET_NAMES, QUICK_PRESET
 from sega.render import render
 
 COVERAGE_YAWS = (0, 45, 90, 135, 180)  # degrees
@@ -131,7 +132,7 @@ def bench_preset(name: str, photo: np.ndarray, model) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", nargs="+", default=["fast", "default"], choices=["fast", "default", "high"])
+    ap.add_argument("--presets", nargs="+", default=[QUICK_PRESET, DEFAULT_PRESET], choices=PRESET_NAMES)
     ap.add_argument("--json", type=Path, default=None, help="record path (default bench/results/bench_build.json)")
     args = ap.parse_args()
     print(f"# {' '.join([sys.executable, *sys.argv])}")

@@ -1,7 +1,7 @@
 """Self-reenactment fidelity on real talking-head clips: ``sega eval`` on every dev clip, from its frame 0.
 
 For each video in ``--videos`` (default ``../shared/dev-media/videos``, test material that is never
-committed): build an avatar from frame 0 (``--preset``, the eval default ``fast``), drive it with the
+committed): build an avatar from frame 0 (``--preset``, the eval default ``default``), drive it with the
 other frames and score every ``--every``-th one against the video and against the frozen baseline
 (``sega.evaluate``). Writes ``bench/results/bench_fidelity.json`` (per clip: the report's overall,
 frozen, gain, teeth and eye figures; across clips: their means and the issue's targets) and a
@@ -26,7 +26,7 @@ from sega.face import FaceDetector
 from sega.headmodel.ict import load_ict
 from sega.io import save_png
 from sega.landmarks import with_mediapipe_embedding
-from sega.presets import QUICK_PRESET
+from sega.presets import DEFAULT_PRESET
 from sega.video import read_frames
 
 DEV_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "dev-media" / "videos"
@@ -102,7 +102,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=Path, default=DEV_VIDEOS)
     ap.add_argument("--clips", nargs="*", help="clip names (file stems) to run; default all")
-    ap.add_argument("--preset", default=QUICK_PRESET)
+    ap.add_argument("--preset", default=DEFAULT_PRESET)
     ap.add_argument("--every", type=int, default=5)
     ap.add_argument("--max-scored", type=int, default=24, help="score at most this many frames per clip")
     ap.add_argument("--out", type=Path, default=Path("out/fidelity"))

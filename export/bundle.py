@@ -1,6 +1,6 @@
 """Avatar -> bundle: the folder (or zip) users download and the web viewer plays.
 
-The bundle contract ("sega-bundle", format 2) is written down once, in ``web/README.md``; this module
+The bundle contract ("sega-bundle", format 2) is written down once, in ``docs/bundle-format.md``; this module
 holds its names (``BUNDLE_FORMAT`` ... ``OUTPUT_UPDATES``) and writes it:
 
 * ``static.ply``: every Gaussian of the avatar at the neutral expression (all weights 0) and
@@ -61,11 +61,11 @@ CLIPS_DIR = "clips"
 DYNAMIC_INDEX_PROPERTY = "sega_dynamic_index"
 TEXEL_PROPERTY = "sega_texel"
 EXPRESSION_RANGE = (0.0, 1.0)
-# How an output's values are laid out (web/README.md, "Outputs"): splat-major [D, C] (splat k's
+# How an output's values are laid out (docs/bundle-format.md, "Outputs"): splat-major [D, C] (splat k's
 # components together; the only layout of format 1, the default) or component-major [C, D].
 SPLAT_MAJOR, COMPONENT_MAJOR = "splat_major", "component_major"
 OUTPUT_LAYOUTS = (SPLAT_MAJOR, COMPONENT_MAJOR)
-# What each per-frame output replaces in the viewer (web/README.md, "Outputs").
+# What each per-frame output replaces in the viewer (docs/bundle-format.md, "Outputs").
 OUTPUT_UPDATES = {
     "dynamic_means": "center",
     "dynamic_quats": "quaternion_wxyz",

@@ -7,7 +7,7 @@ constants once from the avatar's ``AnimationRig`` and reuse the library's own fu
 (``sega.uv.face_frames``, ``sega.geometry``, the decoders), so the graph computes what ``animate``
 computes; ``tests/test_export_bundle.py`` checks them against ``animate`` on random expressions.
 
-Graph contract (``web/README.md``, "sega-bundle" format 2); E expressions, Z feature size, D dynamic
+Graph contract (``docs/bundle-format.md``, "sega-bundle" format 2); E expressions, Z feature size, D dynamic
 splats:
 
 * ``displacement_vae.onnx`` (``ExpressionFeatureGraph``): ``expression [1, E]`` (absolute weights)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import SegaError
+from .presets import DEFAULT_PRESET, PRESET_HELP, PRESET_NAMES, QUICK_PRESET
 
 EXIT_USER_ERROR = 2  # bad input or missing data: message printed, no traceback
 
@@ -324,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("photo", nargs="?", type=Path, help="photo file (JPEG, PNG, WebP, ...)")
     p.add_argument("--example", action="store_true", help="use the bundled example photo (astronaut)")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--preset", choices=("fast", "default", "high"), default="default", help="fitting effort")
+    p.add_argument("--preset", choices=PRESET_NAMES, default=DEFAULT_PRESET, help="fitting effort")
     _add_headmodel_args(p)
     p.set_defaults(func=cmd_fit)
 
@@ -332,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("photo", nargs="?", type=Path, help="photo file (JPEG, PNG, WebP, ...)")
     p.add_argument("--example", action="store_true", help="use the bundled example photo (astronaut)")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--preset", choices=("fast", "default", "high"), default="default", help="build effort (default: default)")
+    p.add_argument("--preset", choices=PRESET_NAMES, default=DEFAULT_PRESET, help=f"build effort (default: {DEFAULT_PRESET}; " + "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()) + ")")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same machine: same avatar)")
     p.add_argument("--preview-size", type=int, default=256, help="side (px) of preview images and turntable frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -375,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, type=Path, help="report folder (report.json, contact_sheet.png)")
     p.add_argument("--source-frame", type=int, default=0, help="frame to build the avatar from (default: 0)")
     p.add_argument("--every", type=int, default=5, help="score every K-th other frame (default: 5)")
-    p.add_argument("--preset", choices=("fast", "default", "high"), default="fast", help="avatar preset (default: fast)")
+    p.add_argument("--preset", choices=PRESET_NAMES, default=DEFAULT_PRESET, help=f"avatar preset (default: {DEFAULT_PRESET}; {QUICK_PRESET} for a quick look)")
     p.add_argument("--avatar", type=Path, help="use this avatar (built from the source frame) instead of building one")
     p.add_argument("--video-out", action="store_true", help="also write side_by_side.mp4 of the scored frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

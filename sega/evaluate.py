@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from .errors import FaceNotFoundError, SegaError
+from .presets import DEFAULT_PRESET
 from .landmarks import mediapipe_groups
 from .eval_frame import FrameScorer
 from .track import ExpressionPoseSolver, TrackOptions, detect_video_landmarks, track_landmarks
@@ -49,7 +50,8 @@ DRIVEN_ONLY = ("expression_error", "pose_error_deg", "identity_distance", "ident
 EYE_OPEN_PERCENTILE = 90  # a target eye's open gap: this percentile of its openings over the scored frames ...
 EYE_OPEN_FRACTION = 0.5  # ... an eye is open above this fraction of it (closed below)
 HEAT_MAX = 0.25  # |error| (mean over rgb) mapped to the top of the heat map
-REFINE_SIZE = 512  # px, longer side of the renders the refinement compares (192 px: ~28 dB on exact renders, 512: ~40)
+REFINE_SIZE = 256  # px, side of the face crop the refinement renders and compares
+REFINE_CROP_MARGIN = 1.1  # the crop's side over the grown face oval's larger side
 REFINE_LR_EXPRESSION = 0.005  # Adam step, weight units
 REFINE_LR_ROTATION = 0.003  # Adam step, radians
 REFINE_LR_TRANSLATION = 0.0005  # Adam step, metres
@@ -63,7 +65,8 @@ class EvalOptions:
 
     source_frame: int = 0  # frame the avatar is built from (never scored)
     every: int = 5  # score every K-th other frame
-    preset: str = "fast"  # avatar preset when the avatar is built here
+    preset: str = DEFAULT_PRESET  # avatar preset when the avatar is built here (the product default: fast is too coarse
+    # for eyes and lips, ~6 mm between texels, and its blurred lids read as squints)
     max_scored: int = 60  # score at most this many frames
     refine_iterations: int = 100  # photometric refinement of each frame's expression + pose (0: landmarks only)
 
@@ -104,29 +107,34 @@ def identity_embedder():
 
 
 def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, expression: np.ndarray, head_pose: np.ndarray,
-                       iterations: int, person: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                       iterations: int, person: np.ndarray | None = None, size: int = REFINE_SIZE) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Analysis by synthesis: adjust expression [E] and head pose [6] so the avatar's render matches
     ``frame`` inside the head (L1 in the target's grown face-oval polygon, ... and its person mask
     [H, W] when given), starting from the landmark fit.
 
     Only the driving signal moves; the avatar's appearance is untouched. Landmark tracking alone is
-    off by a few degrees (MediaPipe's points shift with the view), which costs ~15 dB of PSNR.
+    off by a few degrees (MediaPipe's points shift with the view), which costs PSNR (figures: docs/figures.md).
     """
-    from .avatar import polygon_mask
+    from .head_crop import resample_square
+    from .imaging import polygon_mask
     from .render import render as render_gaussians
 
+    # Compare on a square crop around the grown face oval (not the whole frame): the pixels that matter,
+    # at REFINE_SIZE px whatever the video's size.
     cam = avatar.camera
-    scale = REFINE_SIZE / max(cam.width, cam.height)
-    w, h = max(1, round(cam.width * scale)), max(1, round(cam.height * scale))
-    k = cam.K.copy()
-    k[0] *= w / cam.width
-    k[1] *= h / cam.height
-    small = np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
-    oval = landmarks[list(mediapipe_groups()["face_oval"]), :2] * [w / cam.width, h / cam.height]
+    oval = landmarks[list(mediapipe_groups()["face_oval"]), :2].astype(np.float64)
     centre = oval.mean(0)
-    mask = polygon_mask(centre + (oval - centre) * REFINE_MASK_GROW, h, w)
+    grown = centre + (oval - centre) * REFINE_MASK_GROW
+    lo_xy, hi_xy = grown.min(0), grown.max(0)
+    side = float(max(hi_xy - lo_xy)) * REFINE_CROP_MARGIN
+    ox, oy = (lo_xy + hi_xy) / 2 - side / 2
+    w = h = size
+    s = size / side
+    k = np.array([[s, 0.0, -ox * s], [0.0, s, -oy * s], [0.0, 0.0, 1.0]]) @ cam.K
+    small = resample_square(frame, ox, oy, side, size).astype(np.float32) / 255.0
+    mask = polygon_mask((grown - [ox, oy]) * s, h, w)
     if person is not None:
-        mask &= np.asarray(Image.fromarray((person * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BILINEAR)) > 127
+        mask &= resample_square(person.astype(np.float32), ox, oy, side, size, pad="constant", fill=0.0) > 0.5
     mask = torch.from_numpy(mask)
     trans0 = torch.as_tensor(head_pose[3:], dtype=torch.float32)
     target = torch.from_numpy(small)

@@ -101,9 +101,20 @@ def landmark_measures(landmarks: np.ndarray) -> dict[str, float]:
     }
 
 
-def _value_saturation(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def value_saturation(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """rgb [..., 3] in [0, 1] -> (value max(r, g, b), saturation (max - min) / max), each [...]."""
     value = rgb.max(-1)
     return value, (value - rgb.min(-1)) / np.maximum(value, 1e-6)
+
+
+def teeth_pixels(image: np.ndarray, lips: np.ndarray) -> np.ndarray:
+    """[H, W] bool: teeth-like pixels anywhere, judged against the lips' median colour (``lips``: [H, W]
+    bool, the lip pixels). image: [H, W, 3] float in [0, 1]. All False when there are too few lip pixels."""
+    if lips.sum() < MIN_POLYGON_PX:
+        return np.zeros(lips.shape, dtype=bool)
+    lip_value, lip_saturation = (float(np.median(x)) for x in value_saturation(image[lips]))
+    value, saturation = value_saturation(image)
+    return (value >= TEETH_LIP_VALUE_RATIO * lip_value) & (saturation <= TEETH_LIP_SATURATION_RATIO * lip_saturation)
 
 
 def teeth_fraction(image: np.ndarray, landmarks: np.ndarray) -> float | None:
@@ -120,10 +131,7 @@ def teeth_fraction(image: np.ndarray, landmarks: np.ndarray) -> float | None:
         return None
     if inner.sum() < MIN_POLYGON_PX or lips.sum() < MIN_POLYGON_PX:
         return None
-    lip_value, lip_saturation = (float(np.median(x)) for x in _value_saturation(rgb[lips]))
-    value, saturation = _value_saturation(rgb[inner])
-    teeth = (value >= TEETH_LIP_VALUE_RATIO * lip_value) & (saturation <= TEETH_LIP_SATURATION_RATIO * lip_saturation)
-    return float(teeth.mean())
+    return float(teeth_pixels(rgb, lips)[inner].mean())
 
 
 def teeth_shown(image: np.ndarray, landmarks: np.ndarray) -> bool:

@@ -23,6 +23,13 @@ from .headmodel.base import HeadModel, LandmarkEmbedding
 
 MP_NUM_LANDMARKS = 478  # 468 face-mesh points + 2 x 5 iris points (refine_landmarks=True)
 MP_GROUPS_FILE = "mediapipe_groups.json"
+# MediaPipe's inner-lip contour without the mouth corners (78, 308), upper and lower halves.
+INNER_LIP_UPPER = (191, 80, 81, 82, 13, 312, 311, 310, 415)
+INNER_LIP_LOWER = (95, 88, 178, 87, 14, 317, 402, 318, 324)
+JAW_EXPRESSION = "jawOpen"  # the expression whose motion tells the lower lip from the upper one
+LIP_SEARCH_RADIUS_M = 0.015  # triangles considered around an inner-lip point
+UPPER_LIP_MAX_FRACTION = 0.2  # upper-lip triangles move at most this fraction of the neighbourhood's largest jaw motion ...
+LOWER_LIP_MIN_FRACTION = 0.5  # ... lower-lip triangles at least this fraction
 MP_MIRROR_FILE = "mediapipe_mirror.json"
 
 
@@ -88,21 +95,96 @@ def _shipped_arrays(model: HeadModel, name: str) -> dict[str, np.ndarray] | None
         return {k: z[k] for k in z.files}
 
 
+_SPLIT_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # (file, model key) -> split_inner_lips result
+
+
+def _split_cached(model: HeadModel, name: str, face_ids: np.ndarray, barycentrics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``split_inner_lips`` of a shipped file, once per process and head model (~2 s for the view bins)."""
+    jaw = model.expression_basis[model.expression_index(JAW_EXPRESSION)] if JAW_EXPRESSION in model.expression_names else 0.0
+    key = (name, model.name, model.num_vertices, model.num_faces, float(np.asarray(jaw, np.float64).sum()))
+    if key not in _SPLIT_CACHE:
+        _SPLIT_CACHE[key] = split_inner_lips(model, face_ids, barycentrics)
+    f, b = _SPLIT_CACHE[key]
+    return f.copy(), b.copy()
+
+
 def load_view_embeddings(model: HeadModel) -> ViewEmbeddings | None:
-    """The shipped view-dependent embeddings for ``model`` if they match its mesh, else None."""
-    z = _shipped_arrays(model, view_embedding_file(model.name))
+    """The shipped view-dependent embeddings for ``model`` if they match its mesh, else None
+    (inner lips split: ``split_inner_lips``)."""
+    name = view_embedding_file(model.name)
+    z = _shipped_arrays(model, name)
     if z is None:
         return None
-    return ViewEmbeddings(z["yaws_deg"].astype(np.float64), z["pitches_deg"].astype(np.float64),
-                          z["face_ids"].astype(np.int64), z["barycentrics"].astype(np.float32))  # fmt: skip
+    face_ids, bary = _split_cached(model, name, z["face_ids"].astype(np.int64), z["barycentrics"].astype(np.float32))
+    return ViewEmbeddings(z["yaws_deg"].astype(np.float64), z["pitches_deg"].astype(np.float64), face_ids, bary)
 
 
 def load_embedding(model: HeadModel) -> LandmarkEmbedding | None:
-    """The shipped MediaPipe embedding for ``model`` if one matches its mesh, else None."""
-    z = _shipped_arrays(model, embedding_file(model.name))
+    """The shipped MediaPipe embedding for ``model`` if one matches its mesh, else None (inner lips split)."""
+    name = embedding_file(model.name)
+    z = _shipped_arrays(model, name)
     if z is None:
         return None
-    return LandmarkEmbedding(z["face_ids"].astype(np.int64), z["barycentrics"].astype(np.float32), z["valid"].astype(bool))
+    face_ids, bary = _split_cached(model, name, z["face_ids"].astype(np.int64), z["barycentrics"].astype(np.float32))
+    return LandmarkEmbedding(face_ids, bary, z["valid"].astype(bool))
+
+
+def _closest_on_triangles(p: np.ndarray, tri: np.ndarray) -> tuple[int, np.ndarray, float]:
+    """Closest point to p [3] on triangles tri [K, 3 corners, 3] -> (k, barycentrics [3], distance):
+    the plane projection where it falls inside, else the closest point of the three edges."""
+    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+    ab, ac, ap = b - a, c - a, p - a
+    d00, d01, d11 = (ab * ab).sum(1), (ab * ac).sum(1), (ac * ac).sum(1)
+    d20, d21 = (ap * ab).sum(1), (ap * ac).sum(1)
+    den = np.where(np.abs(d00 * d11 - d01 * d01) > 1e-20, d00 * d11 - d01 * d01, np.inf)
+    v = (d11 * d20 - d01 * d21) / den
+    w = (d00 * d21 - d01 * d20) / den
+    inside = (v >= 0) & (w >= 0) & (v + w <= 1)
+    cands = [(np.stack([1 - v - w, v, w], 1), np.where(inside, np.linalg.norm(a + v[:, None] * ab + w[:, None] * ac - p, axis=1), np.inf))]
+    for i, j in ((0, 1), (0, 2), (1, 2)):  # the edges
+        x, y = tri[:, i], tri[:, j]
+        t = np.clip(((p - x) * (y - x)).sum(1) / np.maximum(((y - x) ** 2).sum(1), 1e-20), 0.0, 1.0)
+        bary = np.zeros((tri.shape[0], 3))
+        bary[:, i], bary[:, j] = 1 - t, t
+        cands.append((bary, np.linalg.norm(x + t[:, None] * (y - x) - p, axis=1)))
+    dist = np.stack([d for _, d in cands], 1)  # [K, 4]
+    k, which = np.unravel_index(int(np.argmin(dist)), dist.shape)
+    return int(k), cands[which][0][k], float(dist[k, which])
+
+
+def split_inner_lips(model: HeadModel, face_ids: np.ndarray, barycentrics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The embedding with MediaPipe's upper inner-lip points on the upper lip and the lower ones on the
+    lower lip: face_ids [..., 478] int64, barycentrics [..., 478, 3] -> the same, changed copies.
+
+    Why: the embeddings were made from renders of the neutral head, whose lips touch, and both halves
+    of the inner contour snapped onto the same triangles: the model could not open its inner lips, so
+    tracking read every mouth opening as closed (0.005 IOD for a 0.15 IOD gape) and smiles without
+    teeth. Each point moves to the closest point of the triangles near it that do not follow the jaw
+    (upper) or do (lower), told apart by ``JAW_EXPRESSION``'s motion. Models without that expression
+    are returned unchanged."""
+    if JAW_EXPRESSION not in model.expression_names:
+        return face_ids, barycentrics
+    v = np.asarray(model.vertices, dtype=np.float64)
+    faces = np.asarray(model.faces)
+    jaw = np.linalg.norm(np.asarray(model.expression_basis[model.expression_index(JAW_EXPRESSION)], dtype=np.float64), axis=1)
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(v[faces].mean(1))  # triangle centroids
+    out_f, out_b = face_ids.copy(), barycentrics.copy()
+    flat_f, flat_b = out_f.reshape(-1, face_ids.shape[-1]), out_b.reshape(-1, face_ids.shape[-1], 3)
+    for points, lower in ((INNER_LIP_UPPER, False), (INNER_LIP_LOWER, True)):
+        for row in range(flat_f.shape[0]):
+            for i in points:
+                p = (v[faces[flat_f[row, i]]] * flat_b[row, i][:, None]).sum(0)
+                near = np.asarray(tree.query_ball_point(p, LIP_SEARCH_RADIUS_M), dtype=np.int64)
+                motion = jaw[faces[near]]  # [K, 3]
+                top = motion.max() if near.size else 0.0
+                keep = near[(motion.min(1) >= LOWER_LIP_MIN_FRACTION * top) if lower else (motion.max(1) <= UPPER_LIP_MAX_FRACTION * top)]
+                if top <= 0 or keep.size == 0:
+                    continue
+                k, bary, _ = _closest_on_triangles(p, v[faces[keep]])
+                flat_f[row, i], flat_b[row, i] = keep[k], bary.astype(flat_b.dtype)
+    return out_f, out_b
 
 
 def with_mediapipe_embedding(model: HeadModel) -> HeadModel:

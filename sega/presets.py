@@ -7,8 +7,8 @@ A preset names a level of effort; each options dataclass turns the name into its
 from __future__ import annotations
 
 PRESET_NAMES = ("fast", "default", "high")  # in increasing effort
-DEFAULT_PRESET = "default"  # `sega build`, `sega fit`
-QUICK_PRESET = "fast"  # where a quick result matters more than quality: `sega eval`, the app's first choice
+DEFAULT_PRESET = "default"  # `sega build`, `sega fit`, `sega eval`
+QUICK_PRESET = "fast"  # where a quick result matters more than quality: the app's first choice, quick evals
 PRESET_HELP = {
     "fast": "atlas 128, ~7k Gaussians, ~15 s on 2 CPU cores",
     "default": "atlas 256, ~31k Gaussians, ~40 s on 2 CPU cores",

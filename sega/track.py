@@ -6,7 +6,7 @@ is passed in). Then every frame solves only for the expression weights E and the
 rotation about the model's pivot + translation, the same parameters ``Avatar.animate`` and the clips
 use), by damped Gauss-Newton (Levenberg-Marquardt) on the landmark reprojection error, warm-started
 from the previous frame: a handful of iterations over E + 6 unknowns and 478 landmarks, with the
-Jacobian from forward-mode autodiff (``torch.func.jacfwd``). Weights are kept in the model's range
+Jacobian written out analytically (checked against autodiff in the tests). Weights are kept in the model's range
 by clamping after each step (projected Gauss-Newton). Priors are those of the photo fit.
 
 Shapes: L landmarks, E expressions, I identity components; pixels are photo pixels.
@@ -42,6 +42,7 @@ LM_MAX_TRIES = 4  # damping increases tried per iteration before giving up on a 
 LM_DAMPING_FACTOR = 4.0  # damping is multiplied / divided by this after a rejected / accepted step
 LM_MIN_DAMPING = 1e-6
 MP_LEFT_LIDS, MP_RIGHT_LIDS = (386, 374), (159, 145)  # MediaPipe upper / lower lid midpoints of each eye
+SIDEWAYS_GAZE = ("eyeLookIn", "eyeLookOut")  # ARKit gaze channels (sega.headmodel.eyes turns the eyeballs with them)
 IRIS_CLOSED, IRIS_OPEN = 0.03, 0.07  # lid gap / inter-ocular distance: iris points count 0 below, fully above
 
 
@@ -61,6 +62,11 @@ class TrackOptions:
     # without it a few pixels of landmark bias move the head centimetres towards the camera
     eye_weight: float = 4.0  # weight of the eyelid landmarks: the eyes are small, and with equal weights the
     # expression prior outweighs a closing lid (blinks would be missed)
+    iris_weight: float = 2.0  # weight of the iris landmarks: ten points carry the gaze (eyeLook*, which turn the eyeballs)
+    gaze_prior_scale: float = 0.3  # the expression priors of the sideways gaze channels (eyeLookIn/Out), scaled by this:
+    # the irises observe them well, and at full prior strength a 14-degree look came out as 3 degrees. Up / down keep
+    # the full prior: ICT's eyeLookDown also lowers the lids, and with a weak prior it took over the blinks
+
     view_dependent: bool = True  # use the per-view landmark embeddings (scripts/make_view_embeddings.py) when shipped
     view_iterations: int = 2  # steps after each re-interpolation of the embedding for the solved pose
     view_rounds: int = 3  # re-interpolations at most: the embedding depends on the pose being solved for, so
@@ -103,6 +109,7 @@ class ExpressionPoseSolver:
         emb = model.landmarks[embedding]
         self.rest = surface_rows(model, emb, head)  # [L, 3]
         self.num_e = model.num_expressions
+        self.gaze = [i for i, n in enumerate(model.expression_names) if n.startswith(SIDEWAYS_GAZE)]  # eyeLookIn/Out
         self._set_expr_basis(surface_rows(model, emb, model.expression_basis).reshape(self.num_e, -1))
         self.pivot = torch.as_tensor(model.pivot, dtype=torch.float32)
         self.cam_r = torch.as_tensor(camera.viewmat[:3, :3], dtype=torch.float32)
@@ -113,6 +120,7 @@ class ExpressionPoseSolver:
         if embedding == LANDMARK_SET:
             groups = mediapipe_groups()
             w[list(groups["left_eye"]) + list(groups["right_eye"])] *= options.eye_weight
+            w[list(groups["left_iris"]) + list(groups["right_iris"])] *= options.iris_weight
             # Iris points of a closing eye are guesses (the detector still places them): fade them out.
             self.iris = {side: (list(groups[f"{side}_iris"]), lids) for side, lids in (("left", MP_LEFT_LIDS), ("right", MP_RIGHT_LIDS))}
         else:
@@ -219,6 +227,8 @@ class ExpressionPoseSolver:
         reg_l2[self.num_e + 3 :] = o.translation_prior
         reg_l1 = torch.zeros(p.shape[0])
         reg_l1[: self.num_e] = o.expression_l1
+        reg_l2[self.gaze] *= o.gaze_prior_scale
+        reg_l1[self.gaze] *= o.gaze_prior_scale
 
         self.set_view(p[self.num_e :].numpy())
         p = self._lm(p, target, iod, reg_l2, reg_l1, o.iterations if iterations is None else iterations)

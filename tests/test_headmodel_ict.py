@@ -112,3 +112,32 @@ def test_download_with_integrity(ict_dir, tmp_path):
         dl.download_ict(num_identity=1, base_url=bad.resolve().as_uri() + "/", dest=dest2, show_progress=False)
     assert not (dest2 / "jawOpen.obj").exists() and not list(dest2.glob("*.part"))
     assert time.perf_counter() - t0 < 120
+
+
+def test_gaze_channels_turn_the_eyeballs(ict_model):
+    """eyeLook* at weight 1 turn their eyeball about its centre by the full gaze angle (ICT's own shapes
+    leave the eyeballs still): the front of the left eye moves towards +X (the subject's left) for
+    eyeLookOut_L, up for eyeLookUp_L, and the other eye stays put."""
+    import math
+
+    from sega.headmodel.eyes import GAZE_PITCH_DEG, GAZE_YAW_DEG, sphere_centre
+
+    v = np.asarray(ict_model.vertices, np.float64)
+    left, right = ict_model.region_vertex_mask("eyeball_left"), ict_model.region_vertex_mask("eyeball_right")
+    centre = sphere_centre(v[left])
+    front = np.flatnonzero(left)[np.argmax(v[left, 2])]  # the cornea's apex
+
+    def turned(name: str) -> np.ndarray:
+        d = np.asarray(ict_model.expression_basis[ict_model.expression_index(name)], np.float64)
+        assert np.abs(d[right]).max() < 1e-6  # the right eyeball does not move with a left-eye channel
+        return v[front] + d[front] - centre
+
+    rest = v[front] - centre
+    out = turned("eyeLookOut_L")
+    assert out[0] > rest[0] + 1e-3
+    yaw = math.degrees(math.atan2(out[0], out[2]) - math.atan2(rest[0], rest[2]))
+    assert yaw == pytest.approx(GAZE_YAW_DEG, abs=0.5)
+    assert np.linalg.norm(out) == pytest.approx(np.linalg.norm(rest), rel=1e-3)  # a rotation: the radius stays
+    up = turned("eyeLookUp_L")
+    pitch = math.degrees(math.atan2(up[1], up[2]) - math.atan2(rest[1], rest[2]))
+    assert pitch == pytest.approx(GAZE_PITCH_DEG, abs=0.5)

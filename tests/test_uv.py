@@ -320,3 +320,31 @@ def test_ict_atlas(ict_model: HeadModel):
     assert np.median(err) < 1e-3 and np.percentile(err, 99) < 5e-3
     face = atlas.region_mask("face")
     assert np.all(face[m[face]])
+
+
+def test_painted_eyeballs_have_pupil_iris_and_sclera(ict_model, astronaut, face_detector):
+    """Eyeball texels the photo does not show are painted by their angle from the eye's axis: the pupil
+    at the front, the photo's iris colour around it, sclera behind; other texels are left alone."""
+    import torch
+
+    from sega.avatar.build import atlas_regions
+    from sega.avatar.build.init import PUPIL_COLOR, eye_colours, paint_eyeballs
+    from sega.headmodel.eyes import sphere_centre
+    from sega.uv import Atlas
+
+    atlas = Atlas.build(ict_model, 128, regions=atlas_regions(ict_model))
+    assert "eyelashes" not in {atlas.region_names[r] for r in np.unique(atlas.texel_region)}  # lash cards get no splats
+    lm = face_detector.detect(astronaut).landmarks
+    eyes = atlas.region_mask("eyeball_left", "eyeball_right")
+    before = np.zeros((atlas.num_texels, 3), np.float32)
+    out = paint_eyeballs(ict_model, atlas, before, eyes, astronaut.astype(np.float32) / 255.0, lm)
+    assert np.array_equal(out[~eyes], before[~eyes])
+    iris, sclera = eye_colours(astronaut.astype(np.float32) / 255.0, lm)
+    assert sclera.mean() > iris.mean() + 0.2  # the astronaut's eyes are open: a light sclera, a darker iris
+    left = atlas.region_mask("eyeball_left")
+    pts = atlas.texel_points(torch.as_tensor(ict_model.vertices)).numpy()[left]
+    d = pts - sphere_centre(np.asarray(ict_model.vertices, np.float64)[ict_model.region_vertex_mask("eyeball_left")])
+    front, back = np.argmax(d[:, 2] / np.linalg.norm(d, axis=1)), np.argmin(d[:, 2])
+    np.testing.assert_allclose(out[left][front], PUPIL_COLOR)
+    np.testing.assert_allclose(out[left][back], sclera)
+    assert (np.abs(out[left] - iris).max(1) < 0.05).sum() > 5  # an iris ring

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..presets import QUICK_PRESET
+
 
 @dataclass
 class AppOptions:
@@ -19,7 +21,7 @@ class AppOptions:
     build_timeout_s: float = 600.0  # a build running longer stops with a message
     session_ttl_s: float = 3600.0  # a build's files are deleted this long after their last use (or when the tab closes)
     work_dir: Path | None = None  # where per-session build folders live (None: a new temporary folder)
-    default_preset: str = "fast"  # preset selected when the page opens
+    default_preset: str = QUICK_PRESET  # preset selected when the page opens
     preview_size: int = 256  # side (px) of previews, turntable frames and slider re-renders
     ict_dir: Path | None = None  # ICT-FaceKit FaceXModel folder (None: $SEGA_ICT_DIR, then the cache)
     allow_download: bool = False  # let the app download ICT-FaceKit when missing (off: no outbound traffic)

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import SegaError
+from ..presets import PRESET_NAMES
 from .options import AppOptions
 from .guard import allowed_path, upload_folder
 from .server import BUNDLE_ROUTE, VIEWER_ROUTE
@@ -28,7 +29,7 @@ from .sessions import SessionStore
 
 log = logging.getLogger("sega.app")
 
-PRESET_CHOICES = ("fast", "default", "high")
+PRESET_CHOICES = PRESET_NAMES  # the preset registry (sega.presets)
 HEAD_MODEL_LABELS = {"ict": "ICT-FaceKit", "flame": "FLAME"}
 SLIDER_EXPRESSIONS = (  # (ARKit name, label) of the server-side re-render sliders
     ("jawOpen", "jaw open"),

@@ -20,6 +20,7 @@ from ..conventions import ICT_CM_TO_M
 from ..errors import HeadModelError
 from .base import HeadModel, LandmarkEmbedding
 from .cache import cache_dir, headmodel_kwargs, load_headmodel_arrays, save_headmodel
+from .eyes import add_eye_rotation
 
 ICT_ENV = "SEGA_ICT_DIR"  # folder holding the upstream FaceXModel files
 ICT_NUM_VERTICES = 26719  # upstream vertex count of every OBJ
@@ -42,7 +43,7 @@ ICT_REGIONS: dict[str, str] = {
     "M_EyeLashes": "eyelashes",
 }
 ICT_REGION_NAMES = ("face", "head_neck", "mouth_interior", "teeth", "eyeball_left", "eyeball_right", "eyelashes")
-ICT_CONVERTER_VERSION = 1  # bump when the conversion changes so old caches are rebuilt
+ICT_CONVERTER_VERSION = 2  # bump when the conversion changes so old caches are rebuilt (2: eyeballs turn with eyeLook*)
 
 ICT_LICENCE = (
     "Head model: ICT-FaceKit, Copyright (c) 2020 USC Institute for Creative Technologies, "
@@ -158,6 +159,10 @@ def convert_ict(source_dir: Path, num_identity: int = ICT_DEFAULT_IDENTITY, prog
     deltas = np.stack(deltas)
 
     vertices = (base[vertex_ids] * ICT_CM_TO_M).astype(np.float32)
+    # ICT's eyeLook* shapes leave the eyeballs still: turn them (sega.headmodel.eyes).
+    eyes = {side: np.isin(np.arange(vertices.shape[0]), faces[regions == ICT_REGION_NAMES.index(f"eyeball_{side}")])
+            for side in ("left", "right")}  # fmt: skip
+    deltas[num_identity:] = add_eye_rotation(vertices, eyes, deltas[num_identity:], expression_names)
     symmetry, _ = mirror_map(vertices.astype(np.float64))
     landmarks = {"ibug68": vertex_landmarks(remap[np.array(indices["idx_to_landmark_verts"])], faces)}
     return HeadModel(

@@ -2,7 +2,7 @@
 
 Why synthetic: the viewer must be testable without a photo, a head model or a trained avatar, and
 the bundle writer is developed separately. This module writes a bundle that follows the same
-contract (see ``web/README.md``), small enough for software WebGL:
+contract (see ``docs/bundle-format.md``), small enough for software WebGL:
 
 * ``static.ply``: an ellipsoid "head" of ``num_splats`` Gaussians (skin colour, dark hair at the
   back and top, two dark eyes, red lips; SEGA world coordinates, metres, +Y up, +Z out of the face),
@@ -363,7 +363,7 @@ def make_test_bundle(
         "camera": CAMERA,
         "clips": [f for f in files if f.startswith("clips/")],
         "files": {f: file_sha256(out / f) for f in files},
-        "provenance": {"generator": "tests/bundle_fixture.py", "synthetic": True, "seed": seed},
+        "provenance": {"generator": "sega/testing/bundle_fixture.py", "synthetic": True, "seed": seed},
         "licences": [{"component": "synthetic test bundle", "licence": "MIT"}],
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")

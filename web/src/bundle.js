@@ -1,7 +1,7 @@
 // Reading a "sega-bundle" (format_version 1 or 2) from a folder URL or a .zip (URL or dropped file).
 //
 // A bundle is a manifest.json plus the files it names (static.ply, the per-frame ONNX graphs, clips);
-// see web/README.md for the contract. Every file listed in manifest.files is checked against its
+// see docs/bundle-format.md for the contract. Every file listed in manifest.files is checked against its
 // SHA-256 when it is read (Web Crypto; skipped with a warning where the page is not a secure context).
 
 import { strFromU8, unzipSync } from "fflate";

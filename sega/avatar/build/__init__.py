@@ -27,6 +27,11 @@ from ..texels import dynamic_texels
 from .init import initial_maps
 from .optimise import optimise_maps
 
+# Regions that get no Gaussians. ICT's eyelashes are cards standing out from the lid margins: splats on them
+# take whatever colour lies behind them in the photo (skin, the eye) and, a few millimetres wide, cover the
+# eye, so an opened eye still showed a patch of skin. Without them the lid margin's own texels carry the
+# photo's dark lash line.
+SPLATLESS_REGIONS = ("eyelashes",)
 BUILD_STAGES = ("detect", "fit", "segment", "initialise", "optimise", "precompute")
 
 
@@ -57,6 +62,11 @@ def dynamic_decoder_options(options: AvatarOptions) -> DynamicDecoderOptions:
     levels = DynamicDecoderOptions().channels
     side = options.dynamic_map_resolution // 2 ** (len(levels) - 1)
     return DynamicDecoderOptions(feature_resolution=side, map_resolution=options.dynamic_map_resolution)
+
+
+def atlas_regions(model: HeadModel) -> tuple[str, ...]:
+    """The head model's regions that get Gaussians: all but ``SPLATLESS_REGIONS``."""
+    return tuple(r for r in model.region_names if r not in SPLATLESS_REGIONS)
 
 
 def crop_camera(camera: Camera, crop) -> Camera:
@@ -107,10 +117,10 @@ def build_avatar(
     with torch.no_grad():
         verts_t = model.deform(buf, torch.as_tensor(fit.identity), torch.as_tensor(fit.expression))
     vertices = verts_t.numpy()
-    atlas = Atlas.build(model, options.atlas_resolution)
+    atlas = Atlas.build(model, options.atlas_resolution, regions=atlas_regions(model))
     static_mask = ~dynamic_texels(model, atlas, options.dynamic_threshold_m)
     _report(progress, "initialise", 0.3)
-    init = initial_maps(model, atlas, vertices, photo, person, fit.camera, options)
+    init = initial_maps(model, atlas, vertices, photo, person, fit.camera, options, detection.landmarks)
     crop = head_crop(detection, photo.shape, size=options.render_size)
     cam = crop_camera(fit.camera, crop)
     target = crop.apply(photo).astype(np.float32) / 255.0

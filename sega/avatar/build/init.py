@@ -13,7 +13,7 @@ from scipy.spatial import cKDTree
 from ...camera import Camera
 from ...gaussians import GaussianMaps
 from ...headmodel.base import HeadModel
-from ...imaging import bilinear_sample
+from ...imaging import bilinear_sample, polygon_mask
 from ...meshraster import project_vertices, render_mesh
 from ...uv import Atlas
 from ..options import AvatarOptions
@@ -25,6 +25,24 @@ MOUTH_REGIONS = ("teeth", "mouth_interior")
 TEETH_COLOR = (0.90, 0.87, 0.80)  # off-white
 MOUTH_INTERIOR_COLOR = (0.38, 0.10, 0.10)  # dark red
 SCLERA_COLOR = (0.92, 0.90, 0.87)  # white of the eye, slightly warm
+# Painted eyeballs (where the photo does not show them: a squinting source, the parts under the lids).
+# Angles from the eyeball's forward axis (+Z) about its centre (``sega.headmodel.eyes.sphere_centre``):
+# an iris 11.7 mm across on a 12.2 mm-radius eyeball spans ~29 degrees; the pupil ~9 (a 4 mm pupil).
+IRIS_HALF_ANGLE_DEG = 27.0
+PUPIL_HALF_ANGLE_DEG = 9.0
+LIMBUS_DEG = 3.0  # the iris darkens over this many degrees towards its rim (the limbal ring)
+LIMBUS_DARKEN = 0.55  # ... to this fraction of its colour
+IRIS_COLOR = (0.30, 0.20, 0.13)  # dark brown: the most common iris colour, when the photo shows none
+PUPIL_COLOR = (0.03, 0.03, 0.03)
+MIN_EYE_PIXELS = 12  # photo pixels needed to take the iris / sclera colour from the photo
+SCLERA_BRIGHT_PERCENTILE = 70  # the sclera's colour: pixels above this brightness percentile (lash shadows left out) ...
+SCLERA_SKIN_VALUE_RATIO = 1.15  # ... taken when at least this much brighter than the skin's median ...
+SCLERA_SKIN_SATURATION_RATIO = 0.7  # ... and at most this saturated relative to it (else the default)
+PHOTO_REGION_MARGIN_PX = 1.0  # photo eye / mouth masks grown by this before a texel counts as inside (anti-aliased edges)
+# Skin and lip texels this close to the photo's mouth opening (a fraction of the inter-ocular distance) count
+# as inside it: a splat is wider than its centre pixel, and lip splats at the teeth's edge were fitted white
+# (a white band between the lips once the mouth closed).
+LIP_EDGE_IOD = 0.04
 # Texel visibility in the photo.
 # Visibility test when projecting texels into the photo.
 VISIBILITY_DEPTH_TOLERANCE_M = 0.002  # a texel is visible if within this of the z-buffer depth
@@ -135,6 +153,7 @@ def initial_maps(
     person_mask: np.ndarray,
     camera: Camera,
     options: AvatarOptions,
+    landmarks: np.ndarray | None = None,
 ) -> TexelInit:
     """Initial maps on the fitted mesh.
 
@@ -145,6 +164,13 @@ def initial_maps(
     skin / hair texels in 3D seen at ``photo_cos_low`` or better). Teeth and mouth interior get fixed defaults; unseen
     eyeball parts get the sclera colour. ``confidence`` = smoothstep of the facing cosine between
     ``photo_cos_low`` and ``photo_cos_high`` where seen, else 0.
+
+    landmarks: [478, 2|3] the photo's MediaPipe landmarks. With them, a texel only takes its photo colour
+    where the photo shows its kind of surface (``photo_agreement``): eyeball texels inside the photo's eye
+    openings, skin and lips outside them and outside the inner lips. Where the fitted mesh is off (a lid
+    fitted too low over a squinting eye, lips over the teeth of a grin), the others are treated as unseen
+    and locked (the optimisation does not repaint them), so the opened eye shows an eye and the closed
+    lips show lips. Unseen eyeball texels get a painted eye (``paint_eyeballs``).
     """
     verts_t = torch.as_tensor(vertices, dtype=torch.float32)
     points = atlas.texel_points(verts_t).numpy().astype(np.float64)
@@ -157,6 +183,10 @@ def initial_maps(
     colors, visible, cos = project_texels(img, person_mask, camera, vertices, atlas.faces, points, normals, atlas.texel_face, lids)
     mouth = region_mask(atlas, *MOUTH_REGIONS)
     eyes = region_mask(atlas, "eyeball_left", "eyeball_right")
+    mismatch = np.zeros_like(visible)
+    if landmarks is not None:
+        mismatch = visible & ~photo_agreement(atlas, points, camera, landmarks, img)
+        visible &= ~mismatch
     seen = np.where(visible, _smoothstep(cos, options.photo_cos_low, options.photo_cos_high), 0.0)
     visible &= ~mouth  # teeth / mouth colours start from defaults (may still be optimised where seen)
     # Symmetric fill: unseen texels take their mirror texel's colour when the photo sees that one.
@@ -172,6 +202,8 @@ def initial_maps(
     fill = inpaint_colors(np.where(sources[:, None], colors, 0.0), sources, points, pairs)
     colors = np.where(known[:, None], colors, fill)
     colors[eyes & ~known] = SCLERA_COLOR
+    if landmarks is not None:
+        colors = paint_eyeballs(model, atlas, colors, eyes & ~known, img, landmarks)
     colors[region_mask(atlas, "teeth")] = TEETH_COLOR
     colors[region_mask(atlas, "mouth_interior")] = MOUTH_INTERIOR_COLOR
 
@@ -179,4 +211,127 @@ def initial_maps(
     log_scale = np.stack([in_plane, in_plane, in_plane + math.log(options.init_normal_scale_ratio)], 1)
     logit = math.log(options.init_opacity / (1.0 - options.init_opacity))
     maps = GaussianMaps.initial(atlas.num_texels, torch.as_tensor(log_scale), torch.as_tensor(colors.astype(np.float32)), logit)
-    return TexelInit(maps, seen.astype(np.float32), spacing, pairs, mirror, locked=lids & ~visible)
+    return TexelInit(maps, seen.astype(np.float32), spacing, pairs, mirror, locked=(lids & ~visible) | (mismatch & ~mouth))
+
+
+def photo_masks(landmarks: np.ndarray, shape: tuple[int, int], photo: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The photo's surface kinds from its landmarks [478, 2|3]: {"eyes": [H, W] bool inside either eye
+    opening (lid contours), "mouth": [H, W] bool inside the inner lips}. With ``photo`` ([H, W, 3] float),
+    "mouth" also takes the teeth-like pixels between the inner and the outer lip contours (MediaPipe's
+    inner contour runs a little inside the teeth of a wide grin; ``sega.face_measures.teeth_pixels``)."""
+    from ...face_measures import EYE_CONTOURS, INNER_LIPS, OUTER_LIPS, teeth_pixels
+
+    h, w = shape
+    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
+
+    def poly(idx) -> np.ndarray:
+        try:
+            return polygon_mask(lm[list(idx)], h, w)
+        except Exception:  # a flat polygon (a closed eye or mouth): nothing inside
+            return np.zeros((h, w), dtype=bool)
+
+    mouth = poly(INNER_LIPS)
+    if photo is not None:
+        lips = poly(OUTER_LIPS)
+        mouth |= lips & teeth_pixels(photo, lips & ~mouth)
+    return {"eyes": poly(EYE_CONTOURS["left"]) | poly(EYE_CONTOURS["right"]), "mouth": mouth}
+
+
+def photo_agreement(atlas: Atlas, points: np.ndarray, camera: Camera, landmarks: np.ndarray, photo: np.ndarray) -> np.ndarray:
+    """[T] bool: the photo shows the texel's kind of surface where the texel projects: eyeball texels
+    inside an eye opening, teeth and mouth-interior texels inside the inner lips, every other texel
+    outside both (each polygon grown by ``PHOTO_REGION_MARGIN_PX``: a texel at an edge agrees with either side).
+    points: [T, 3] texel surface points (world); photo: [H, W, 3] float in [0, 1]."""
+    from ...imaging import dilate
+
+    shape = photo.shape[:2]
+    from ...face_measures import interocular
+
+    masks = photo_masks(landmarks, shape, photo)
+    margin = int(np.ceil(PHOTO_REGION_MARGIN_PX))
+    grown = {k: dilate(v, margin) for k, v in masks.items()}
+    core = {k: ~dilate(~v, margin) for k, v in masks.items()}  # shrunk by the margin
+    core["mouth"] = dilate(masks["mouth"], int(round(LIP_EDGE_IOD * interocular(landmarks))))
+    xy, _ = project_vertices(points, camera)
+    h, w = shape
+    col = np.clip(np.floor(xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.floor(xy[:, 1]).astype(np.int64), 0, h - 1)
+    eyes, mouth = region_mask(atlas, "eyeball_left", "eyeball_right"), region_mask(atlas, *MOUTH_REGIONS)
+    agree = ~core["eyes"][row, col] & ~core["mouth"][row, col]  # skin, lips, hair
+    agree[eyes] = grown["eyes"][row[eyes], col[eyes]]
+    agree[mouth] = grown["mouth"][row[mouth], col[mouth]]
+    return agree
+
+
+def _iris_circles(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """[H, W] bool inside either iris circle (centre 468 / 473, radius: mean distance of the four rim points)."""
+    h, w = shape
+    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.zeros((h, w), dtype=bool)
+    for centre, rim in ((468, range(469, 473)), (473, range(474, 478))):
+        c = lm[centre]
+        r = float(np.linalg.norm(lm[list(rim)] - c, axis=1).mean())
+        out |= (xx + 0.5 - c[0]) ** 2 + (yy + 0.5 - c[1]) ** 2 <= r * r
+    return out
+
+
+def eye_colours(photo: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(iris rgb [3], sclera rgb [3]) from the photo's eye openings, or the defaults where it shows too
+    little. photo: [H, W, 3] float in [0, 1]. The sclera's colour is taken only when it is clearly
+    brighter and less saturated than the face's skin (``SCLERA_SKIN_VALUE_RATIO``,
+    ``SCLERA_SKIN_SATURATION_RATIO``): in a squint, the "opening" holds lids and lashes."""
+    from ...face_measures import value_saturation
+
+    shape = photo.shape[:2]
+    opening = photo_masks(landmarks, shape)["eyes"]
+    iris = _iris_circles(landmarks, shape)
+    iris_px, sclera_px = photo[opening & iris], photo[opening & ~iris]
+    iris_rgb = np.median(iris_px, 0) if len(iris_px) >= MIN_EYE_PIXELS else np.asarray(IRIS_COLOR)
+    sclera_rgb = np.asarray(SCLERA_COLOR)
+    if len(sclera_px) >= MIN_EYE_PIXELS:
+        bright = sclera_px.max(1) >= np.percentile(sclera_px.max(1), SCLERA_BRIGHT_PERCENTILE)
+        candidate = np.median(sclera_px[bright], 0)
+        skin_v, skin_s = (float(np.median(x)) for x in value_saturation(photo[_skin_mask(landmarks, shape)]))
+        cand_v, cand_s = (float(x[0]) for x in value_saturation(candidate[None]))
+        if cand_v >= SCLERA_SKIN_VALUE_RATIO * skin_v and cand_s <= SCLERA_SKIN_SATURATION_RATIO * skin_s:
+            sclera_rgb = candidate
+    return iris_rgb.astype(np.float32), sclera_rgb.astype(np.float32)
+
+
+def _skin_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """[H, W] bool: the face oval without the eyes, brows and mouth (the photo's skin, for colour references)."""
+    from ...face_measures import region_masks
+    from ...landmarks import mediapipe_groups
+
+    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    regions = region_masks(landmarks, *shape)
+    return polygon_mask(lm[list(mediapipe_groups()["face_oval"])], *shape) & ~regions["eyes"] & ~regions["mouth"]
+
+
+def paint_eyeballs(model: HeadModel, atlas: Atlas, colors: np.ndarray, which: np.ndarray, photo: np.ndarray,
+                   landmarks: np.ndarray) -> np.ndarray:  # fmt: skip
+    """colors [T, 3] with the eyeball texels ``which`` [T] bool painted as an eye looking straight ahead:
+    pupil, iris (its colour from the photo's visible iris, darkening towards the limbus) and sclera (from
+    the photo's visible sclera), by each texel's angle from its eyeball's forward axis on the template
+    (eyeballs turn rigidly with gaze, so the angle names the same spot whatever the expression)."""
+    from ...headmodel.eyes import sphere_centre
+
+    out = np.array(colors, dtype=np.float32, copy=True)
+    iris_rgb, sclera_rgb = eye_colours(photo, landmarks)
+    template = atlas.texel_points(torch.as_tensor(model.vertices, dtype=torch.float32)).numpy().astype(np.float64)
+    for side in ("left", "right"):
+        region = f"eyeball_{side}"
+        if region not in atlas.region_names:
+            continue
+        texels = region_mask(atlas, region) & which
+        if not texels.any():
+            continue
+        centre = sphere_centre(np.asarray(model.vertices, np.float64)[model.region_vertex_mask(region)])
+        d = template[texels] - centre
+        angle = np.degrees(np.arccos(np.clip(d[:, 2] / np.maximum(np.linalg.norm(d, axis=1), 1e-12), -1.0, 1.0)))
+        rim = np.clip((angle - (IRIS_HALF_ANGLE_DEG - LIMBUS_DEG)) / LIMBUS_DEG, 0.0, 1.0)[:, None]
+        rgb = np.where((angle < IRIS_HALF_ANGLE_DEG)[:, None], iris_rgb * (1.0 - (1.0 - LIMBUS_DARKEN) * rim), sclera_rgb)
+        rgb[angle < PUPIL_HALF_ANGLE_DEG] = PUPIL_COLOR
+        out[texels] = rgb
+    return out
