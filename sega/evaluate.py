@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,25 +50,43 @@ DRIVEN_ONLY = ("expression_error", "pose_error_deg", "identity_distance", "ident
 EYE_OPEN_PERCENTILE = 90  # a target eye's open gap: this percentile of its openings over the scored frames ...
 EYE_OPEN_FRACTION = 0.5  # ... an eye is open above this fraction of it (closed below)
 HEAT_MAX = 0.25  # |error| (mean over rgb) mapped to the top of the heat map
-REFINE_SIZE = 256  # px, side of the face crop the refinement renders and compares
+REFINE_SIZE = 256  # px, side of the face crop the refinement renders and compares (default when not per preset)
 REFINE_CROP_MARGIN = 1.1  # the crop's side over the grown face oval's larger side
 REFINE_LR_EXPRESSION = 0.005  # Adam step, weight units
 REFINE_LR_ROTATION = 0.003  # Adam step, radians
 REFINE_LR_TRANSLATION = 0.0005  # Adam step, metres
 REFINE_MASK_GROW = 1.5  # the face-oval polygon is scaled about its centre by this (forehead, hair line, ears) ...
+REFINE_REFERENCE_ITERATIONS = 100  # the learning rates above are steps for this many iterations
+REFINE_LR_FINAL = 0.1  # each phase's steps decay linearly to this fraction of their start
 REFINE_TRANSLATION_PRIOR = 50.0  # weight of |translation change|^2 (metres) in the L1 loss: the photo fixes depth weakly
+
+
+# Photometric refinement per avatar preset: (iterations, crop side in px). An iteration costs ~0.07 s on 2
+# cores whatever the crop (the rasteriser's per-Gaussian work dominates), so the fast preset takes 30
+# larger steps (REFINE_REFERENCE_ITERATIONS) on a 160 px crop (its texels are ~6 mm apart, ~1.2 mm a
+# pixel still resolves them): on the astronaut's own renders 36.1 dB against 41.5 with 100 at 256 px, and
+# a 10 s clip's fast eval stays near 3 minutes (bench.bench_eval). The finer presets get the full refinement.
+REFINE_BY_PRESET = {"fast": (30, 160), "default": (100, REFINE_SIZE), "high": (100, REFINE_SIZE)}
 
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """What ``evaluate_frames`` measures. Stored in the report."""
+    """What ``evaluate_frames`` measures. Stored in the report (resolved: no None left)."""
 
     source_frame: int = 0  # frame the avatar is built from (never scored)
     every: int = 5  # score every K-th other frame
     preset: str = DEFAULT_PRESET  # avatar preset when the avatar is built here (the product default: fast is too coarse
     # for eyes and lips, ~6 mm between texels, and its blurred lids read as squints)
     max_scored: int = 60  # score at most this many frames
-    refine_iterations: int = 100  # photometric refinement of each frame's expression + pose (0: landmarks only)
+    refine_iterations: int | None = None  # photometric refinement of each frame's expression + pose (0: landmarks
+    # only; None: REFINE_BY_PRESET for the avatar's preset)
+    refine_size: int | None = None  # px, side of the refinement's face crop (None: REFINE_BY_PRESET)
+
+    def resolved(self, avatar_preset: str | None) -> "EvalOptions":
+        """These options with the refinement filled in for an avatar of ``avatar_preset``."""
+        iterations, size = REFINE_BY_PRESET.get(avatar_preset or self.preset, REFINE_BY_PRESET[DEFAULT_PRESET])
+        return replace(self, refine_iterations=iterations if self.refine_iterations is None else self.refine_iterations,
+                       refine_size=size if self.refine_size is None else self.refine_size)  # fmt: skip
 
 
 def _face_recognition_models_dir() -> Path | None:
@@ -143,13 +161,22 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
     expr = torch.as_tensor(expression, dtype=torch.float32).clone().requires_grad_(True)
     rot = torch.as_tensor(head_pose[:3], dtype=torch.float32).clone().requires_grad_(True)
     trans = torch.as_tensor(head_pose[3:], dtype=torch.float32).clone().requires_grad_(True)
-    opt = torch.optim.Adam([{"params": [expr], "lr": REFINE_LR_EXPRESSION}, {"params": [rot], "lr": REFINE_LR_ROTATION},
-                            {"params": [trans], "lr": REFINE_LR_TRANSLATION}])  # fmt: skip
+    # The steps are sized for REFINE_REFERENCE_ITERATIONS; fewer iterations take proportionally larger ones
+    # (the same travel), and every phase decays them linearly to REFINE_LR_FINAL of its start so it settles.
+    gain = max(1.0, REFINE_REFERENCE_ITERATIONS / max(iterations, 1))
+    opt = torch.optim.Adam([{"params": [expr], "lr": REFINE_LR_EXPRESSION * gain}, {"params": [rot], "lr": REFINE_LR_ROTATION * gain},
+                            {"params": [trans], "lr": REFINE_LR_TRANSLATION * gain}])  # fmt: skip
+    start_lr = [group["lr"] for group in opt.param_groups]
     lo, hi = avatar.head_model.expression_range
+    pose_only = iterations // 2  # first half: pose only (the landmark fit is off mostly in pose) ...
+    canonical = avatar.animate(expr.detach())  # ... so the frame is animated once for it and only moved
     for it in range(iterations):
-        expr.requires_grad_(it >= iterations // 2)  # first half: pose only (the landmark fit is off mostly in pose)
+        expr.requires_grad_(it >= pose_only)
+        progress = it / pose_only if it < pose_only else (it - pose_only) / max(iterations - pose_only, 1)
+        for group, lr in zip(opt.param_groups, start_lr):
+            group["lr"] = lr * (1.0 + (REFINE_LR_FINAL - 1.0) * progress)
         opt.zero_grad()
-        g = avatar.animate(expr, (rot, trans), grad=True)
+        g = avatar.posed(canonical, (rot, trans)) if it < pose_only else avatar.animate(expr, (rot, trans), grad=True)
         out = render_gaussians(g.means, g.quats, g.scales, g.opacities, g.colors, kt, vt, w, h, bg)
         loss = (out.rgb - target).abs().sum(-1)[mask].mean() + REFINE_TRANSLATION_PRIOR * (trans - trans0).pow(2).sum()
         loss.backward()
@@ -217,6 +244,13 @@ def evaluate_frames(frames: Frames, model, detector, options: EvalOptions = Eval
     from .avatar import Avatar, AvatarOptions
 
     t0 = time.perf_counter()
+    timings: dict[str, float] = {}  # seconds per phase
+
+    def lap(phase: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[phase] = timings.get(phase, 0.0) + now - since
+        return now
+
     n = len(frames)
     if n < 2:
         raise SegaError("evaluation needs at least two frames (one to build from, one to compare)")
@@ -225,13 +259,17 @@ def evaluate_frames(frames: Frames, model, detector, options: EvalOptions = Eval
     source = frames.frames[options.source_frame]
     if avatar is None:
         avatar = Avatar.build(source, model, AvatarOptions.preset(options.preset), detector=detector)
+    options = options.resolved(avatar.options.preset_name)
+    t = lap("build", t0)
     h, w = source.shape[:2]
     if (avatar.camera.height, avatar.camera.width) != (h, w):
         raise SegaError(f"the avatar was built from a {avatar.camera.width}x{avatar.camera.height} photo; the frames are {w}x{h}")
     landmarks, _ = detect_video_landmarks(frames.frames, detector)
+    t = lap("landmarks", t)
     if all(lm is None for lm in landmarks):
         raise FaceNotFoundError(f"{frames.source}: no face found in any of its {n} frames")
     track = track_landmarks(model, landmarks, (h, w), TrackOptions(), avatar.identity, avatar.camera, frames.fps)
+    t = lap("track", t)
     embed = identity_embedder()
     scorer = FrameScorer(avatar, detector, ExpressionPoseSolver(model, avatar.identity, avatar.camera), embed, MASK_ALPHA)
     scored = [i for i in range(0, n, max(1, options.every)) if i != options.source_frame][: options.max_scored]
@@ -244,8 +282,11 @@ def evaluate_frames(frames: Frames, model, detector, options: EvalOptions = Eval
             expr, pose = track.expressions[i], track.head_poses[i]
             person = detector.segment_person(frames.frames[i])
             if options.refine_iterations > 0:
-                expr, pose = refine_photometric(avatar, frames.frames[i], landmarks[i], expr, pose, options.refine_iterations, person)
+                expr, pose = refine_photometric(avatar, frames.frames[i], landmarks[i], expr, pose, options.refine_iterations,
+                                                person, options.refine_size)  # fmt: skip
+            t = lap("refine", t)
             scores, pictures = scorer.score(frames.frames[i], person, landmarks[i], expr, pose)
+            t = lap("score", t)
             entry.update(scores)
             if pictures:
                 images.append((i, pictures))
@@ -266,6 +307,7 @@ def evaluate_frames(frames: Frames, model, detector, options: EvalOptions = Eval
         "lpips_note": "not measured: LPIPS weights are not available offline",
         "per_frame": per_frame,
         "seconds": time.perf_counter() - t0,
+        "seconds_by_phase": {k: round(v, 2) for k, v in timings.items()},
         "_images": images,
     }  # fmt: skip
     return report

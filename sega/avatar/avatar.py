@@ -174,10 +174,16 @@ class Avatar:
             dynamic = bind_frames(maps.with_scale_cap(rig.dynamic_scale_cap), pts, frames)
             out = Gaussians.cat([rig.static, dynamic])
             if head_pose is not None:
-                rot, trans = _as_float_tensor(head_pose[0]), _as_float_tensor(head_pose[1])
-                r = axis_angle_to_matrix(rot)
-                out = out.transformed(r, rig.pivot - r @ rig.pivot + trans)
+                out = self.posed(out, head_pose)
         return out
+
+    def posed(self, gaussians: Gaussians, head_pose: tuple) -> Gaussians:
+        """Canonical Gaussians (``animate`` without a head pose) moved by head_pose (rotation [3]
+        axis-angle radians about the head model's pivot, translation [3] metres); differentiable.
+        Photometric pose refinement poses one animated frame many times (``sega.evaluate``)."""
+        rot, trans = _as_float_tensor(head_pose[0]), _as_float_tensor(head_pose[1])
+        r = axis_angle_to_matrix(rot)
+        return gaussians.transformed(r, self.rig.pivot - r @ self.rig.pivot + trans)
 
     def render(
         self,

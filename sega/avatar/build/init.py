@@ -13,7 +13,7 @@ from scipy.spatial import cKDTree
 from ...camera import Camera
 from ...gaussians import GaussianMaps
 from ...headmodel.base import HeadModel
-from ...imaging import bilinear_sample, polygon_mask
+from ...imaging import bilinear_sample, dilate, polygon_mask
 from ...meshraster import project_vertices, render_mesh
 from ...uv import Atlas
 from ..options import AvatarOptions
@@ -43,6 +43,10 @@ PHOTO_REGION_MARGIN_PX = 1.0  # photo eye / mouth masks grown by this before a t
 # as inside it: a splat is wider than its centre pixel, and lip splats at the teeth's edge were fitted white
 # (a white band between the lips once the mouth closed).
 LIP_EDGE_IOD = 0.04
+MOUTH_DARK_LIP_RATIO = 0.6  # inside the inner lips, pixels darker than this fraction of the lips' median value are the
+# mouth's interior (shadowed teeth, tongue back, throat); brighter ones are lips unless teeth-like
+LIP_MIN_SATURATION = 0.1  # lips greyer than this (a black-and-white photo) cannot be told from teeth by colour: no
+# teeth-like pixels are taken beyond the inner contour there
 # Texel visibility in the photo.
 # Visibility test when projecting texels into the photo.
 VISIBILITY_DEPTH_TOLERANCE_M = 0.002  # a texel is visible if within this of the z-buffer depth
@@ -216,10 +220,18 @@ def initial_maps(
 
 def photo_masks(landmarks: np.ndarray, shape: tuple[int, int], photo: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The photo's surface kinds from its landmarks [478, 2|3]: {"eyes": [H, W] bool inside either eye
-    opening (lid contours), "mouth": [H, W] bool inside the inner lips}. With ``photo`` ([H, W, 3] float),
-    "mouth" also takes the teeth-like pixels between the inner and the outer lip contours (MediaPipe's
-    inner contour runs a little inside the teeth of a wide grin; ``sega.face_measures.teeth_pixels``)."""
-    from ...face_measures import EYE_CONTOURS, INNER_LIPS, OUTER_LIPS, teeth_pixels
+    opening (lid contours), "mouth": [H, W] bool the mouth opening}.
+
+    Without ``photo`` the opening is the inner-lip polygon. With ``photo`` ([H, W, 3] float in [0, 1]) it is
+    what of that polygon does not look like lips (teeth-like or dark pixels, judged against the lips'
+    median colour: MediaPipe's inner contour of a closed smile often runs over the lower lip), plus the
+    teeth-like pixels between the contours that touch it when the photo shows teeth (the inner contour of
+    a wide grin runs a little inside the teeth; ``sega.face_measures.teeth_pixels``; not in a grey photo).
+    Teeth-like pixels that touch no opening stay lips: a closed mouth's glossy lower lip has highlights as
+    bright and grey as teeth, and taking them painted teeth onto the lip."""
+    from scipy.ndimage import label
+
+    from ...face_measures import EYE_CONTOURS, INNER_LIPS, MIN_POLYGON_PX, OUTER_LIPS, teeth_pixels, teeth_shown, value_saturation
 
     h, w = shape
     lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
@@ -230,11 +242,21 @@ def photo_masks(landmarks: np.ndarray, shape: tuple[int, int], photo: np.ndarray
         except Exception:  # a flat polygon (a closed eye or mouth): nothing inside
             return np.zeros((h, w), dtype=bool)
 
+    eyes = poly(EYE_CONTOURS["left"]) | poly(EYE_CONTOURS["right"])
     mouth = poly(INNER_LIPS)
-    if photo is not None:
-        lips = poly(OUTER_LIPS)
-        mouth |= lips & teeth_pixels(photo, lips & ~mouth)
-    return {"eyes": poly(EYE_CONTOURS["left"]) | poly(EYE_CONTOURS["right"]), "mouth": mouth}
+    lips = poly(OUTER_LIPS) & ~mouth
+    if photo is None or lips.sum() < MIN_POLYGON_PX:
+        return {"eyes": eyes, "mouth": mouth}
+    teeth = teeth_pixels(photo, lips)
+    value, saturation = value_saturation(photo)
+    dark = value < MOUTH_DARK_LIP_RATIO * float(np.median(value[lips]))
+    opening = mouth & (teeth | dark)
+    if teeth_shown(photo, lm) and float(np.median(saturation[lips])) >= LIP_MIN_SATURATION:
+        extra = lips & teeth
+        parts, _ = label(extra)
+        touching = np.unique(parts[dilate(opening, 1) & extra])  # components within 1 px of the opening
+        opening |= np.isin(parts, touching[touching > 0])
+    return {"eyes": eyes, "mouth": opening}
 
 
 def photo_agreement(atlas: Atlas, points: np.ndarray, camera: Camera, landmarks: np.ndarray, photo: np.ndarray) -> np.ndarray:
@@ -242,7 +264,6 @@ def photo_agreement(atlas: Atlas, points: np.ndarray, camera: Camera, landmarks:
     inside an eye opening, teeth and mouth-interior texels inside the inner lips, every other texel
     outside both (each polygon grown by ``PHOTO_REGION_MARGIN_PX``: a texel at an edge agrees with either side).
     points: [T, 3] texel surface points (world); photo: [H, W, 3] float in [0, 1]."""
-    from ...imaging import dilate
 
     shape = photo.shape[:2]
     from ...face_measures import interocular
