@@ -6,7 +6,7 @@ holds its names (``BUNDLE_FORMAT`` ... ``OUTPUT_UPDATES``) and writes it:
 * ``static.ply``: every Gaussian of the avatar at the neutral expression (all weights 0) and
   canonical pose, INRIA 3DGS layout (``export.ply``), with the extra int32 properties
   ``sega_dynamic_index`` (-1 for static splats, 0..D-1 for the dynamic ones, which follow the
-  static ones) and ``sega_texel`` (the avatar's atlas texel of each splat);
+  static ones) and ``sega_texel`` (the avatar's atlas texel of each splat, -1 for hair splats);
 * ``displacement_vae.onnx`` and ``dynamic_decoder.onnx``: the per-frame branch (``export.graphs``);
 * ``avatar.glb``: the fitted head mesh with the avatar's colours baked into a texture and the
   expressions as ARKit-named morph targets (``export.glb``);
@@ -232,7 +232,7 @@ def write_bundle_folder(avatar, directory: str | Path, options: BundleOptions = 
     static = rig.static
     num_static, num_dynamic = len(static), dynamic_graph.num_dynamic
     dyn_index = np.concatenate([np.full(num_static, -1, np.int32), np.arange(num_dynamic, dtype=np.int32)])
-    texel = np.concatenate([rig.static_index.numpy(), rig.dynamic_index.numpy()]).astype(np.int32)
+    texel = np.concatenate([rig.static_index.numpy(), np.full(rig.num_hair, -1), rig.dynamic_index.numpy()]).astype(np.int32)
     write_splat_ply(
         out / STATIC_PLY,
         torch.cat([static.means, means]), torch.cat([static.quats, quats]), torch.cat([static.scales, scales]),

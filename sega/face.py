@@ -244,6 +244,14 @@ class FaceDetector:
                 faces.append(_Face(box, float(d.score[0])))
         return faces
 
+    def face_boxes(self, img: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """What MediaPipe's face detectors alone find (no landmark-model or tile fallback): a list of
+        (box [4] x0, y0, x1, y1 in photo px, score) for img [H, W, 3] uint8, after non-maximum suppression."""
+        img = _check_image(img)
+        h, w = img.shape[:2]
+        small, _ = downscale_for_detection(img, self.max_side)
+        return [(f.box, f.score) for f in _nms(self._detect_boxes(np.ascontiguousarray(small), w, h))]
+
     def _mesh(self, img: np.ndarray, out_w: float, out_h: float, dx: float = 0.0, dy: float = 0.0) -> list[np.ndarray]:
         """FaceMesh on img -> list of [478, 3] float32 landmarks in photo px via (x*out_w+dx, y*out_h+dy, z*out_w)."""
         return self._mesh_with(self._graph("mesh"), img, out_w, out_h, dx, dy)

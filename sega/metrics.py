@@ -61,13 +61,27 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(10.0 * np.log10(1.0 / max(float(err.mean()), 1e-12)))
 
 
+def hair_footprint(avatar, camera) -> np.ndarray:
+    """[H, W] bool: where ``avatar``'s hair Gaussians (``Avatar.hair``, canonical pose) cover ``camera``'s
+    view with alpha >= 0.5. Hair stands off the head mesh by design: floater checks count it as head."""
+    from .render import render
+
+    if avatar.hair is None:
+        return np.zeros((camera.height, camera.width), dtype=bool)
+    g = avatar.hair
+    with torch.no_grad():
+        out = render(g.means, g.quats, g.scales, g.opacities, g.colors, torch.as_tensor(camera.K, dtype=torch.float32),
+                     torch.as_tensor(camera.viewmat, dtype=torch.float32), camera.width, camera.height)  # fmt: skip
+    return out.alpha.numpy()[..., 0] >= 0.5
+
+
 def floater_report(avatar, expressions: np.ndarray, size: int = 128, renders: int = 8,
                    margin_fraction: float = FLOATER_MARGIN_HEAD_FRACTION) -> dict:  # fmt: skip
     """Splat extent and off-head alpha of ``avatar`` (a ``sega.avatar.Avatar``) over ``expressions``: [N, E].
 
     Every expression is animated (scales); the first ``renders`` are also rendered frontally at
-    ``size`` px and their alpha is compared with the mesh silhouette at that expression, grown by
-    ``margin_fraction`` head radii. Returns max_scale_m, max_scale_head_fraction (over the head's
+    ``size`` px and their alpha is compared with the mesh silhouette at that expression plus the hair's
+    footprint (``hair_footprint``), grown by ``margin_fraction`` head radii. Returns max_scale_m, max_scale_head_fraction (over the head's
     bounding radius), and over the renders alpha_outside_mean / alpha_outside_max_mean (the worst
     render's mean) and floating_pixel_fraction (alpha > FLOATER_ALPHA outside, worst render)."""
     from .avatar.avatar import ORBIT_HEAD_FILL
@@ -80,9 +94,10 @@ def floater_report(avatar, expressions: np.ndarray, size: int = 128, renders: in
     cam = avatar.orbit_camera(0.0, size=size)
     margin_px = int(round(margin_fraction * size * ORBIT_HEAD_FILL / 2))  # the head radius spans fill * size / 2 px
     means, worst_floating = [], 0.0
+    hair = hair_footprint(avatar, cam)
     for e in expressions[:renders]:
         verts = avatar.vertices(np.asarray(e, np.float32)).numpy()
-        sil = dilate(render_mesh(verts, avatar.atlas.faces, cam).mask, margin_px)
+        sil = dilate(render_mesh(verts, avatar.atlas.faces, cam).mask | hair, margin_px)
         with torch.no_grad():
             alpha = avatar.render(np.asarray(e, np.float32), camera=cam).alpha.numpy()[..., 0]
         outside = alpha[~sil]

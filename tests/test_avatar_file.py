@@ -133,6 +133,19 @@ def test_each_defect_is_refused_with_a_message(saved, ict_model, tmp_path):
         "static_mask holds bytes other than 0 and 1": {"static_mask": (arrays["static_mask"].view(np.uint8) * 2).view(bool)},
         "identity coefficients exceed": {"identity": arrays["identity"] + 1e6},
         "header_json must be a 1-D uint8 array": {"header_json": arrays["header_json"].astype(np.int16)},
+        # hair: a splat as wide as the frame, out-of-range opacity, a splat far from the head
+        "hair_scales must lie in": {"hair_means": np.zeros((1, 3), np.float32), "hair_quats": np.array([[1, 0, 0, 0]], np.float32),
+                                    "hair_scales": np.full((1, 3), 10.0, np.float32), "hair_opacities": np.ones(1, np.float32),
+                                    "hair_colors": np.zeros((1, 3), np.float32)},
+        "hair_opacities must lie in [0, 1]": {"hair_means": np.zeros((1, 3), np.float32), "hair_quats": np.array([[1, 0, 0, 0]], np.float32),
+                                              "hair_scales": np.full((1, 3), 0.002, np.float32), "hair_opacities": np.full(1, 7.0, np.float32),
+                                              "hair_colors": np.zeros((1, 3), np.float32)},
+        "hair_means lie more than": {"hair_means": np.full((1, 3), 1e4, np.float32), "hair_quats": np.array([[1, 0, 0, 0]], np.float32),
+                                     "hair_scales": np.full((1, 3), 0.002, np.float32), "hair_opacities": np.ones(1, np.float32),
+                                     "hair_colors": np.zeros((1, 3), np.float32)},
+        "hair_colors must have shape [1, 3]": {"hair_means": np.zeros((1, 3), np.float32), "hair_quats": np.array([[1, 0, 0, 0]], np.float32),
+                                               "hair_scales": np.full((1, 3), 0.002, np.float32), "hair_opacities": np.ones(1, np.float32),
+                                               "hair_colors": np.zeros((2, 3), np.float32)},
     }
     for expected, change in cases.items():
         assert expected in refusal(write(bad, {**arrays, **change}), ict_model), expected

@@ -61,6 +61,9 @@ class Avatar:
     # The learned branches (``sega.nets.decoders``): the static decoder's residuals are baked into the
     # static Gaussians by ``precompute``; the dynamic decoder's are added per frame. None: maps only.
     decoders: AvatarDecoders | None = None
+    # Hair beyond the head mesh (``sega.avatar.build.hair``): canonical static Gaussians that follow the
+    # head pose only. None: no hair volume (a photo showing none, or an avatar from before format 3).
+    hair: Gaussians | None = None
     # Hook for the dynamic branch: expression [E] -> residual GaussianMaps for the Td dynamic texels
     # (added to the maps before binding). None: ``decoders.dynamic`` when there are decoders, else no residual.
     dynamic_residual: Callable[[Tensor], GaussianMaps] | None = None
@@ -73,7 +76,11 @@ class Avatar:
     # ---- sizes ---------------------------------------------------------------------------------
     @property
     def num_gaussians(self) -> int:
-        return len(self.maps)
+        return len(self.maps) + self.num_hair
+
+    @property
+    def num_hair(self) -> int:
+        return 0 if self.hair is None else len(self.hair)
 
     @property
     def seed(self) -> int:
@@ -100,9 +107,9 @@ class Avatar:
     # ---- precompute / animate ------------------------------------------------------------------
     def precompute(self) -> Avatar:
         """Build the ``AnimationRig`` (``sega.avatar.rig.build_rig``). Runs on construction; call it
-        again after changing ``maps`` or ``static_mask``. Returns self."""
+        again after changing ``maps``, ``static_mask`` or ``hair``. Returns self."""
         self.rig = build_rig(self.head_model, self.atlas, self.identity, self.expression, self.maps, self.static_mask,
-                             self.options, self.decoders, self.vertices())  # fmt: skip
+                             self.options, self.decoders, self.vertices(), self.hair)  # fmt: skip
         return self
 
     def dynamic_residual_maps(self, expression, grad: bool = False) -> GaussianMaps | None:
@@ -145,8 +152,8 @@ class Avatar:
         head_pose: (rotation [3] axis-angle radians, translation [3] metres) or None (canonical pose).
         grad: differentiable w.r.t. tensor ``expression`` / ``head_pose`` (photometric tracking); the
             avatar's own parameters stay fixed either way.
-        returns Gaussians with the static texels first, then the dynamic ones (``rig.static_index`` /
-        ``rig.dynamic_index`` give their texel ids).
+        returns Gaussians with the static texels first, then the hair (``num_hair``), then the dynamic
+        texels (``rig.static_index`` / ``rig.dynamic_index`` give the texels' ids).
 
         Mesh deformation of the dynamic texels uses the head model's exact linear blendshapes, not the
         displacement VAE's decoded map: the blendshapes are exact (the VAE is within ~1 mm of them),
@@ -256,6 +263,8 @@ class Avatar:
         arrays["static_mask"] = np.asarray(self.static_mask, dtype=bool)
         if self.decoders is not None:
             arrays.update({f"decoder_{k}": v for k, v in self.decoders.arrays().items()})
+        hair = self.hair if self.hair is not None else Gaussians(torch.zeros(0, 3), torch.zeros(0, 4), torch.zeros(0, 3), torch.zeros(0), torch.zeros(0, 3))
+        arrays.update({f"hair_{k}": v.detach().numpy().astype(np.float32) for k, v in hair.tensors().items()})
         arrays["header_json"] = np.frombuffer(json.dumps(self.header()).encode("utf-8"), dtype=np.uint8)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(tmp, **arrays)
@@ -286,6 +295,9 @@ class Avatar:
         decoders = None
         if header.get("decoders") is not None:
             decoders = AvatarDecoders.from_saved(header["decoders"], {k[8:]: v for k, v in arrays.items() if k.startswith("decoder_")})
+        hair = None
+        if arrays.get("hair_means") is not None and len(arrays["hair_means"]):
+            hair = Gaussians(**{k: torch.as_tensor(arrays[f"hair_{k}"]) for k in ("means", "quats", "scales", "opacities", "colors")})
         return cls(
             head_model=head_model,
             identity=arrays["identity"],
@@ -298,6 +310,7 @@ class Avatar:
             options=AvatarOptions.from_dict(header["options"]),
             provenance=header.get("provenance", {}),
             decoders=decoders,
+            hair=hair,
         )
 
     # ---- building ------------------------------------------------------------------------------

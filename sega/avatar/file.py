@@ -47,6 +47,9 @@ from .options import AVATAR_FORMAT_VERSION, AvatarOptions
 # ---- caps ----------------------------------------------------------------------------------------
 MAX_ATLAS_RESOLUTION = 1024  # texels per atlas side: 3.2x the high preset's 320 (10x its texels)
 MAX_TEXELS = MAX_ATLAS_RESOLUTION**2  # one Gaussian per atlas cell at most
+MAX_HAIR = 1 << 20  # hair Gaussians (sega.avatar.build.hair: ~10k on real photos)
+MAX_HAIR_SCALE_M = 0.05  # a hair Gaussian's std-dev (sega.avatar.build.hair: 2.4 mm): no splat may cover the frame
+MAX_HAIR_REACH_M = 1.0  # hair means within a metre of the head model's origin
 # Largest legitimate member: texel_rc [T, 2] int64 at MAX_TEXELS = 16 MiB (the high preset's is 0.7 MiB).
 MAX_MEMBER_BYTES = 32 * 2**20
 # All members at MAX_TEXELS: maps 56 MiB + texel arrays 39 MiB + face_id_map 8 MiB + mesh-sized atlas
@@ -75,6 +78,8 @@ HEADER_MEMBER = "header_json"
 FIT_ARRAYS = {"identity": (("I",), FLOAT32), "expression": (("E",), FLOAT32), "static_mask": (("T",), BOOL)}
 MAP_ARRAYS = {f"maps_{k}": (("T", *tail), FLOAT32) for k, tail in
               {"offset": (3,), "rotation": (4,), "log_scale": (3,), "opacity_logit": (), "color": (3,)}.items()}
+HAIR_ARRAYS = {f"hair_{k}": (("H", *tail), FLOAT32) for k, tail in
+               {"means": (3,), "quats": (4,), "scales": (3,), "opacities": (), "colors": (3,)}.items()}  # fmt: skip
 ATLAS_ARRAYS = {  # F faces, C cells, R atlas side, T texels (see sega.uv.Atlas)
     "atlas_faces": (("F", 3), INT64),
     "atlas_face_atlas_uvs": (("F", 3, 2), FLOAT32),
@@ -100,7 +105,7 @@ INDEX_RANGES = {  # name -> (lowest, one past the highest) allowed value, as sym
     "atlas_texel_region": (0, "regions"),
 }
 DECODER_NAME = re.compile(r"decoder_(encoder|dynamic|static)\.[A-Za-z0-9_.]{1,128}")
-FIXED_NAMES = frozenset({HEADER_MEMBER, *FIT_ARRAYS, *MAP_ARRAYS, *ATLAS_ARRAYS})
+FIXED_NAMES = frozenset({HEADER_MEMBER, *FIT_ARRAYS, *MAP_ARRAYS, *ATLAS_ARRAYS, *HAIR_ARRAYS})
 
 
 class AvatarFileError(SegaError, ValueError):
@@ -343,7 +348,7 @@ def _read_header_json(path: Path, zf: zipfile.ZipFile, members: dict[str, zipfil
             raise _fail(path, "the header is not a JSON object")
         if header.get("format_version") != AVATAR_FORMAT_VERSION:
             raise _fail(path, f"avatar format {str(header.get('format_version'))[:20]}, this sega reads {AVATAR_FORMAT_VERSION} "
-                              "(older avatars have no learned decoders; rebuild it from the photo)")
+                              "(older avatars lack what this version draws: rebuild it from the photo)")
         return validate(header, HEADER_SCHEMA, f"{path}: header")
     except SchemaError as err:
         raise AvatarFileError(str(err)) from err
@@ -427,8 +432,9 @@ def expected_layout(path: Path, header: dict, model: HeadModel, npy: dict[str, N
              "I": model.num_identity, "E": model.num_expressions, "regions": len(header["atlas"]["region_names"])}
     sizes["T"] = count("maps_offset", (3,), 1, min(resolution**2, MAX_TEXELS), "texels")
     sizes["C"] = count("atlas_cell_box", (3,), 1, model.num_faces, "cells")
+    sizes["H"] = count("hair_means", (3,), 0, MAX_HAIR, "hair Gaussians")
     layout = {HEADER_MEMBER: ((npy[HEADER_MEMBER].shape[0],), UINT8)}
-    for table in (MAP_ARRAYS, ATLAS_ARRAYS, FIT_ARRAYS):
+    for table in (MAP_ARRAYS, ATLAS_ARRAYS, FIT_ARRAYS, HAIR_ARRAYS):
         layout.update({k: (tuple(sizes[d] if isinstance(d, str) else d for d in dims), dt) for k, (dims, dt) in table.items()})
     if header.get("decoders") is not None:
         layout.update(decoder_layout(path, header["decoders"], model.num_expressions))
@@ -462,6 +468,12 @@ def _check_values(path: Path, arrays: dict[str, np.ndarray], sizes: dict[str, in
     for name, bound in (("identity", MAX_ABS_IDENTITY), ("expression", MAX_ABS_EXPRESSION)):
         if np.abs(arrays[name]).max(initial=0.0) > bound:
             raise _fail(path, f"{name} coefficients exceed +-{bound:g} (largest {np.abs(arrays[name]).max():.3g})")
+    if arrays["hair_scales"].size and not (arrays["hair_scales"].min() > 0 and arrays["hair_scales"].max() <= MAX_HAIR_SCALE_M):
+        raise _fail(path, f"hair_scales must lie in (0, {MAX_HAIR_SCALE_M:g}] metres")
+    if arrays["hair_opacities"].size and not (arrays["hair_opacities"].min() >= 0 and arrays["hair_opacities"].max() <= 1):
+        raise _fail(path, "hair_opacities must lie in [0, 1]")
+    if np.abs(arrays["hair_means"]).max(initial=0.0) > MAX_HAIR_REACH_M:
+        raise _fail(path, f"hair_means lie more than {MAX_HAIR_REACH_M:g} m from the head's origin")
     mask = arrays["static_mask"].view(np.uint8)
     if mask.max(initial=0) > 1:
         raise _fail(path, "static_mask holds bytes other than 0 and 1 (not a boolean array)")

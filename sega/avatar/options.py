@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from ..presets import DEFAULT_PRESET, PRESET_NAMES
 
-AVATAR_FORMAT_VERSION = 2  # bump when the .npz layout changes (2: learned decoders + expression encoder)
+AVATAR_FORMAT_VERSION = 3  # bump when the .npz layout changes (2: learned decoders + expression encoder; 3: hair Gaussians)
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class AvatarOptions:
     w_residual: float = 1e-2  # mean squared raw decoder output (unit-scale channels), dynamic at the fitted + random expressions, static
     residual_expressions: int = 2  # random expressions (the VAE's training distribution) per residual-regulariser step
     residual_every: int = 4  # evaluate the dynamic decoder at random expressions every this many steps
+    hair_volume: bool = True  # add static Gaussians filling the photo's hair beyond the head mesh (sega.avatar.build.hair)
     # misc
     preset_name: str = DEFAULT_PRESET  # the preset these options started from (informational; the fields are what count)
     seed: int = 0  # seeds torch and the novel-view sampler (CPU builds are deterministic)

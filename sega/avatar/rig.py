@@ -77,8 +77,8 @@ class AnimationRig:
     Only the vertices of dynamic texels' triangles (Vd of them) are deformed per frame.
     """
 
-    static: Gaussians  # Ts canonical (unposed) Gaussians of the static texels
-    static_index: Tensor  # [Ts] int64 texel ids of the static Gaussians
+    static: Gaussians  # Ts + H canonical (unposed) Gaussians: the static texels', then the H hair Gaussians
+    static_index: Tensor  # [Ts] int64 texel ids of the first Ts static Gaussians (the hair ones follow, bound to no texel)
     dynamic_index: Tensor  # [Td] int64 texel ids of the dynamic Gaussians
     num_moving: int  # the first num_moving dynamic texels lie on triangles some expression moves, one per triangle first
     # (``dynamic_texel_order``); the rest never move
@@ -98,6 +98,7 @@ class AnimationRig:
     pivot: Tensor  # [3] head-pose pivot
     head_centre: np.ndarray  # [3] centre of the head (fitted shape), for framing orbit cameras
     head_radius: float  # metres, radius of the head's bounding sphere around head_centre
+    num_hair: int = 0  # H: hair Gaussians at the end of ``static`` (``sega.avatar.build.hair``)
 
     @property
     def num_gaussians(self) -> int:
@@ -114,6 +115,7 @@ def build_rig(
     options: AvatarOptions,
     decoders: AvatarDecoders | None,
     vertices: Tensor,
+    hair: Gaussians | None = None,
 ) -> AnimationRig:
     """The ``AnimationRig`` of an avatar (``Avatar.precompute``): bind the static texels once (canonical
     pose, fitted expression; the static decoder's residuals baked in, scales capped) and gather what
@@ -168,6 +170,8 @@ def build_rig(
     regions = [r for r in ORBIT_REGIONS if r in head_model.region_names]
     head = vnp[head_model.region_vertex_mask(*regions)] if regions else vnp
     centre = (head.min(0) + head.max(0)) / 2
+    if hair is not None:
+        static = Gaussians.cat([static, hair.detach()])
     return AnimationRig(
         static=static,
         static_index=torch.as_tensor(sta, dtype=torch.int64),
@@ -188,4 +192,5 @@ def build_rig(
         pivot=torch.as_tensor(head_model.pivot, dtype=torch.float32),
         head_centre=centre.astype(np.float64),
         head_radius=float(np.linalg.norm(head - centre, axis=1).max()),
+        num_hair=0 if hair is None else len(hair),
     )

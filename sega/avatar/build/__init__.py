@@ -24,7 +24,9 @@ from ...uv import Atlas
 from ..avatar import Avatar
 from ..options import AvatarOptions
 from ..texels import dynamic_texels
+from .hair import hair_gaussians
 from .init import initial_maps
+from .unseen import blend_unseen
 from .optimise import optimise_maps
 
 # Regions that get no Gaussians. ICT's eyelashes are cards standing out from the lid margins: splats on them
@@ -137,6 +139,7 @@ def build_avatar(
     data = BuildData(fit, detection, crop, target, pmask, sil, face_mask, init.confidence, secs)
     maps = optimise_maps(init, atlas, vertices, cam, target, pmask, options, lambda f: _report(progress, "optimise", f), data.losses,
                          decoders=decoders, static_mask=static_mask, expression=fit.expression)
+    hair = hair_gaussians(vertices, model, cam, target, pmask, lms, sil) if options.hair_volume else None
     secs["optimise"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -163,7 +166,14 @@ def build_avatar(
         options=options,
         provenance=provenance,
         decoders=decoders,
+        hair=hair,
     )
+    if init.photo_weight is not None:  # trust the fitted colours only as far as the photo saw them (``unseen``)
+        fitted = avatar.texel_maps().color.numpy()  # the maps plus the decoders' residuals at the fitted expression
+        target_rgb = blend_unseen(fitted, init.photo_weight, init.mirror, init.fill)
+        with torch.no_grad():
+            avatar.maps.color += torch.as_tensor(target_rgb - fitted)
+        avatar.precompute()
     secs["precompute"] = time.perf_counter() - t0
     avatar.provenance["build_seconds"] = {k: round(v, 3) for k, v in secs.items()}
     _report(progress, "precompute", 1.0)

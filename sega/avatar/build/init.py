@@ -1,5 +1,6 @@
-"""Initial Gaussian maps on the fitted mesh: colours from where the photo sees each texel, the mirror
-texel, or inpainting; defaults for teeth, mouth interior and sclera; flat overlapping splats."""
+"""Initial Gaussian maps on the fitted mesh: colours from where the photo sees each texel (weighted by
+how well), the mirror texel, or smooth skin / hair fields (``unseen``); defaults for teeth, mouth
+interior and sclera; flat overlapping splats."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from scipy.spatial import cKDTree
 from ...camera import Camera
 from ...gaussians import GaussianMaps
 from ...headmodel.base import HeadModel
+from ...face_measures import interocular
 from ...imaging import bilinear_sample, dilate, polygon_mask
 from ...meshraster import project_vertices, render_mesh
+from ...person_regions import hair_colour, hair_mask, skin_colour, skin_mask
 from ...uv import Atlas
 from ..options import AvatarOptions
 from ..texels import blink_texels, neighbour_pairs, region_mask, texel_spacing
+from .unseen import photo_weight, scalp_texels, unseen_colours
 
 MOUTH_REGIONS = ("teeth", "mouth_interior")
 # Default colours (linear-ish sRGB in [0, 1]) of parts a photo rarely shows.
@@ -52,9 +56,8 @@ LIP_MIN_SATURATION = 0.1  # lips greyer than this (a black-and-white photo) cann
 VISIBILITY_DEPTH_TOLERANCE_M = 0.002  # a texel is visible if within this of the z-buffer depth
 VISIBILITY_MIN_COS = 0.25  # ... and its normal faces the camera at least this much (about 75 degrees)
 VISIBILITY_MIN_MASK = 0.5  # ... and the person mask there is at least this
+FACE_OVAL_GROW_IOD = 0.1  # texels projecting inside the face oval grown by this keep their fitted colours (splats overlap its edge)
 LID_MOVE_M = 0.002  # texels moving more than this under a blink are lid texels: strict visibility (project_texels)
-INPAINT_NEIGHBOURS = 8  # seen texels averaged (inverse distance) for an unseen texel
-INPAINT_SMOOTH_STEPS = 20  # neighbour-averaging passes over inpainted texels
 
 
 @dataclass
@@ -69,6 +72,8 @@ class TexelInit:
     # [T] bool: texels whose colour and opacity the photo loss must not change (lid skin the photo does not
     # see: at the input view it is a sliver at the lash line, and fitting it there paints a closed eye dark)
     locked: np.ndarray | None = None
+    photo_weight: np.ndarray | None = None  # [T] how far the fitted colour is trusted (``unseen.photo_weight``; 1: eyes, mouth)
+    fill: np.ndarray | None = None  # [T, 3] the smooth skin / hair field colours (``unseen.unseen_colours``)
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -86,17 +91,21 @@ def project_texels(
     normals: np.ndarray,
     texel_faces: np.ndarray | None = None,
     strict: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Photo colours of texels, whether the photo sees them, and how squarely.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Photo colours of texels, whether the photo sees them, how squarely, and how far inside the mesh's silhouette.
 
     photo: [H, W, 3] float in [0, 1]; person_mask: [H, W] in [0, 1]; vertices [V, 3] / faces [F, 3]: the
     fitted mesh (occluder); points / normals: [T, 3] texel surface points and unit normals (world).
     texel_faces: [T] triangle of each texel, with strict: [T] bool texels that are only visible where the
     triangle drawn at their pixel shares a vertex with their own (for surfaces folded within the depth
     tolerance, e.g. an open eye's upper lid tucked under the skin above it).
-    returns (colors [T, 3] float32, visible [T] bool, cos [T] float): visible = in the photo, not occluded
-    (z-buffer), facing the camera, on the person; cos = cosine between the normal and the direction to the camera.
+    returns (colors [T, 3] float32, visible [T] bool, cos [T] float, edge_px [T] float): visible = in the
+    photo, not occluded (z-buffer), facing the camera, on the person; cos = cosine between the normal and
+    the direction to the camera; edge_px = distance (photo px) of the texel's pixel from the mesh's
+    silhouette edge (0 outside the silhouette).
     """
+    from scipy.ndimage import distance_transform_edt
+
     frags = render_mesh(vertices, faces, camera)
     xy, z = project_vertices(points, camera)
     h, w = photo.shape[:2]
@@ -119,34 +128,9 @@ def project_texels(
         near = (drawn >= 0) & (faces[np.maximum(drawn, 0)][:, :, None] == own[:, None, :]).any((1, 2))
         visible[check[~near]] = False
     colors = bilinear_sample(photo, xy).astype(np.float32)
-    return colors, visible, cos
-
-
-def inpaint_colors(colors: np.ndarray, known: np.ndarray, points: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """Fill unknown texel colours: inverse-distance average of the nearest known texels in 3D, then
-    ``INPAINT_SMOOTH_STEPS`` passes of neighbour averaging (atlas ``pairs``) over the filled texels only.
-
-    colors: [T, 3]; known: [T] bool; points: [T, 3]; pairs: [P, 2] -> [T, 3] float32
-    """
-    out = colors.astype(np.float64).copy()
-    unknown = ~known
-    if not unknown.any() or not known.any():
-        return out.astype(np.float32)
-    src = np.flatnonzero(known)
-    k = min(INPAINT_NEIGHBOURS, src.size)
-    dist, nn = cKDTree(points[src]).query(points[unknown], k=k)
-    dist, nn = dist.reshape(-1, k), nn.reshape(-1, k)
-    wts = 1.0 / np.maximum(dist, 1e-6)
-    out[unknown] = (out[src][nn] * wts[..., None]).sum(1) / wts.sum(1, keepdims=True)
-    a, b = pairs[:, 0], pairs[:, 1]
-    deg = np.bincount(a, minlength=out.shape[0]) + np.bincount(b, minlength=out.shape[0])
-    for _ in range(INPAINT_SMOOTH_STEPS):
-        acc = np.zeros_like(out)
-        np.add.at(acc, a, out[b])
-        np.add.at(acc, b, out[a])
-        avg = np.where(deg[:, None] > 0, acc / np.maximum(deg, 1)[:, None], out)
-        out[unknown] = avg[unknown]
-    return out.astype(np.float32)
+    edge_px = np.zeros(points.shape[0])
+    edge_px[inside] = distance_transform_edt(frags.mask)[row[inside], col[inside]]
+    return colors, visible, cos, edge_px
 
 
 def initial_maps(
@@ -163,10 +147,11 @@ def initial_maps(
 
     photo: [H, W, 3] uint8; person_mask: [H, W] float; vertices: [V, 3] fitted (unposed) mesh;
     camera: the fitted photo camera.
-    Colours: the photo's colour where the photo sees the texel (``project_texels``), else the mirror
-    texel's photo colour where that one is seen (symmetric fill), else an inpainted colour (nearest
-    skin / hair texels in 3D seen at ``photo_cos_low`` or better). Teeth and mouth interior get fixed defaults; unseen
-    eyeball parts get the sclera colour. ``confidence`` = smoothstep of the facing cosine between
+    Colours: the photo's colour weighted by how well the photo saw the texel (``unseen.photo_weight``:
+    facing cosine and distance from the mesh's silhouette edge), then the mirror texel's by how well that
+    one was seen, then smooth fields grown from what the photo saw well (``unseen.unseen_colours``: skin,
+    shaded in folds; the photo's hair colour on the scalp). Teeth and mouth interior get fixed defaults;
+    unseen eyeball parts are painted. ``confidence`` = smoothstep of the facing cosine between
     ``photo_cos_low`` and ``photo_cos_high`` where seen, else 0.
 
     landmarks: [478, 2|3] the photo's MediaPipe landmarks. With them, a texel only takes its photo colour
@@ -184,7 +169,7 @@ def initial_maps(
 
     img = photo.astype(np.float32) / 255.0
     lids = blink_texels(model, atlas, LID_MOVE_M)
-    colors, visible, cos = project_texels(img, person_mask, camera, vertices, atlas.faces, points, normals, atlas.texel_face, lids)
+    colors, visible, cos, edge_px = project_texels(img, person_mask, camera, vertices, atlas.faces, points, normals, atlas.texel_face, lids)
     mouth = region_mask(atlas, *MOUTH_REGIONS)
     eyes = region_mask(atlas, "eyeball_left", "eyeball_right")
     mismatch = np.zeros_like(visible)
@@ -193,17 +178,22 @@ def initial_maps(
         visible &= ~mismatch
     seen = np.where(visible, _smoothstep(cos, options.photo_cos_low, options.photo_cos_high), 0.0)
     visible &= ~mouth  # teeth / mouth colours start from defaults (may still be optimised where seen)
-    # Symmetric fill: unseen texels take their mirror texel's colour when the photo sees that one.
     mirror = atlas.mirror_texels(model)
+    # The photo's colour where seen, else the mirror texel's where that one is seen, else (and for eyeballs,
+    # painted) the smooth skin / hair fields (``unseen``). How far each seen colour is trusted
+    # (``unseen.photo_weight``: squarely, away from the mesh's silhouette edge) is applied after the photo
+    # fit (``blend_unseen``): the fit starts from the photo everywhere it sees, as the input view needs.
     from_mirror = ~visible & visible[mirror] & ~mouth
     colors[from_mirror] = colors[mirror[from_mirror]]
     known = visible | from_mirror
-    # Inpaint the rest from the nearest skin / hair texels seen at photo_cos_low or better (grazing texels carry smeared
-    # silhouette colours; eyes and mouth are no sources).
-    # Lids are no sources either: their seen part is the dark lash line, which would paint the lid skin
-    # that only shows when the eye closes.
-    sources = visible & (cos >= options.photo_cos_low) & ~eyes & ~mouth & ~lids
-    fill = inpaint_colors(np.where(sources[:, None], colors, 0.0), sources, points, pairs)
+    iod = interocular(landmarks) if landmarks is not None else np.inf
+    weight = np.where(visible, photo_weight(cos, edge_px / iod), 0.0)
+    skin_rgb = skin_colour(img, landmarks) if landmarks is not None else np.median(colors[weight > 0.5], 0)
+    hair_rgb = None
+    if landmarks is not None:
+        hair_rgb = hair_colour(img, hair_mask(img, person_mask, landmarks), landmarks)
+    fill = unseen_colours(colors, weight, points, normals, pairs, spacing, skin_rgb, scalp_texels(model, atlas), hair_rgb,
+                          excluded=eyes | mouth | lids)  # fmt: skip
     colors = np.where(known[:, None], colors, fill)
     colors[eyes & ~known] = SCLERA_COLOR
     if landmarks is not None:
@@ -215,7 +205,26 @@ def initial_maps(
     log_scale = np.stack([in_plane, in_plane, in_plane + math.log(options.init_normal_scale_ratio)], 1)
     logit = math.log(options.init_opacity / (1.0 - options.init_opacity))
     maps = GaussianMaps.initial(atlas.num_texels, torch.as_tensor(log_scale), torch.as_tensor(colors.astype(np.float32)), logit)
-    return TexelInit(maps, seen.astype(np.float32), spacing, pairs, mirror, locked=(lids & ~visible) | (mismatch & ~mouth))
+    # Eyes and mouth keep their fitted colours (their own rules above), and so does the input view's face: it
+    # needs every fitted colour there (its grazing slivers add up to ~2 dB).
+    weight[eyes | mouth] = 1.0
+    if landmarks is not None:
+        weight[_in_face_oval(points, camera, landmarks, img.shape[:2], FACE_OVAL_GROW_IOD * iod)] = 1.0
+    return TexelInit(maps, seen.astype(np.float32), spacing, pairs, mirror, locked=(lids & ~visible) | (mismatch & ~mouth),
+                     photo_weight=weight.astype(np.float32), fill=fill)  # fmt: skip
+
+
+def _in_face_oval(points: np.ndarray, camera: Camera, landmarks: np.ndarray, shape: tuple[int, int], grow_px: float) -> np.ndarray:
+    """[T] bool: the texel projects inside the photo's face oval (MediaPipe's, ``mediapipe_groups``) grown by grow_px."""
+    from ...landmarks import mediapipe_groups
+
+    h, w = shape
+    oval = polygon_mask(np.asarray(landmarks, np.float64)[list(mediapipe_groups()["face_oval"]), :2], h, w)
+    oval = dilate(oval, int(round(grow_px)))
+    xy, _ = project_vertices(points, camera)
+    col = np.clip(np.floor(xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.floor(xy[:, 1]).astype(np.int64), 0, h - 1)
+    return oval[row, col]
 
 
 def photo_masks(landmarks: np.ndarray, shape: tuple[int, int], photo: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -313,21 +322,11 @@ def eye_colours(photo: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, n
     if len(sclera_px) >= MIN_EYE_PIXELS:
         bright = sclera_px.max(1) >= np.percentile(sclera_px.max(1), SCLERA_BRIGHT_PERCENTILE)
         candidate = np.median(sclera_px[bright], 0)
-        skin_v, skin_s = (float(np.median(x)) for x in value_saturation(photo[_skin_mask(landmarks, shape)]))
+        skin_v, skin_s = (float(np.median(x)) for x in value_saturation(photo[skin_mask(landmarks, shape)]))
         cand_v, cand_s = (float(x[0]) for x in value_saturation(candidate[None]))
         if cand_v >= SCLERA_SKIN_VALUE_RATIO * skin_v and cand_s <= SCLERA_SKIN_SATURATION_RATIO * skin_s:
             sclera_rgb = candidate
     return iris_rgb.astype(np.float32), sclera_rgb.astype(np.float32)
-
-
-def _skin_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """[H, W] bool: the face oval without the eyes, brows and mouth (the photo's skin, for colour references)."""
-    from ...face_measures import region_masks
-    from ...landmarks import mediapipe_groups
-
-    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
-    regions = region_masks(landmarks, *shape)
-    return polygon_mask(lm[list(mediapipe_groups()["face_oval"])], *shape) & ~regions["eyes"] & ~regions["mouth"]
 
 
 def paint_eyeballs(model: HeadModel, atlas: Atlas, colors: np.ndarray, which: np.ndarray, photo: np.ndarray,

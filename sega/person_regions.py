@@ -1,0 +1,96 @@
+"""The photo's person split up with MediaPipe's 478 landmarks and the person mask: the head above the
+shoulders (``head_window``), the face's skin colour (``skin_colour``) and the hair (``hair_mask``,
+``hair_colour``). No hair-parsing model is available offline: hair is what of the person above the
+shoulders lies outside the face oval and does not have the skin's colour.
+
+Images are [H, W, 3] float in [0, 1]; masks [H, W]; landmarks [478, 2+] in the same pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .face_measures import interocular, region_masks
+from .imaging import dilate, polygon_mask
+from .landmarks import mediapipe_groups
+
+CHIN, CHEEK_L, CHEEK_R = 152, 234, 454  # MediaPipe landmarks: chin tip, the face's left / right edge
+SHOULDER_WIDTH_FACES = 1.6  # below the chin, the first row where the person is this many face widths wide is the shoulders
+# (a neck is ~0.8 face widths and hair hanging beside it stays within ~1.5; shoulders are 2.5-3)
+NECK_DROP_FACES = 0.25  # ... searched from this many face widths below the chin (the jaw's own width is ~1 face)
+MASK_THRESHOLD = 0.5  # person probability at which a pixel is the person's
+FACE_MARGIN_IOD = 0.1  # the face oval is grown by this (IODs) before hair is looked for outside it
+HAIR_SKIN_DISTANCE = 0.15  # RGB distance from the median skin colour beyond which a pixel may be hair
+BORDER_FRACTION = 0.03  # the background's colour is the median of the image's outer ring this wide (fraction of its side) ...
+BACKGROUND_DISTANCE = 0.1  # ... and pixels within this RGB distance of it are not hair
+MIN_HAIR_PART_IOD2 = 0.05  # pieces smaller than this (IOD^2) are specks, not hair
+MIN_HAIR_IOD2 = 0.3  # fewer hair pixels than this (in IOD^2) is no hair shown (a bald head, a hood)
+
+
+def head_window(person: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """[H, W] bool: the rows above the shoulders (the first row, at least ``NECK_DROP_FACES`` face widths
+    below the chin, where the person is ``SHOULDER_WIDTH_FACES`` face widths wide)."""
+    h = person.shape[0]
+    face_w = float(np.linalg.norm(landmarks[CHEEK_L, :2] - landmarks[CHEEK_R, :2]))
+    width = (person >= MASK_THRESHOLD).sum(1)  # [H] person pixels per row
+    start = int(np.clip(np.ceil(landmarks[CHIN, 1] + NECK_DROP_FACES * face_w), 0, h))
+    wide = np.flatnonzero(width[start:] >= SHOULDER_WIDTH_FACES * face_w)
+    stop = start + int(wide[0]) if wide.size else h
+    rows = np.zeros(person.shape, dtype=bool)
+    rows[:stop] = True
+    return rows
+
+
+def skin_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """[H, W] bool: the face oval without the eyes, brows and mouth (the face's skin)."""
+    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    regions = region_masks(landmarks, *shape)
+    return polygon_mask(lm[list(mediapipe_groups()["face_oval"])], *shape) & ~regions["eyes"] & ~regions["mouth"]
+
+
+def skin_colour(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """[3] float32 the median colour of the face's skin."""
+    px = photo[skin_mask(landmarks, photo.shape[:2])]
+    return (np.median(px, 0) if len(px) else np.median(photo.reshape(-1, 3), 0)).astype(np.float32)
+
+
+def hair_mask(photo: np.ndarray, person: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """[H, W] bool: the person above the shoulders, outside the (grown) face oval, neither skin- nor
+    backdrop-coloured (``border_colour``), in pieces that reach above the chin (hair hangs from the head;
+    a collar below the chin does not). photo: the head crop (its border is the backdrop)."""
+    from scipy.ndimage import label
+
+    h, w = person.shape
+    lm = np.asarray(landmarks, dtype=np.float64)
+    oval = polygon_mask(lm[list(mediapipe_groups()["face_oval"]), :2], h, w)
+    face = dilate(oval, max(1, int(round(FACE_MARGIN_IOD * interocular(lm)))))
+    skin = np.linalg.norm(photo - skin_colour(photo, lm)[None, None], axis=-1) <= HAIR_SKIN_DISTANCE
+    background = np.linalg.norm(photo - border_colour(photo)[None, None], axis=-1) <= BACKGROUND_DISTANCE
+    mask = (person >= MASK_THRESHOLD) & head_window(person, lm) & ~face & ~skin & ~background
+    parts, n = label(mask)
+    if n == 0:
+        return mask
+    above = parts[: max(0, int(lm[CHIN, 1]))]
+    keep = np.unique(above[above > 0])
+    sizes = np.bincount(parts.ravel(), minlength=n + 1)
+    keep = keep[sizes[keep] >= MIN_HAIR_PART_IOD2 * interocular(lm) ** 2]  # specks of backdrop the segmenter let in
+    return np.isin(parts, keep)
+
+
+def border_colour(photo: np.ndarray) -> np.ndarray:
+    """[3] float32 the median colour of the image's outer ring (``BORDER_FRACTION`` of its side): the
+    background, in a head crop. Person masks often take in a plain backdrop; hair is not its colour."""
+    h, w = photo.shape[:2]
+    b = max(1, int(round(BORDER_FRACTION * min(h, w))))
+    ring = np.concatenate([photo[:b].reshape(-1, 3), photo[-b:].reshape(-1, 3), photo[:, :b].reshape(-1, 3), photo[:, -b:].reshape(-1, 3)])
+    return np.median(ring, 0).astype(np.float32)
+
+
+def hair_colour(photo: np.ndarray, hair: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
+    """[3] float32 the hair's median colour, or None when the photo shows less than ``MIN_HAIR_IOD2``."""
+    if hair.sum() < MIN_HAIR_IOD2 * interocular(landmarks) ** 2:
+        return None
+    return np.median(photo[hair], 0).astype(np.float32)
+
+
+__all__ = ["border_colour", "hair_colour", "hair_mask", "head_window", "skin_colour", "skin_mask"]
