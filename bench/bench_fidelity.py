@@ -4,7 +4,8 @@ For each video in ``--videos`` (default ``../shared/dev-media/videos``, test mat
 committed): build an avatar from frame 0 (``--preset``, the eval default ``default``), drive it with the
 other frames and score every ``--every``-th one against the video and against the frozen baseline
 (``sega.evaluate``). Writes ``bench/results/bench_fidelity.json`` (per clip: the report's overall,
-frozen, gain, teeth and eye figures; across clips: their means and the issue's targets) and a
+frozen, gain, teeth and eye figures, PSNR on the frames turned furthest from the source; across clips:
+their means and the issue's targets) and a
 figure with the first rows of every clip's contact sheet (target | driven | frozen | error) to
 ``--out`` (not docs/: the clips are test material only).
 
@@ -70,6 +71,9 @@ def clip_figures(report: dict) -> dict:
         "teeth_target_frames": report["teeth"]["target_frames_with_teeth"],
         "teeth_agreement": report["teeth"]["agreement"], "frozen_teeth_agreement": report["teeth"]["frozen_agreement"],
         "eyes_closed_wrongly_frames": report["eyes_closed_wrongly"]["count"],
+        # the frames whose head turned furthest from the source (the sides the photo did not show)
+        "turned_min_abs_yaw_deg": None if report.get("turned") is None else report["turned"]["min_abs_yaw_deg"],
+        "turned_psnr_db": None if report.get("turned") is None else report["turned"]["psnr_db"],
         "seconds": round(report["seconds"], 1),
     }  # fmt: skip
 

@@ -68,6 +68,14 @@ def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
     return math.degrees(math.acos(float(cos.clamp(-1, 1))))
 
 
+def yaw_change_deg(a: np.ndarray, b: np.ndarray) -> float:
+    """Yaw (rotation about the head's vertical axis, y) of axis-angle rotation a [3] relative to b [3], degrees."""
+    from .geometry import axis_angle_to_matrix
+
+    rel = axis_angle_to_matrix(torch.as_tensor(a, dtype=torch.float64)) @ axis_angle_to_matrix(torch.as_tensor(b, dtype=torch.float64)).T
+    return math.degrees(math.atan2(float(rel[0, 2]), float(rel[2, 2])))
+
+
 def measure_errors(render: Measured, target: Measured) -> dict:
     """Absolute differences of the landmark measures (IOD; gaze in eye widths) and the teeth flag."""
     out: dict = {"teeth_render": render.teeth}

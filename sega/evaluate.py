@@ -33,7 +33,7 @@ from PIL import Image
 from .errors import FaceNotFoundError, SegaError
 from .presets import DEFAULT_PRESET
 from .landmarks import mediapipe_groups
-from .eval_frame import FrameScorer
+from .eval_frame import FrameScorer, yaw_change_deg
 from .track import ExpressionPoseSolver, TrackOptions, detect_video_landmarks, track_landmarks
 from .video import Frames
 
@@ -47,6 +47,7 @@ CONTACT_FRAMES = 4  # frames shown on the contact sheet
 SCORES = ("psnr_db", "ssim", "l1", "mouth_psnr_db", "mouth_ssim", "eye_psnr_db", "eye_ssim", "eye_opening_error",
           "mouth_opening_error", "mouth_width_error", "gaze_error", "brow_height_error")  # fmt: skip
 DRIVEN_ONLY = ("expression_error", "pose_error_deg", "identity_distance", "identity_similarity")
+TURNED_FRACTION = 0.2  # the report's "turned" figures: this fraction of the scored frames, those whose head turned furthest
 EYE_OPEN_PERCENTILE = 90  # a target eye's open gap: this percentile of its openings over the scored frames ...
 EYE_OPEN_FRACTION = 0.5  # ... an eye is open above this fraction of it (closed below)
 HEAT_MAX = 0.25  # |error| (mean over rgb) mapped to the top of the heat map
@@ -213,6 +214,18 @@ def _eyes_closed_wrongly(entries: list[dict]) -> list[int]:
     return bad
 
 
+def turned_frames(scored: list[dict]) -> dict | None:
+    """PSNR on the frames whose head turned furthest from the source frame (the largest |yaw| change,
+    ``TURNED_FRACTION`` of the scored frames, at least one): where the sides of the head the photo did not
+    show come into view. None without tracked yaw."""
+    with_yaw = sorted((e for e in scored if e.get("yaw_from_source_deg") is not None), key=lambda e: -abs(e["yaw_from_source_deg"]))
+    if not with_yaw:
+        return None
+    top = with_yaw[: max(1, round(TURNED_FRACTION * len(with_yaw)))]
+    return {"frames": [int(e["frame"]) for e in top], "min_abs_yaw_deg": round(min(abs(e["yaw_from_source_deg"]) for e in top), 2),
+            "psnr_db": float(np.mean([e["psnr_db"] for e in top])), "frozen_psnr_db": float(np.mean([e["frozen"]["psnr_db"] for e in top]))}  # fmt: skip
+
+
 def summarise(per_frame: list[dict]) -> dict:
     """The report's overall figures: mean / median / min / max of each score for the driven render
     (``overall``) and the frozen baseline (``frozen``), what driving gains (``gain``: driven minus frozen
@@ -230,7 +243,7 @@ def summarise(per_frame: list[dict]) -> dict:
         return float(np.mean([a == b for a, b in pairs])) if pairs else None
 
     closed = _eyes_closed_wrongly(scored)
-    return {"overall": overall, "frozen": base, "gain": gain,
+    return {"overall": overall, "frozen": base, "gain": gain, "turned": turned_frames(scored),
             "teeth": {"target_frames_with_teeth": sum(bool(e["teeth_target"]) for e in scored),
                       "agreement": agreement(scored), "frozen_agreement": agreement(frozen)},
             "eyes_closed_wrongly": {"frames": closed, "count": len(closed)}}  # fmt: skip
@@ -275,7 +288,7 @@ def evaluate_frames(frames: Frames, model, detector, options: EvalOptions = Eval
     scored = [i for i in range(0, n, max(1, options.every)) if i != options.source_frame][: options.max_scored]
     per_frame, images = [], []
     for k, i in enumerate(scored):
-        entry: dict = {"frame": i}
+        entry: dict = {"frame": i, "yaw_from_source_deg": round(yaw_change_deg(track.head_poses[i][:3], track.head_poses[options.source_frame][:3]), 2)}
         if landmarks[i] is None:
             entry["skipped"] = "no face in the target frame"
         else:
