@@ -275,7 +275,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"{report['eyes_closed_wrongly']['count']} frames; identity distance {show('identity_distance', '{:.3f}')}")
     if report["identity_note"]:
         print(f"note: identity {report['identity_note']}")
-    print(f"wrote {path} and {Path(args.output) / 'contact_sheet.png'}")
+    print(f"wrote {path}, {Path(args.output) / 'report.html'} (open it in a browser) and {Path(args.output) / 'contact_sheet.png'}")
     return 0
 
 
@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="self-reenactment fidelity: build from one frame of a video, compare renders with the others")
     p.add_argument("--video", required=True, type=Path, help="video, folder of frames")
-    p.add_argument("-o", "--output", required=True, type=Path, help="report folder (report.json, contact_sheet.png)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="report folder (report.json, report.html, contact_sheet.png)")
     p.add_argument("--source-frame", type=int, default=0, help="frame to build the avatar from (default: 0)")
     p.add_argument("--every", type=int, default=5, help="score every K-th other frame (default: 5)")
     p.add_argument("--preset", choices=PRESET_NAMES, default=DEFAULT_PRESET, help=f"avatar preset (default: {DEFAULT_PRESET}; {QUICK_PRESET} for a quick look)")

@@ -346,7 +346,9 @@ def contact_sheet(images: list, tile: int = 256) -> np.ndarray:
 
 
 def write_report(report: dict, out_dir: str | Path) -> Path:
-    """report.json + contact_sheet.png into ``out_dir`` (created); returns the JSON path."""
+    """report.json, contact_sheet.png and report.html (``sega.eval_html``: curves + the sheet, offline)
+    into ``out_dir`` (created); returns the JSON path."""
+    from .eval_html import report_html
     from .io import save_png
 
     out = Path(out_dir)
@@ -355,4 +357,5 @@ def write_report(report: dict, out_dir: str | Path) -> Path:
     save_png(out / "contact_sheet.png", contact_sheet(images[:CONTACT_FRAMES]))
     clean = {k: v for k, v in report.items() if not k.startswith("_")}
     (out / "report.json").write_text(json.dumps(clean, indent=1), encoding="utf-8")
+    (out / "report.html").write_text(report_html(clean, (out / "contact_sheet.png").read_bytes()), encoding="utf-8")
     return out / "report.json"

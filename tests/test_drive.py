@@ -118,6 +118,8 @@ def test_eval_of_the_avatar_against_its_own_renders(ict_model, face_detector, se
     frame = next(e for e in report["per_frame"] if "psnr_db" in e)
     assert {"mouth_psnr_db", "eye_ssim", "gaze_error", "teeth_target", "teeth_render", "frozen", "target_measures"} <= set(frame)
     path = write_report(report, tmp_path / "report")
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count("<polyline") >= 7 and "data:image/png;base64," in page  # the curves and the sheet, inline
     sheet = Image.open(tmp_path / "report" / "contact_sheet.png")
     rows = len(report["_images"][:4])
     assert path.is_file() and sheet.width == 4 * (sheet.height // rows) * frames.frames[0].shape[1] // frames.frames[0].shape[0]  # 4 tiles a row

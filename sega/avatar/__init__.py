@@ -23,7 +23,7 @@ from ..imaging import contact_sheet, polygon_mask
 from ..metrics import psnr, ssim_map
 from .avatar import ORBIT_FOV_DEG, ORBIT_HEAD_FILL, Avatar
 from .build import BUILD_STAGES, BuildData, build_avatar, crop_camera, dynamic_decoder_options
-from .build.init import TexelInit, initial_maps, project_texels
+from .build.init import TexelInit, initial_maps, inpaint_colors, project_texels
 from .build.optimise import optimise_maps
 from .file import AvatarFileError
 from .options import AVATAR_FORMAT_VERSION, AvatarOptions
@@ -55,6 +55,7 @@ __all__ = [
     "dynamic_texel_order",
     "dynamic_texels",
     "initial_maps",
+    "inpaint_colors",
     "neighbour_pairs",
     "optimise_maps",
     "polygon_mask",

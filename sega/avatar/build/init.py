@@ -56,6 +56,8 @@ LIP_MIN_SATURATION = 0.1  # lips greyer than this (a black-and-white photo) cann
 VISIBILITY_DEPTH_TOLERANCE_M = 0.002  # a texel is visible if within this of the z-buffer depth
 VISIBILITY_MIN_COS = 0.25  # ... and its normal faces the camera at least this much (about 75 degrees)
 VISIBILITY_MIN_MASK = 0.5  # ... and the person mask there is at least this
+INPAINT_NEIGHBOURS = 8  # seen texels averaged (inverse distance) for an unseen texel's starting colour
+INPAINT_SMOOTH_STEPS = 20  # neighbour-averaging passes over inpainted texels
 FACE_OVAL_GROW_IOD = 0.1  # texels projecting inside the face oval grown by this keep their fitted colours (splats overlap its edge)
 LID_MOVE_M = 0.002  # texels moving more than this under a blink are lid texels: strict visibility (project_texels)
 
@@ -133,6 +135,33 @@ def project_texels(
     return colors, visible, cos, edge_px
 
 
+def inpaint_colors(colors: np.ndarray, known: np.ndarray, points: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Fill unknown texel colours: inverse-distance average of the nearest known texels in 3D, then
+    ``INPAINT_SMOOTH_STEPS`` passes of neighbour averaging (atlas ``pairs``) over the filled texels only.
+
+    colors: [T, 3]; known: [T] bool; points: [T, 3]; pairs: [P, 2] -> [T, 3] float32
+    """
+    out = colors.astype(np.float64).copy()
+    unknown = ~known
+    if not unknown.any() or not known.any():
+        return out.astype(np.float32)
+    src = np.flatnonzero(known)
+    k = min(INPAINT_NEIGHBOURS, src.size)
+    dist, nn = cKDTree(points[src]).query(points[unknown], k=k)
+    dist, nn = dist.reshape(-1, k), nn.reshape(-1, k)
+    wts = 1.0 / np.maximum(dist, 1e-6)
+    out[unknown] = (out[src][nn] * wts[..., None]).sum(1) / wts.sum(1, keepdims=True)
+    a, b = pairs[:, 0], pairs[:, 1]
+    deg = np.bincount(a, minlength=out.shape[0]) + np.bincount(b, minlength=out.shape[0])
+    for _ in range(INPAINT_SMOOTH_STEPS):
+        acc = np.zeros_like(out)
+        np.add.at(acc, a, out[b])
+        np.add.at(acc, b, out[a])
+        avg = np.where(deg[:, None] > 0, acc / np.maximum(deg, 1)[:, None], out)
+        out[unknown] = avg[unknown]
+    return out.astype(np.float32)
+
+
 def initial_maps(
     model: HeadModel,
     atlas: Atlas,
@@ -194,7 +223,12 @@ def initial_maps(
         hair_rgb = hair_colour(img, hair_mask(img, person_mask, landmarks), landmarks)
     fill = unseen_colours(colors, weight, points, normals, pairs, spacing, skin_rgb, scalp_texels(model, atlas), hair_rgb,
                           excluded=eyes | mouth | lids)  # fmt: skip
-    colors = np.where(known[:, None], colors, fill)
+    # The fit starts unseen texels from their seen neighbours' colours (inpainted): they partly show through
+    # the splats around them in the input view and barely move in the fit, so the smooth fields there cost
+    # the input view's face ~1 dB. The fields replace them after the fit (``blend_unseen``).
+    sources = visible & (cos >= options.photo_cos_low) & ~eyes & ~mouth & ~lids
+    near = inpaint_colors(np.where(sources[:, None], colors, 0.0), sources, points, pairs) if sources.any() else fill
+    colors = np.where(known[:, None], colors, near)
     colors[eyes & ~known] = SCLERA_COLOR
     if landmarks is not None:
         colors = paint_eyeballs(model, atlas, colors, eyes & ~known, img, landmarks)
