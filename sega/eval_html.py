@@ -106,7 +106,7 @@ def charts(report: dict) -> list[str]:
     def pair(key: str) -> list[tuple[str, str, list]]:
         return [("driven", d, _series_values(scored, lambda e: e[key])), ("frozen", f, _series_values(scored, lambda e: e["frozen"][key]))]
 
-    def measure(name: str, get) -> list[tuple[str, str, list]]:
+    def measure(get) -> list[tuple[str, str, list]]:
         return [("target", COLOURS["target"], _series_values(scored, lambda e: get(e["target_measures"]))),
                 ("driven", d, _series_values(scored, lambda e: get(e["render_measures"]))),
                 ("frozen", f, _series_values(scored, lambda e: get(e["frozen"]["render_measures"])))]  # fmt: skip
@@ -115,8 +115,8 @@ def charts(report: dict) -> list[str]:
         line_chart("PSNR in the head mask", xs, pair("psnr_db"), "dB"),
         line_chart("PSNR in the mouth region", xs, pair("mouth_psnr_db"), "dB"),
         line_chart("PSNR in the eye region", xs, pair("eye_psnr_db"), "dB"),
-        line_chart("Mouth opening (inner-lip gap)", xs, measure("mouth", lambda m: m["mouth_opening"]), "IOD"),
-        line_chart("Eye opening (mean of both eyes)", xs, measure("eyes", _mean_eye), "IOD"),
+        line_chart("Mouth opening (inner-lip gap)", xs, measure(lambda m: m["mouth_opening"]), "IOD"),
+        line_chart("Eye opening (mean of both eyes)", xs, measure(_mean_eye), "IOD"),
         line_chart("Expression error (mouth, eye and brow landmarks)", xs,
                    [("driven", d, _series_values(scored, lambda e: e.get("expression_error")))], "IOD"),  # fmt: skip
         line_chart("Head pose", xs, [("pose error", d, _series_values(scored, lambda e: e.get("pose_error_deg"))),

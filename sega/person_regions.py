@@ -19,7 +19,8 @@ SHOULDER_WIDTH_FACES = 1.6  # below the chin, the first row where the person is 
 # (a neck is ~0.8 face widths and hair hanging beside it stays within ~1.5; shoulders are 2.5-3)
 NECK_DROP_FACES = 0.25  # ... searched from this many face widths below the chin (the jaw's own width is ~1 face)
 MASK_THRESHOLD = 0.5  # person probability at which a pixel is the person's
-FACE_MARGIN_IOD = 0.1  # the face oval is grown by this (IODs) before hair is looked for outside it
+FACE_MARGIN_IOD = 0.1  # the face oval grown by this (IODs) is the face: hair is looked for outside it, and the
+# build keeps every fitted colour inside it (splats overlap its edge)
 HAIR_SKIN_DISTANCE = 0.15  # RGB distance from the median skin colour beyond which a pixel may be hair
 BORDER_FRACTION = 0.03  # the background's colour is the median of the image's outer ring this wide (fraction of its side) ...
 BACKGROUND_DISTANCE = 0.1  # ... and pixels within this RGB distance of it are not hair
@@ -41,11 +42,17 @@ def head_window(person: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return rows
 
 
+def face_oval(landmarks: np.ndarray, shape: tuple[int, int], grow_iod: float = 0.0) -> np.ndarray:
+    """[H, W] bool: inside MediaPipe's face oval, grown by ``grow_iod`` inter-ocular distances (at least 1 px) when > 0."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    oval = polygon_mask(lm[list(mediapipe_groups()["face_oval"]), :2], *shape)
+    return dilate(oval, max(1, int(round(grow_iod * interocular(lm))))) if grow_iod > 0 else oval
+
+
 def skin_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """[H, W] bool: the face oval without the eyes, brows and mouth (the face's skin)."""
-    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
     regions = region_masks(landmarks, *shape)
-    return polygon_mask(lm[list(mediapipe_groups()["face_oval"])], *shape) & ~regions["eyes"] & ~regions["mouth"]
+    return face_oval(landmarks, shape) & ~regions["eyes"] & ~regions["mouth"]
 
 
 def skin_colour(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -60,10 +67,8 @@ def hair_mask(photo: np.ndarray, person: np.ndarray, landmarks: np.ndarray) -> n
     a collar below the chin does not). photo: the head crop (its border is the backdrop)."""
     from scipy.ndimage import label
 
-    h, w = person.shape
     lm = np.asarray(landmarks, dtype=np.float64)
-    oval = polygon_mask(lm[list(mediapipe_groups()["face_oval"]), :2], h, w)
-    face = dilate(oval, max(1, int(round(FACE_MARGIN_IOD * interocular(lm)))))
+    face = face_oval(lm, person.shape, FACE_MARGIN_IOD)
     skin = np.linalg.norm(photo - skin_colour(photo, lm)[None, None], axis=-1) <= HAIR_SKIN_DISTANCE
     background = np.linalg.norm(photo - border_colour(photo)[None, None], axis=-1) <= BACKGROUND_DISTANCE
     mask = (person >= MASK_THRESHOLD) & head_window(person, lm) & ~face & ~skin & ~background
@@ -93,4 +98,4 @@ def hair_colour(photo: np.ndarray, hair: np.ndarray, landmarks: np.ndarray) -> n
     return np.median(photo[hair], 0).astype(np.float32)
 
 
-__all__ = ["border_colour", "hair_colour", "hair_mask", "head_window", "skin_colour", "skin_mask"]
+__all__ = ["border_colour", "face_oval", "hair_colour", "hair_mask", "head_window", "skin_colour", "skin_mask"]

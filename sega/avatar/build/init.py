@@ -17,7 +17,7 @@ from ...headmodel.base import HeadModel
 from ...face_measures import interocular
 from ...imaging import bilinear_sample, dilate, polygon_mask
 from ...meshraster import project_vertices, render_mesh
-from ...person_regions import hair_colour, hair_mask, skin_colour, skin_mask
+from ...person_regions import FACE_MARGIN_IOD, face_oval, hair_colour, hair_mask, skin_colour, skin_mask
 from ...uv import Atlas
 from ..options import AvatarOptions
 from ..texels import blink_texels, neighbour_pairs, region_mask, texel_spacing
@@ -58,7 +58,6 @@ VISIBILITY_MIN_COS = 0.25  # ... and its normal faces the camera at least this m
 VISIBILITY_MIN_MASK = 0.5  # ... and the person mask there is at least this
 INPAINT_NEIGHBOURS = 8  # seen texels averaged (inverse distance) for an unseen texel's starting colour
 INPAINT_SMOOTH_STEPS = 20  # neighbour-averaging passes over inpainted texels
-FACE_OVAL_GROW_IOD = 0.1  # texels projecting inside the face oval grown by this keep their fitted colours (splats overlap its edge)
 LID_MOVE_M = 0.002  # texels moving more than this under a blink are lid texels: strict visibility (project_texels)
 
 
@@ -243,18 +242,15 @@ def initial_maps(
     # needs every fitted colour there (its grazing slivers add up to ~2 dB).
     weight[eyes | mouth] = 1.0
     if landmarks is not None:
-        weight[_in_face_oval(points, camera, landmarks, img.shape[:2], FACE_OVAL_GROW_IOD * iod)] = 1.0
+        weight[_in_face_oval(points, camera, landmarks, img.shape[:2])] = 1.0
     return TexelInit(maps, seen.astype(np.float32), spacing, pairs, mirror, locked=(lids & ~visible) | (mismatch & ~mouth),
                      photo_weight=weight.astype(np.float32), fill=fill)  # fmt: skip
 
 
-def _in_face_oval(points: np.ndarray, camera: Camera, landmarks: np.ndarray, shape: tuple[int, int], grow_px: float) -> np.ndarray:
-    """[T] bool: the texel projects inside the photo's face oval (MediaPipe's, ``mediapipe_groups``) grown by grow_px."""
-    from ...landmarks import mediapipe_groups
-
+def _in_face_oval(points: np.ndarray, camera: Camera, landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """[T] bool: the texel projects inside the photo's face (``person_regions.face_oval`` grown by ``FACE_MARGIN_IOD``)."""
     h, w = shape
-    oval = polygon_mask(np.asarray(landmarks, np.float64)[list(mediapipe_groups()["face_oval"]), :2], h, w)
-    oval = dilate(oval, int(round(grow_px)))
+    oval = face_oval(landmarks, shape, FACE_MARGIN_IOD)
     xy, _ = project_vertices(points, camera)
     col = np.clip(np.floor(xy[:, 0]).astype(np.int64), 0, w - 1)
     row = np.clip(np.floor(xy[:, 1]).astype(np.int64), 0, h - 1)

@@ -109,8 +109,7 @@ def unseen_colours(colors: np.ndarray, weight: np.ndarray, points: np.ndarray, n
     if not skin_sources.any():
         skin_sources = trusted
     fill = smooth_field(np.where(skin_sources[:, None], colors, 0.0), skin_sources, points)
-    # Folds darken, except on the lids: their fold opens out when the eye closes (a dark band would read as a slit).
-    fill = fill * np.where(excluded, 1.0, cavity_shading(points, normals, pairs, spacing))[:, None]
+    fill = fill * cavity_shading(points, normals, pairs, spacing)[:, None]
     if hair_rgb is not None:
         # The scalp's seen hair near the hairline, the photo's hair colour (not the seen scalp's, which
         # may be a headband or a forehead's edge) further back.
