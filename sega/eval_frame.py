@@ -139,7 +139,7 @@ class FrameScorer:
             dest["render_measures"] = measured.measures
             if name == "driven":
                 self._landmark_scores(dest, measured, tgt, expression, pose)
-                self._identity(dest, img8, frame)
+                self._identity(dest, img8, measured.landmarks, frame, tgt.landmarks)
         entry["frozen"] = frozen
         images = {"target": frame, "driven": render8, "frozen": frozen8, "error": np.abs(rgb - target).mean(-1) * mask}
         return entry, images
@@ -156,10 +156,12 @@ class FrameScorer:
         p_target, _ = self.solver.solve(target.landmarks, start, POSE_REFIT_ITERATIONS)
         entry["pose_error_deg"] = rotation_angle_deg(p_render[-6:-3], p_target[-6:-3])
 
-    def _identity(self, entry: dict, render8: np.ndarray, frame: np.ndarray) -> None:
+    def _identity(self, entry: dict, render8: np.ndarray, render_landmarks, frame: np.ndarray, frame_landmarks) -> None:
+        """dlib identity distance / similarity of render and frame, each face boxed from its own
+        MediaPipe landmarks (dlib's detector where MediaPipe found none on the render)."""
         if self.embed is None:
             return
-        a, b = self.embed(render8), self.embed(frame)
+        a, b = self.embed(render8, render_landmarks), self.embed(frame, frame_landmarks)
         if a is None or b is None:
             entry["identity_distance"] = entry["identity_similarity"] = None
             return

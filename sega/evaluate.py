@@ -41,6 +41,8 @@ MASK_ALPHA = 0.5  # render alpha above which the avatar covers a pixel
 DLIB_EMBEDDING_MODEL = "dlib_face_recognition_resnet_model_v1.dat"  # 128-d face embedding (CC0)
 DLIB_SHAPE_MODEL = "shape_predictor_5_face_landmarks.dat"  # alignment for it (CC0; the 68-point model is non-commercial)
 DLIB_UPSAMPLE = 1  # dlib's HOG detector upsamples the image once (faces from ~40 px)
+LANDMARK_BOX_SCALE = 1.07  # dlib-style face box side / the face oval's width (median over 18 dev photos and frames)
+LANDMARK_BOX_CENTRE = 0.52  # its centre this far down the face oval (top of the forehead = 0, chin = 1)
 SAME_PERSON_DISTANCE = 0.6  # dlib / face_recognition convention: embeddings closer than this are the same person
 CONTACT_FRAMES = 4  # frames shown on the contact sheet
 # Scores of every scored frame, for the driven render and the frozen baseline (sega.eval_frame); DRIVEN_ONLY for the driven one.
@@ -60,6 +62,14 @@ REFINE_MASK_GROW = 1.5  # the face-oval polygon is scaled about its centre by th
 REFINE_REFERENCE_ITERATIONS = 100  # the learning rates above are steps for this many iterations
 REFINE_LR_FINAL = 0.1  # each phase's steps decay linearly to this fraction of their start
 REFINE_TRANSLATION_PRIOR = 50.0  # weight of |translation change|^2 (metres) in the L1 loss: the photo fixes depth weakly
+# The refinement renders only the Gaussians the crop can show: those projecting inside it (or within
+# REFINE_CULL_MARGIN of its side) and no deeper than the first render's surface there plus REFINE_CULL_DEPTH.
+# The head is opaque, so the back of the head and the hair behind it (about half of the splats) cannot
+# reach a pixel; the pose moves a few degrees at most here, a few millimetres at the head's radius.
+REFINE_CULL_MARGIN = 0.1  # fraction of the crop's side
+REFINE_CULL_DEPTH = 0.06  # metres behind the rendered surface (its alpha-weighted depth; the skin is not
+# quite opaque, so what lies just behind it still shows a little: 0.06 keeps the crop within ~40 dB of a full render)
+REFINE_CULL_ALPHA = 0.5  # a pixel whose first render is less opaque than this has no surface to hide behind
 
 
 # Photometric refinement per avatar preset: (iterations, crop side in px). An iteration costs ~0.07 s on 2
@@ -103,9 +113,23 @@ def _face_recognition_models_dir() -> Path | None:
     return None
 
 
+def landmark_face_box(landmarks: np.ndarray) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) px of the square box dlib's HOG detector would give the face whose
+    MediaPipe landmarks [478, >=2] are given: centred on the face oval, LANDMARK_BOX_SCALE of its width
+    (HOG's boxes run from the brows to the chin, a little inside the cheeks)."""
+    oval = landmarks[list(mediapipe_groups()["face_oval"]), :2].astype(np.float64)
+    lo, hi = oval.min(0), oval.max(0)
+    side = LANDMARK_BOX_SCALE * (hi[0] - lo[0])
+    cx, cy = (lo[0] + hi[0]) / 2, lo[1] + LANDMARK_BOX_CENTRE * (hi[1] - lo[1])
+    return int(round(cx - side / 2)), int(round(cy - side / 2)), int(round(cx + side / 2)), int(round(cy + side / 2))
+
+
 def identity_embedder():
-    """A function image [H, W, 3] uint8 -> 128-d dlib face embedding (None when dlib finds no face), or
-    None when the model files are not installed (``face-recognition-models``, the ``[eval]`` extra)."""
+    """A function (image [H, W, 3] uint8, landmarks [478, 3] or None) -> 128-d dlib face embedding (None
+    when dlib finds no face), or None when the model files are not installed (``face-recognition-models``,
+    the ``[eval]`` extra). With landmarks, the face's box comes from them (``landmark_face_box``: the
+    eval's frames all have MediaPipe landmarks, and dlib's HOG detector on an upsampled frame costs more
+    than the embedding itself); without, dlib's detector finds it (a render whose face may be gone)."""
     folder = _face_recognition_models_dir()
     if folder is None:
         return None
@@ -115,11 +139,14 @@ def identity_embedder():
     shape = dlib.shape_predictor(str(folder / DLIB_SHAPE_MODEL))
     net = dlib.face_recognition_model_v1(str(folder / DLIB_EMBEDDING_MODEL))
 
-    def embed(img: np.ndarray):
-        boxes = detector(img, DLIB_UPSAMPLE)
-        if not boxes:
-            return None
-        box = max(boxes, key=lambda b: b.width() * b.height())
+    def embed(img: np.ndarray, landmarks: np.ndarray | None = None):
+        if landmarks is not None:
+            box = dlib.rectangle(*landmark_face_box(landmarks))
+        else:
+            boxes = detector(img, DLIB_UPSAMPLE)
+            if not boxes:
+                return None
+            box = max(boxes, key=lambda b: b.width() * b.height())
         return np.asarray(net.compute_face_descriptor(img, shape(img, box)), dtype=np.float64)
 
     return embed
@@ -171,13 +198,15 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
     lo, hi = avatar.head_model.expression_range
     pose_only = iterations // 2  # first half: pose only (the landmark fit is off mostly in pose) ...
     canonical = avatar.animate(expr.detach())  # ... so the frame is animated once for it and only moved
+    keep = _visible_in_crop(avatar.posed(canonical, (rot.detach(), trans.detach())), kt, vt, w, h, bg)
+    canonical = _subset(canonical, keep)
     for it in range(iterations):
         expr.requires_grad_(it >= pose_only)
         progress = it / pose_only if it < pose_only else (it - pose_only) / max(iterations - pose_only, 1)
         for group, lr in zip(opt.param_groups, start_lr):
             group["lr"] = lr * (1.0 + (REFINE_LR_FINAL - 1.0) * progress)
         opt.zero_grad()
-        g = avatar.posed(canonical, (rot, trans)) if it < pose_only else avatar.animate(expr, (rot, trans), grad=True)
+        g = avatar.posed(canonical, (rot, trans)) if it < pose_only else _subset(avatar.animate(expr, (rot, trans), grad=True), keep)
         out = render_gaussians(g.means, g.quats, g.scales, g.opacities, g.colors, kt, vt, w, h, bg)
         loss = (out.rgb - target).abs().sum(-1)[mask].mean() + REFINE_TRANSLATION_PRIOR * (trans - trans0).pow(2).sum()
         loss.backward()
@@ -185,6 +214,33 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
         with torch.no_grad():
             expr.clamp_(lo, hi)
     return expr.detach().numpy(), torch.cat([rot, trans]).detach().numpy()
+
+
+def _subset(g, index: torch.Tensor):
+    """Gaussians g restricted to rows ``index`` [K] (differentiable)."""
+    from .gaussians import Gaussians
+
+    return Gaussians(**{k: v[index] for k, v in g.tensors().items()})
+
+
+def _visible_in_crop(g, K: torch.Tensor, viewmat: torch.Tensor, width: int, height: int, background: torch.Tensor) -> torch.Tensor:
+    """Indices [K] of the posed Gaussians g that the crop (K [3, 3], viewmat [4, 4], width x height) can
+    show: centre within REFINE_CULL_MARGIN of the crop and at most REFINE_CULL_DEPTH behind the surface
+    that a render of all of them finds at that pixel (anything in front of it, or where the render is
+    not opaque, stays)."""
+    from .render import render as render_gaussians
+
+    with torch.no_grad():
+        out = render_gaussians(g.means, g.quats, g.scales, g.opacities, g.colors, K, viewmat, width, height, background)
+        cam = g.means @ viewmat[:3, :3].T + viewmat[:3, 3]
+        z = cam[:, 2]
+        uv = (cam @ K.T)[:, :2] / z.clamp_min(1e-6)[:, None]
+        margin = REFINE_CULL_MARGIN * max(width, height)
+        inside = (z > 0) & (uv[:, 0] > -margin) & (uv[:, 0] < width + margin) & (uv[:, 1] > -margin) & (uv[:, 1] < height + margin)
+        px = uv[:, 0].floor().long().clamp(0, width - 1)
+        py = uv[:, 1].floor().long().clamp(0, height - 1)
+        surface = torch.where(out.alpha[py, px, 0] > REFINE_CULL_ALPHA, out.depth[py, px, 0], torch.full_like(z, float("inf")))
+        return torch.nonzero(inside & (z <= surface + REFINE_CULL_DEPTH)).squeeze(1)
 
 
 def _summary(values) -> dict | None:

@@ -60,6 +60,7 @@ LOWER_LIP = 14
 
 MIN_FACE_WIDTH_PX = 64  # detector-box width in photo px; below this a face is refused as too small
 SMALL_FACE_WIDTH_PX = 160  # below this a note warns that the avatar texture will be blurry
+SMALL_FACE_NOTE = "The face is only about {width:.0f} px wide; the avatar will look blurry (at least {minimum} px recommended)."
 MIN_DETECTION_CONFIDENCE = 0.5  # face-detector score threshold
 MESH_CROP_SCALES = (2.4, 1.7)  # FaceMesh crop side / detector-box side, tried in order
 MESH_CROP_SIZE = 512  # px, side of the crop FaceMesh sees
@@ -344,10 +345,7 @@ class FaceDetector:
                 f"{self.min_face_width_px:.0f} px wide. Use a closer or higher-resolution photo, or crop it around the face."
             )
         if face.width < SMALL_FACE_WIDTH_PX:
-            notes.append(
-                f"The face is only about {face.width:.0f} px wide; the avatar will look blurry "
-                f"(at least {SMALL_FACE_WIDTH_PX} px recommended)."
-            )
+            notes.append(SMALL_FACE_NOTE.format(width=face.width, minimum=SMALL_FACE_WIDTH_PX))
 
         landmarks = self._refine(img, face)
         if landmarks is None:

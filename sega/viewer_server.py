@@ -33,7 +33,7 @@ import zipfile
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .errors import SegaError
 
@@ -155,7 +155,7 @@ class _Bundle:
             self._zip.close()
 
 
-def _make_handler(dist: Path, bundle: _Bundle, quiet: bool):
+def _make_handler(dist: Path, bundle: _Bundle, quiet: bool, page_query: str):
     class Handler(BaseHTTPRequestHandler):
         server_version = "sega-viewer"
         protocol_version = "HTTP/1.1"
@@ -191,7 +191,23 @@ def _make_handler(dist: Path, bundle: _Bundle, quiet: bool):
                 target = target / "index.html"
             return (target, target.name) if target.is_file() else None
 
+        def _redirect_to_bundle(self) -> bool:
+            """The page without ``bundle=`` (the bare address someone typed or bookmarked) goes to the page
+            with this server's bundle, so it never shows "no bundle loaded"; other parameters are kept."""
+            url = urlsplit(self.path)
+            if url.path not in ("/", "/index.html") or "bundle" in parse_qs(url.query):
+                return False
+            self.send_response(HTTPStatus.FOUND)
+            self.send_header("Location", "/?" + "&".join(q for q in (page_query, url.query) if q))
+            self.send_header("Content-Length", "0")
+            for k, v in ISOLATION_HEADERS.items():
+                self.send_header(k, v)
+            self.end_headers()
+            return True
+
         def _serve(self, head: bool):
+            if self._redirect_to_bundle():
+                return
             try:
                 found = self._resolve()
             except OSError:
@@ -320,15 +336,16 @@ def serve(
     if check:
         check_bundle(bundle_path)
     bundle = _Bundle(Path(bundle_path))
+    # The page's query: this bundle, named by its file (not the internal route), and the thread count.
+    query = "bundle=" + quote(BUNDLE_PREFIX, safe="/") + "&label=" + quote(bundle.path.name, safe="")
+    if threads is not None:
+        query += f"&threads={int(threads)}"
     try:
-        httpd = ThreadingHTTPServer((host, int(port)), _make_handler(dist, bundle, quiet))
+        httpd = ThreadingHTTPServer((host, int(port)), _make_handler(dist, bundle, quiet, query))
     except OSError as err:
         bundle.close()
         raise ViewerError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
     httpd.daemon_threads = True
-    query = "bundle=" + quote(BUNDLE_PREFIX, safe="/")
-    if threads is not None:
-        query += f"&threads={int(threads)}"
     server = ViewerServer(httpd, bundle, dist, query)
     if open_browser:
         webbrowser.open(server.url)

@@ -182,6 +182,17 @@ def test_sliders_rerender_on_the_server(fast_result, app_server):
     assert app_server.alive()
 
 
+def test_every_slider_drives_a_channel_of_each_head_model(ict_model):
+    """A slider named X sets X, or X_L and X_R where the head model splits it (ICT has no browInnerUp)."""
+    from sega.app.ui import SLIDER_EXPRESSIONS, slider_channels
+
+    for name, _ in SLIDER_EXPRESSIONS:
+        assert slider_channels(name, ict_model.expression_names), name
+    assert slider_channels("browInnerUp", ict_model.expression_names) == ["browInnerUp_L", "browInnerUp_R"]
+    assert slider_channels("browInnerUp", ["browInnerUp", "jawOpen"]) == ["browInnerUp"]
+    assert slider_channels("noSuch", ict_model.expression_names) == []
+
+
 def test_no_outbound_connection(fast_result, recorder, app_server):
     """After start-up and a build, nothing went to the (recording) proxy: no outbound HTTP(S).
 
@@ -235,12 +246,14 @@ def test_pipeline_timeout_is_a_user_error(astronaut, tmp_path):
 
 
 def test_model3d_splat_turns_the_splats_rigidly(tmp_path):
-    """The gr.Model3D copy of static.ply: centred, turned 180 degrees about x, scaled; each splat's
-    rotation turns with it (R' = Rx(180) R) and its log-scales grow by log(scale)."""
+    """The gr.Model3D copy of static.ply: centred, turned (``model3d_rotation``: 180 degrees about x, then
+    onto the viewer's start camera), scaled; each splat's rotation turns with it (R' = R_view R) and its
+    log-scales grow by log(scale). The start camera then looks at the face: the bundle's +z (the face's
+    forward) points from the target towards gsplat.js's orbit camera."""
     import numpy as np
     from plyfile import PlyData, PlyElement
 
-    from sega.app import model3d_splat
+    from sega.app.ui import GSPLAT_ORBIT_ALPHA_RAD as a, GSPLAT_ORBIT_BETA_RAD as b, model3d_rotation, model3d_splat
 
     rng = np.random.default_rng(0)
     n = 8
@@ -260,7 +273,12 @@ def test_model3d_splat_turns_the_splats_rigidly(tmp_path):
                          [2 * (b * c + a * d), 1 - 2 * (b * b + d * d), 2 * (c * d - a * b)],
                          [2 * (b * d - a * c), 2 * (c * d + a * b), 1 - 2 * (b * b + c * c)]])  # fmt: skip
 
-    rx = np.diag([1.0, -1.0, -1.0])
+    rx = model3d_rotation()
+    np.testing.assert_allclose(rx @ rx.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(rx) > 0
+    to_camera = np.array([np.sin(a) * np.cos(b), -np.sin(b), -np.cos(a) * np.cos(b)])  # gsplat.js orbit start
+    np.testing.assert_allclose(rx @ [0.0, 0.0, 1.0], to_camera, atol=1e-12)  # the face looks at the camera
+    assert (rx @ [0.0, 1.0, 0.0])[1] < 0  # and its up is the viewer's up (gsplat.js: y down)
     for i in range(n):
         p = np.array([v["x"][i], v["y"][i], v["z"][i]]) - (0.1, 0.2, 0.3)
         np.testing.assert_allclose([w["x"][i], w["y"][i], w["z"][i]], 2.0 * rx @ p, rtol=1e-5, atol=1e-5)

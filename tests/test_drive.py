@@ -125,6 +125,23 @@ def test_eval_of_the_avatar_against_its_own_renders(ict_model, face_detector, se
     assert path.is_file() and sheet.width == 4 * (sheet.height // rows) * frames.frames[0].shape[1] // frames.frames[0].shape[0]  # 4 tiles a row
 
 
+def test_identity_box_from_landmarks_matches_dlibs_detector(face_detector, astronaut):
+    """The eval boxes each face for dlib's embedding from its MediaPipe landmarks (cheaper than dlib's
+    upsampled HOG detector); the box is the detector's, nearly, and so is the embedding."""
+    import dlib
+
+    from sega.evaluate import identity_embedder, landmark_face_box
+
+    lm = face_detector.detect(astronaut).landmarks
+    hog = max(dlib.get_frontal_face_detector()(astronaut, 1), key=lambda b: b.width() * b.height())
+    l, t, r, b = landmark_face_box(lm)
+    inter = max(0, min(r, hog.right()) - max(l, hog.left())) * max(0, min(b, hog.bottom()) - max(t, hog.top()))
+    union = (r - l) * (b - t) + hog.width() * hog.height() - inter
+    assert inter / union > 0.7, (l, t, r, b, hog)
+    embed = identity_embedder()
+    assert np.linalg.norm(embed(astronaut, lm) - embed(astronaut)) < 0.1
+
+
 def test_still_face_with_landmark_noise_gives_steady_weights(ict_model, face_detector, astronaut, record_property):
     """The astronaut photo repeated 60 times with 1 px landmark noise: smoothed weights barely move."""
     lm = face_detector.detect(astronaut).landmarks

@@ -251,6 +251,46 @@ def test_clip_playback_changes_frames_over_time(viewer):
     reset(page)
 
 
+def test_play_and_label_parameters_start_a_clip_with_the_face_in_view(browser, server, bundle):
+    """?play=1 plays the first clip by itself once the bundle is loaded; ?label= names the bundle in the
+    panel (``sega view`` passes the bundle's file name); panel=0 keeps the panel out of the face."""
+    page, log, info = open_viewer(browser, server.url + "&play=1&panel=0")
+    try:
+        page.wait_for_function("window.segaViewer.playing && window.segaViewer.clipTime > 0.2", timeout=20_000)
+        assert page.evaluate("window.segaViewer.clipNames")[0] == page.evaluate("document.querySelector('#clip-select').value")
+        assert "collapsed" in page.locator("#panel").get_attribute("class")
+        assert page.locator("#bundle-info").text_content().startswith(bundle.name), page.locator("#bundle-info").text_content()
+        assert log.errors == []
+    finally:
+        page.close()
+
+
+def test_embedding_page_drives_the_viewer_with_postmessage(browser, server):
+    """The parent page (the app) sets expressions and the head's yaw through postMessage (web/src/embed.js);
+    the clip pauses for it. Messages from anywhere but the parent are ignored."""
+    page = browser.new_page(viewport={"width": WIDTH + 40, "height": HEIGHT + 40})
+    page.set_default_timeout(60_000)
+    try:
+        page.set_content(f"<iframe id='v' src='{server.url}&play=1&panel=0' width='{WIDTH}' height='{HEIGHT}'></iframe>")
+        frame = page.wait_for_selector("#v").content_frame()
+        frame.wait_for_function("window.segaViewer && window.segaViewer.playing", timeout=30_000)
+        jaw = "segaViewer.getExpression()[segaViewer.expressionNames.indexOf('jawOpen')]"
+        page.evaluate("document.querySelector('#v').contentWindow.postMessage({sega: 'set', expressions: {jawOpen: 0.8, noSuchName: 1},"
+                      " yawDeg: 20, pitchDeg: 0, rollDeg: 0}, '*')")  # fmt: skip
+        frame.wait_for_function(f"Math.abs({jaw} - 0.8) < 1e-4", timeout=10_000)
+        pose = frame.evaluate("segaViewer.getHeadPose()")
+        assert abs(pose[1] - math.radians(20)) < 1e-4 and abs(pose[0]) < 1e-6 and abs(pose[2]) < 1e-6, pose
+        assert not frame.evaluate("segaViewer.playing")
+        assert frame.locator("#expr-jawOpen").input_value().startswith("0.8")  # the panel follows
+        frame.evaluate("window.postMessage({sega: 'set', expressions: {jawOpen: 0.1}}, '*')")  # not from the parent
+        page.wait_for_timeout(500)
+        assert abs(frame.evaluate(jaw) - 0.8) < 1e-4
+        page.evaluate("document.querySelector('#v').contentWindow.postMessage({sega: 'play', clip: true}, '*')")
+        frame.wait_for_function("window.segaViewer.playing", timeout=10_000)
+    finally:
+        page.close()
+
+
 def test_scale_output_resizes_the_dynamic_splats(viewer, bundle):
     """The decoder's dynamic_scales (``updates: "scale"``, linear std devs) end up in Spark's packed splats."""
     page, _, _ = viewer
@@ -444,6 +484,24 @@ def test_server_headers_and_mime_types(server):
         assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
         assert int(headers["Content-Length"]) == len(body)
     assert server.url.startswith("http://127.0.0.1:") and "bundle=/bundle/" in server.url
+
+
+def test_bare_address_redirects_to_the_served_bundle(server, bundle):
+    """Opening the server's bare address (or index.html without a bundle) lands on the page with this
+    bundle, never on "no bundle loaded"; other parameters are kept."""
+    import http.client
+
+    for path, kept in (("/", None), ("/index.html?threads=1", "threads=1")):
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        conn.request("GET", path)
+        res = conn.getresponse()
+        res.read()
+        conn.close()
+        assert res.status == 302, (path, res.status)
+        location = res.getheader("Location")
+        assert location.startswith("/?bundle=/bundle/") and f"label={bundle.name}" in location, location
+        assert kept is None or kept in location
+    assert _get(server.origin + "/?bundle=/bundle/")[0] == 200
 
 
 def test_server_rejects_path_traversal(server, bundle):

@@ -39,7 +39,38 @@ SLIDER_EXPRESSIONS = (  # (ARKit name, label) of the server-side re-render slide
     ("eyeBlink_R", "blink right"),
     ("browInnerUp", "brows up"),
 )
+SIDES = ("_L", "_R")  # a slider named X drives X, or X_L and X_R where the head model splits it (ICT: browInnerUp_L/_R)
+
+
+def slider_channels(name: str, known) -> list[str]:
+    """The head model's expression channels that the slider ``name`` sets (none when it has neither form)."""
+    known = set(known)
+    return [name] if name in known else [name + side for side in SIDES if name + side in known]
+
+
 UPLOAD_REFUSAL = "The photo must be a file uploaded through this page."
+STATUS_IDLE = "Pick a photo (or the example) and press **Build avatar**; the progress shows on the previews box."
+STATUS_BUILDING = "Building… (the stages and their times show on the previews box)"
+STATUS_FAILED = "The build stopped: the message in the top right corner says why. Nothing was lost; pick another photo or try again."
+NO_PHOTO = "Upload a photo first (or pick the example, or take a webcam snapshot)."
+VIEWER_LABEL = "bundle.zip"  # the embedded viewer's name for the bundle it plays (the download's name)
+BUILD_LABEL, BUILDING_LABEL = "Build avatar", "Building…"
+# The example photo (skimage's astronaut, 512 px) has a small face: say so as what it is, not as a
+# fault of the user's photo.
+EXAMPLE_NOTE = ("The example is a 512 px photo with a small face (about {width:.0f} px wide), so its avatar is softer "
+                "than one from a closer photo of your own.")  # fmt: skip
+# JavaScript run in the page when the user moves an expression slider: the embedded web viewer gets the
+# same values through postMessage (web/src/embed.js), so its face follows the server's sliders.
+SLIDERS_TO_VIEWER_JS = """(yaw, ...weights) => {
+  const frame = document.querySelector('#viewer iframe');
+  if (frame && frame.contentWindow) {
+    const names = %s;
+    const expressions = {};
+    names.forEach((n, i) => { for (const c of [n, n + '_L', n + '_R']) expressions[c] = weights[i]; });  // slider_channels
+    frame.contentWindow.postMessage({sega: 'set', expressions, yawDeg: yaw, pitchDeg: 0, rollDeg: 0}, window.location.origin);
+  }
+  return [yaw, ...weights];
+}"""
 
 
 def _session_state_deleted(store: SessionStore):
@@ -69,33 +100,111 @@ def viewer_html(token: str | None, dist: Path | None) -> str:
                 f"<code>python -m sega view bundle.zip</code> instead.</div>")  # fmt: skip
     if token is None:
         return "<div class='sega-note'>The web viewer appears here after a build, playing the new bundle.</div>"
-    src = f"{VIEWER_ROUTE}/index.html?bundle={BUNDLE_ROUTE}/{token}/&amp;panel=0"
+    # Panel collapsed (the face stays in view), the first clip playing by itself, the bundle called what
+    # the user downloads rather than its internal route.
+    src = f"{VIEWER_ROUTE}/index.html?bundle={BUNDLE_ROUTE}/{token}/&amp;panel=0&amp;play=1&amp;label={VIEWER_LABEL}"
     return (f"<iframe title='SEGA web viewer' src='{src}' style='width:100%;height:520px;border:0;border-radius:8px' "
             f"allow='cross-origin-isolated; fullscreen'></iframe>"
             f"<p><a href='{src}' target='_blank' rel='noopener'>open the viewer in a new tab</a></p>")  # fmt: skip
 
 
-MODEL3D_SCALE = 3.0  # gr.Model3D's splat viewer frames a scene of a few units; the head is ~0.25 m
+PHOTO_HEIGHT_PX = 260  # the photo box: low enough that the Build button fits a 900 px tall window
+PREVIEW_TILE_MIN_PX = 104  # the previews' narrowest tile: 3 a row on an 800 px window, 7 at 1280 px
+FILE_MIN_WIDTH_PX = 300  # a download box narrower than this wraps to its own line (names stay readable)
+MODEL3D_SCALE = 2.2  # gr.Model3D's splat viewer frames a scene of a few units: the head (~0.25 m) with hair and a margin
+# gr.Model3D shows splats through gsplat.js's orbit controls with their built-in start (Gradio's
+# camera_position is ignored for splats): the camera orbits the origin at alpha = beta = 0.5 rad, 5 units out,
+# which shows a head in gsplat.js's own axes from above and to the side. The preview copy is turned so that
+# this camera sees the face from the front.
+GSPLAT_ORBIT_ALPHA_RAD = 0.5  # longitude of the camera about the target
+GSPLAT_ORBIT_BETA_RAD = 0.5  # latitude (above the target; gsplat.js's y points down)
+
+
+def model3d_rotation():
+    """[3, 3] rotation from the bundle's world (y up, the face looking along +z) into the preview copy:
+    180 degrees about x into gsplat.js's axes (y down, looking along +z), then onto the line of sight of
+    the orbit camera's start, so that the camera sees what the identity camera sees head-on."""
+    import numpy as np
+
+    a, b = GSPLAT_ORBIT_ALPHA_RAD, GSPLAT_ORBIT_BETA_RAD
+    # gsplat.js OrbitControls: camera = target + r (sin a cos b, -sin b, -cos a cos b), looking at the target.
+    forward = -np.array([np.sin(a) * np.cos(b), -np.sin(b), -np.cos(a) * np.cos(b)])
+    right = np.cross([0.0, 1.0, 0.0], forward)  # no roll: the camera's right stays horizontal
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    view = np.stack([right, down, forward], 1)  # camera axes as columns: camera -> gsplat.js world
+    return view @ np.diag([1.0, -1.0, -1.0])
+
+
+def _quat_from_matrix(r):
+    """Unit quaternion (w, x, y, z) of rotation matrix r [3, 3] (Shepperd's method)."""
+    import numpy as np
+
+    t = np.trace(r)
+    if t > 0:
+        s = 2.0 * np.sqrt(1.0 + t)
+        return np.array([0.25 * s, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s])
+    i = int(np.argmax(np.diag(r)))
+    j, k = (i + 1) % 3, (i + 2) % 3
+    s = 2.0 * np.sqrt(1.0 + r[i, i] - r[j, j] - r[k, k])
+    q = np.empty(4)
+    q[0] = (r[k, j] - r[j, k]) / s
+    q[1 + i] = 0.25 * s
+    q[1 + j] = (r[j, i] + r[i, j]) / s
+    q[1 + k] = (r[k, i] + r[i, k]) / s
+    return q
 
 
 def model3d_splat(static_ply: Path, dst: Path, center=(0.0, 0.0, 0.0), scale: float = MODEL3D_SCALE) -> Path:
-    """``static.ply`` re-posed for gr.Model3D's splat viewer (gsplat.js: y down, looking along +z): centred on
-    ``center``, turned 180 degrees about x and scaled by ``scale`` (positions and splat sizes). The
-    bundle's own static.ply is unchanged; this copy only feeds the in-page preview."""
+    """``static.ply`` re-posed for gr.Model3D's splat viewer: centred on ``center``, turned by
+    ``model3d_rotation()`` and scaled by ``scale`` (positions and splat sizes), so that the viewer's fixed
+    start camera shows the face. The bundle's own static.ply is unchanged; this copy only feeds the
+    in-page preview."""
     import numpy as np
     from plyfile import PlyData, PlyElement
 
     v = PlyData.read(str(static_ply))["vertex"].data.copy()
-    c = np.asarray(center, dtype=np.float64)
-    v["x"] = (v["x"] - c[0]) * scale
-    v["y"] = -(v["y"] - c[1]) * scale
-    v["z"] = -(v["z"] - c[2]) * scale
+    r = model3d_rotation()
+    p = np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float64) - np.asarray(center, dtype=np.float64)
+    p = scale * p @ r.T
+    v["x"], v["y"], v["z"] = p[:, 0], p[:, 1], p[:, 2]
     for k in ("scale_0", "scale_1", "scale_2"):  # log std-devs
         v[k] = v[k] + np.float32(np.log(scale))
-    w, x, y, z = (v[f"rot_{i}"].copy() for i in range(4))  # (w, x, y, z); q' = (0, 1, 0, 0) * q
-    v["rot_0"], v["rot_1"], v["rot_2"], v["rot_3"] = -x, w, -z, y
+    w, x, y, z = (v[f"rot_{i}"].astype(np.float64) for i in range(4))  # q' = q_r * q (wxyz)
+    a, b, c, d = _quat_from_matrix(r)
+    v["rot_0"] = a * w - b * x - c * y - d * z
+    v["rot_1"] = a * x + b * w + c * z - d * y
+    v["rot_2"] = a * y - b * z + c * w + d * x
+    v["rot_3"] = a * z + b * y - c * x + d * w
     PlyData([PlyElement.describe(v, "vertex")], text=False).write(str(dst))
     return dst
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _same_file(a, b: Path) -> bool:
+    """Whether file a (Gradio hands the example over as a copy in its cache) has b's bytes."""
+    from ..io import file_sha256
+
+    try:
+        return isinstance(a, str) and Path(a).stat().st_size == b.stat().st_size and file_sha256(a) == file_sha256(b)
+    except OSError:
+        return False
+
+
+def _is_small_face_note(note: str) -> bool:
+    from ..face import SMALL_FACE_NOTE
+
+    return note.startswith(SMALL_FACE_NOTE.split("{", 1)[0])
+
+
+def _note_width(note: str) -> float:
+    import re
+
+    m = re.search(r"(\d+) px wide", note)
+    return float(m.group(1)) if m else float("nan")
 
 
 def _maybe_gpu(fn, duration: int = 120):
@@ -150,11 +259,37 @@ def build_ui(config: AppOptions, pipeline=None, store: SessionStore | None = Non
                 return str(payload.path)
             return super().preprocess(payload)
 
+    def check_inputs(photo, preset, head_model, state):
+        """Gradio validator of a Build click: one message on the input at fault, before anything runs."""
+        return [gr.validate(photo is not None, NO_PHOTO),
+                gr.validate(preset in PRESET_CHOICES, f"unknown preset {preset!r} (choose {', '.join(PRESET_CHOICES)})"),
+                gr.validate(True, ""), gr.validate(True, "")]  # fmt: skip
+
+    def lock(*_inputs):
+        return gr.update(interactive=False, value=BUILDING_LABEL), STATUS_BUILDING
+
+    def unlock():
+        return gr.update(interactive=True, value=BUILD_LABEL)
+
+    def unlock_failed():
+        return unlock(), STATUS_FAILED
+
+    def after_build(state):
+        """The Build button back, and the sliders at yaw 0 and the avatar's own (fitted) weights, as its
+        previews show it."""
+        avatar = store.avatar(state.get("token")) if isinstance(state, dict) else None
+        if avatar is None:
+            return [unlock()] + [gr.update()] * (1 + len(SLIDER_EXPRESSIONS))
+        names = list(avatar.head_model.expression_names)
+        weights = [_mean([float(avatar.expression[names.index(ch)]) for ch in slider_channels(n, names)]) for n, _ in SLIDER_EXPRESSIONS]
+        return [unlock(), 0] + [round(min(max(w, 0.0), 1.0), 2) for w in weights]
+
     def build(photo, preset, head_model, state, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio injects both)
+        # The validator catches these in the page; API calls come straight here.
         if photo is None:
-            raise gr.Error("Upload a photo first (or pick the example, or take a webcam snapshot).")
+            raise gr.Error(NO_PHOTO, print_exception=False)
         if preset not in PRESET_CHOICES:
-            raise gr.Error(f"unknown preset {preset!r} (choose {', '.join(PRESET_CHOICES)})")
+            raise gr.Error(f"unknown preset {preset!r} (choose {', '.join(PRESET_CHOICES)})", print_exception=False)
         store.sweep()
         token, folder = store.new()
         progress(0.0, desc="starting")
@@ -170,11 +305,13 @@ def build_ui(config: AppOptions, pipeline=None, store: SessionStore | None = Non
             store.delete(token)
             # Uploads sit at <gradio cache>/<hash>/<original name>: show the name, not the server path.
             message = str(err).replace(str(photo), Path(photo).name) if isinstance(photo, str) else str(err)
-            raise gr.Error(message) from err
-        except Exception as err:  # a bug, not the user's fault: log it, say so, keep serving
+            log.info("build refused: %s", message)  # the user's input, not a fault here: one line, no traceback
+            raise gr.Error(message, print_exception=False) from err
+        except Exception as err:  # a bug, not the user's fault: log it (once, with its traceback), say so, keep serving
             store.delete(token)
             log.exception("build failed")
-            raise gr.Error(f"The build failed with an internal error ({type(err).__name__}); see the server log.") from err
+            raise gr.Error(f"The build failed with an internal error ({type(err).__name__}); see the server log.",
+                           print_exception=False) from err  # fmt: skip
         previous = store.bind(getattr(request, "session_hash", None), token)
         for old in {previous, state.get("token") if isinstance(state, dict) else None} - {None, token}:
             store.delete(old)  # one build folder per session: the previous one goes once this one worked
@@ -188,8 +325,12 @@ def build_ui(config: AppOptions, pipeline=None, store: SessionStore | None = Non
         gallery = [(str(p), name) for name, p in previews.items()]
         status = (f"Built **{result.num_gaussians:,}** Gaussians with the **{preset}** preset in "
                   f"**{result.total_seconds:.1f} s** ({', '.join(f'{k} {v:.1f}' for k, v in result.seconds.items())}).")  # fmt: skip
-        if result.notes:
-            status += "\n\n" + "\n".join(f"- note: {n}" for n in result.notes)
+        notes = list(result.notes)
+        if _same_file(photo, example):
+            small = [n for n in notes if _is_small_face_note(n)]
+            notes = [n for n in notes if not _is_small_face_note(n)] + [EXAMPLE_NOTE.format(width=_note_width(n)) for n in small]
+        if notes:
+            status += "\n\n" + "\n".join(f"- note: {n}" for n in notes)
         new_state = {"token": token, "head_model": head_model, "avatar": str(result.avatar_path)}
         return (gallery, str(out["turntable"]), str(out["splat"]), str(out["bundle"]), str(out["glb"]),
                 viewer_html(token, dist), status, str(previews.get("yaw+0")), new_state)  # fmt: skip
@@ -209,8 +350,8 @@ def build_ui(config: AppOptions, pipeline=None, store: SessionStore | None = Non
         if avatar is None:
             avatar = Avatar.load(state["avatar"], pipeline.model(state.get("head_model")))
             store.remember(token, avatar)
-        known = set(avatar.head_model.expression_names)
-        named = {name: float(w) for (name, _), w in zip(SLIDER_EXPRESSIONS, weights) if name in known}
+        known = avatar.head_model.expression_names
+        named = {ch: float(w) for (name, _), w in zip(SLIDER_EXPRESSIONS, weights) for ch in slider_channels(name, known)}
         expr = avatar.expression_with(**named)
         rgb = avatar.render(expr, camera=avatar.orbit_camera(float(yaw), size=config.preview_size), backend="auto").rgb.numpy()
         path = store.public_file(token, f"render_{secrets.token_hex(4)}.png")
@@ -218,7 +359,10 @@ def build_ui(config: AppOptions, pipeline=None, store: SessionStore | None = Non
         store.touch(token)
         return str(path)
 
-    css = ".sega-note{padding:12px;border-radius:8px;background:var(--block-background-fill);border:1px dashed var(--border-color-primary)}"
+    css = (".sega-note{padding:12px;border-radius:8px;background:var(--block-background-fill);border:1px dashed var(--border-color-primary)}"
+           # The previews wrap to as many columns as fit (Gradio's fixed count overflows a narrow window).
+           f"#previews .grid-container{{grid-template-columns:repeat(auto-fill,minmax({PREVIEW_TILE_MIN_PX}px,1fr)) !important;"
+           "grid-template-rows:none !important}")  # fmt: skip
     with gr.Blocks(title="SEGA: one photo to a drivable Gaussian head avatar", delete_cache=(600, int(config.session_ttl_s))) as demo:
         gr.HTML(f"<style>{css}</style>")
         gr.Markdown("## SEGA: one photo → drivable 3D Gaussian head avatar\n"
@@ -227,38 +371,56 @@ def build_ui(config: AppOptions, pipeline=None, store: SessionStore | None = Non
         state = gr.State(None, time_to_live=config.session_ttl_s, delete_callback=_session_state_deleted(store))
         with gr.Row():
             with gr.Column(scale=1):
-                photo = PhotoInput(label="Photo", type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"], height=320, elem_id="photo")
+                photo = PhotoInput(label="Photo", type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"], height=PHOTO_HEIGHT_PX, elem_id="photo")
                 gr.Examples(examples=[[str(example)]], inputs=[photo], label="Example (offline): astronaut", cache_examples=False)
                 preset = gr.Radio(list(PRESET_CHOICES), value=config.default_preset, label="Quality preset",
                                   info="fast ≈ 30 s, default ≈ 1 min, high: several minutes on 2 CPU cores")  # fmt: skip
                 head = gr.Dropdown(head_choices, value=head_choices[0][1], label="Head model",
                                    info=None if pipeline.flame_configured() else "FLAME appears when FLAME files are configured (SEGA_FLAME)")  # fmt: skip
-                go = gr.Button("Build avatar", variant="primary", elem_id="build")
-                status = gr.Markdown(elem_id="status")
+                go = gr.Button(BUILD_LABEL, variant="primary", elem_id="build")
             with gr.Column(scale=2):
-                gallery = gr.Gallery(label="Previews (views and expressions)", columns=5, height=340, elem_id="previews")
+                # The status heads the outputs: in view during and after a build whatever the window's height
+                # (on a narrow window the columns stack and it follows the Build button).
+                status = gr.Markdown(STATUS_IDLE, elem_id="status")
+                gallery = gr.Gallery(label="Previews (views and expressions)", columns=5, height=340, elem_id="previews",
+                                     object_fit="contain")  # fmt: skip
                 with gr.Row():
                     video = gr.Video(label="Turntable", height=280, autoplay=True, loop=True)
-                    splat = gr.Model3D(label="Static splat (static.ply of the bundle, neutral face)", height=280)
-                with gr.Row():
-                    bundle_file = gr.File(label="bundle.zip (web viewer / playback)")
-                    glb_file = gr.File(label="avatar.glb (mesh + ARKit morph targets)")
+                    splat = gr.Model3D(label="Static splats, neutral face (a preview copy of the bundle's static.ply)", height=280,
+                                       elem_id="splat")  # fmt: skip
+                with gr.Row():  # min_width: on a narrow window the two wrap rather than cut their file names
+                    bundle_file = gr.File(label="bundle.zip (web viewer / playback)", min_width=FILE_MIN_WIDTH_PX, elem_id="bundle-file")
+                    glb_file = gr.File(label="avatar.glb (mesh + ARKit morph targets)", min_width=FILE_MIN_WIDTH_PX, elem_id="glb-file")
         with gr.Row():
             with gr.Column(scale=1):
                 gr.Markdown("### Expressions (re-rendered on the server)")
-                yaw = gr.Slider(-180, 180, value=0, step=5, label="yaw (degrees)")
-                sliders = [gr.Slider(0.0, 1.0, value=0.0, step=0.05, label=f"{label} ({name})") for name, label in SLIDER_EXPRESSIONS]
+                yaw = gr.Slider(-180, 180, value=0, step=5, label="yaw (degrees)", elem_id="slider-yaw")
+                sliders = [gr.Slider(0.0, 1.0, value=0.0, step=0.05, label=f"{label} ({name})", elem_id=f"slider-{name}")
+                           for name, label in SLIDER_EXPRESSIONS]  # fmt: skip
             with gr.Column(scale=1):
                 rendered = gr.Image(label="Re-rendered preview", type="filepath", height=300, interactive=False)
             with gr.Column(scale=2):
                 gr.Markdown("### Web viewer (plays the bundle in your browser)")
                 viewer = gr.HTML(viewer_html(None, dist), elem_id="viewer")
 
-        go.click(build_gpu, [photo, preset, head, state],
-                 [gallery, video, splat, bundle_file, glb_file, viewer, status, rendered, state],
-                 api_name="build", concurrency_limit=config.concurrency, concurrency_id="build")  # fmt: skip
+        # Build: check the inputs (one message on the photo when there is none), lock the button, build, unlock;
+        # after a build that worked, the sliders read what the previews show.
+        inputs = [photo, preset, head, state]
+        # (Gradio runs validators on queued events only: the lock is queued.)
+        started = go.click(lock, inputs, [go, status], validator=check_inputs, show_progress="hidden", api_name=False)
+        # Progress (and an error) shows on the previews box only, not on every output; the error's message
+        # is Gradio's one toast.
+        built = started.success(build_gpu, inputs, [gallery, video, splat, bundle_file, glb_file, viewer, status, rendered, state],
+                                api_name="build", concurrency_limit=config.concurrency, concurrency_id="build",
+                                show_progress_on=gallery)  # fmt: skip
+        # (Gradio 6 does not run a .then() after an event that raised: unlock on success and on failure.)
+        built.success(after_build, state, [go, yaw, *sliders], queue=False, show_progress="hidden", api_name=False)
+        built.failure(unlock_failed, None, [go, status], queue=False, show_progress="hidden", api_name=False)
         gr.on([s.release for s in [yaw, *sliders]], rerender, [state, yaw, *sliders], rendered, api_name="rerender",
               concurrency_limit=max(2, config.concurrency), trigger_mode="always_last")  # fmt: skip
+        names = "[" + ", ".join(f"'{name}'" for name, _ in SLIDER_EXPRESSIONS) + "]"
+        gr.on([s.input for s in [yaw, *sliders]], None, [yaw, *sliders], None, js=SLIDERS_TO_VIEWER_JS % names,
+              queue=False, show_progress="hidden", api_name=False)  # fmt: skip
 
         def tab_closed(request: gr.Request) -> None:  # the browser session ended: its files go now
             store.end_session(getattr(request, "session_hash", None))

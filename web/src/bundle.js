@@ -16,10 +16,10 @@ export class BundleError extends Error {}
 
 /** Files from a folder served over HTTP (base URL ends with "/"). */
 class FolderSource {
-  constructor(baseUrl) {
+  constructor(baseUrl, label = null) {
     this.base = new URL(baseUrl, location.href);
     if (!this.base.pathname.endsWith("/")) this.base.pathname += "/";
-    this.label = this.base.pathname;
+    this.label = label || this.base.pathname;
   }
   async bytes(rel) {
     const url = new URL(safeRelative(rel), this.base);
@@ -131,14 +131,14 @@ function checkManifest(m, label) {
 }
 
 /** Open a bundle from a URL: a folder ("/bundle/") or a .zip file. */
-export async function openBundleUrl(url) {
+export async function openBundleUrl(url, label = null) {
   const resolved = new URL(url, location.href);
   if (resolved.pathname.toLowerCase().endsWith(".zip")) {
     const res = await fetch(resolved);
     if (!res.ok) throw new BundleError(`${resolved.pathname}: HTTP ${res.status}`);
-    return openBundleZip(new Uint8Array(await res.arrayBuffer()), resolved.pathname);
+    return openBundleZip(new Uint8Array(await res.arrayBuffer()), label || resolved.pathname);
   }
-  const source = new FolderSource(resolved.href);
+  const source = new FolderSource(resolved.href, label);
   const manifest = JSON.parse(strFromU8(await source.bytes(MANIFEST)));
   return new Bundle(source, checkManifest(manifest, source.label));
 }

@@ -11,13 +11,17 @@
 //   panel=0|1    start with the control panel collapsed / open (default: open if the window is >= 720 px wide)
 //   bg=RRGGBB    background colour (default 1e2127)
 //   probes=1     load the test / benchmark probes (probes.js, a separate chunk) at start-up
+//   play=NAME|1  once the bundle is loaded, play clip NAME (1: the bundle's first clip) in a loop
+//   label=TEXT   what the panel calls the bundle (default: its URL path or file name)
 //
-// Test/automation hook: window.segaViewer (see README.md).
+// Test/automation hook: window.segaViewer (see README.md). An embedding page (the viewer in an
+// iframe) drives it with postMessage (embed.js; the app's expression sliders use it).
 
 import { openBundleUrl } from "./bundle.js";
 import { GRAPH_OPT_LEVELS } from "./runtime.js";
 import { Viewer } from "./viewer.js";
 import { Panel } from "./panel.js";
+import { listenToParent, startClip } from "./embed.js";
 
 const params = new URLSearchParams(location.search);
 const defaultThreads = crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
@@ -31,6 +35,8 @@ const config = {
   panel: params.has("panel") ? params.get("panel") !== "0" : window.innerWidth >= 720,
   background: /^[0-9a-fA-F]{6}$/.test(params.get("bg") || "") ? `#${params.get("bg")}` : "#1e2127",
   probes: params.get("probes") === "1",
+  play: params.get("play"),
+  label: params.get("label"),
 };
 
 const viewer = new Viewer(document.getElementById("view"), config);
@@ -94,8 +100,9 @@ window.segaViewer = {
 for (const name of PROBES) window.segaViewer[name] = async (...args) => (await loadProbes())[name](...args);
 
 if (config.probes) loadProbes();
+listenToParent(viewer);
 if (config.bundle) {
-  viewer.load(() => openBundleUrl(config.bundle), config.bundle);
+  viewer.load(() => openBundleUrl(config.bundle, config.label), config.label || config.bundle).then(() => startClip(viewer, config.play));
 } else {
   panel.showMessage("Drop a SEGA avatar bundle (.zip) here, or open the page with ?bundle=URL");
 }

@@ -164,6 +164,7 @@ export class Panel {
     row.className = "slider";
     const span = document.createElement("span");
     span.textContent = name;
+    span.title = name; // the full name on hover, should a long one still be cut
     const input = document.createElement("input");
     const [lo, hi] = viewer.range;
     Object.assign(input, { type: "range", min: String(lo), max: String(hi), step: String((hi - lo) / 100), value: "0", id: `expr-${name}` });
