@@ -1,18 +1,21 @@
-"""Screenshots of the Gradio app before, during and after a fast build (headless Chromium).
+"""Screenshots of the app's first-time path (headless Chromium), at 1280 and 800 px wide.
 
 Starts ``python app.py`` on 127.0.0.1 (free port), opens it in headless Chromium (Python playwright,
-``/usr/bin/chromium`` or $SEGA_CHROMIUM; playwright never downloads a browser here), uploads the
-astronaut photo (``skimage.data.astronaut()``), keeps the fast preset and writes:
+``/usr/bin/chromium`` or $SEGA_CHROMIUM; playwright never downloads a browser here), and takes the path
+that ``tests/test_app_browser.py`` asserts:
 
-* docs/app_before.png  photo uploaded, nothing built yet
-* docs/app_during.png  the build running (progress through the stages)
-* docs/app_after.png   previews, turntable, splat, downloads, sliders and the embedded web viewer
+* docs/app_no_photo.png   Build pressed with no photo: one message, on the photo (1280x900 window)
+* docs/app_building.png   the example building: the button locked, progress on the previews (1280x900)
+* docs/app_built.png      after the build: status, previews, turntable, splat preview, downloads, the
+                          sliders at the fitted expression and the embedded viewer playing a clip (1280)
+* docs/app_sliders.png    jaw open and brows up moved on the server's sliders: the server's re-render
+                          and the embedded web viewer both show them (1280)
+* docs/app_built_800.png  the built page in an 800 px window (downloads and previews wrap)
 
-Each PNG is reduced to a 256-colour palette so it stays under 400 KB. Requests the page makes to
-hosts other than 127.0.0.1 are printed (expected: none).
+Each PNG is reduced to a palette so it stays under 400 KB. Requests the page makes to hosts other
+than 127.0.0.1 are printed (expected: none).
 
-Run: ``.venv/bin/python scripts/make_app_screenshots.py [--out docs]`` from the repository root (the package
-is installed editable, so ``import sega`` works without any path set-up).
+Run: ``.venv/bin/python scripts/make_app_screenshots.py [--out docs]`` from the repository root.
 """
 
 from __future__ import annotations
@@ -29,15 +32,19 @@ from urllib.parse import urlsplit
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")  # Debian's chromium, never a downloaded one
 
+from sega.app.ui import NO_PHOTO
 from sega.testing import AppProcess, launch_chromium
 
 REPO = Path(__file__).resolve().parents[1]
-VIEWPORT = {"width": 1280, "height": 1500}
+WIDE = {"width": 1280, "height": 900}
+NARROW = {"width": 800, "height": 900}
 MAX_BYTES = 400_000
+BUILD_TIMEOUT_MS = 300_000
+VIEWER_SETTLE_S = 6.0  # the embedded viewer loads the bundle and starts its clip (SwiftShader is slow)
 
 
 def save_small_png(png: bytes, path: Path, max_width: int = 1100) -> int:
-    """Downscale to max_width and quantise to 256 colours; returns the file size."""
+    """Downscale to max_width and quantise to 256 colours (fewer if needed); returns the file size."""
     from PIL import Image
 
     img = Image.open(io.BytesIO(png)).convert("RGB")
@@ -50,50 +57,66 @@ def save_small_png(png: bytes, path: Path, max_width: int = 1100) -> int:
     return path.stat().st_size
 
 
+def wait_for_viewer_clip(page, timeout_s: float = 60.0) -> bool:
+    """Until the embedded viewer plays a clip (True) or timeout_s passes (False)."""
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        frame = next((f for f in page.frames if "bundle=" in f.url), None)
+        try:
+            if frame is not None and frame.evaluate("() => !!(window.segaViewer && segaViewer.playing && segaViewer.clipTime > 0.2)"):
+                return True
+        except Exception:  # still loading
+            pass
+        page.wait_for_timeout(500)  # (not time.sleep: playwright learns of the new frame while it waits)
+    return False
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "docs")
-    ap.add_argument("--during-s", type=float, default=10.0, help="seconds after clicking Build for the 'during' shot")
     args = ap.parse_args()
 
-    from PIL import Image
     from playwright.sync_api import sync_playwright
-    from skimage import data
 
     tmp = Path(tempfile.mkdtemp(prefix="sega-shots-"))
-    photo = tmp / "astronaut.png"
-    Image.fromarray(data.astronaut()).save(photo)
     args.out.mkdir(parents=True, exist_ok=True)
     external: list[str] = []
+    shots: dict[str, bytes] = {}
     with AppProcess(args=["--work-dir", str(tmp / "work")], log_path=tmp / "app.log") as proc, sync_playwright() as pw:
         browser = launch_chromium(pw)
-        page = browser.new_page(viewport=VIEWPORT)
+        page = browser.new_page(viewport=WIDE)
+        page.set_default_timeout(60_000)
         page.on("request", lambda r: external.append(r.url) if urlsplit(r.url).hostname not in ("127.0.0.1", "localhost", None) and not r.url.startswith(("data:", "blob:")) else None)
         page.goto(proc.url, wait_until="load")
-        page.wait_for_selector("#build", timeout=60_000)
-        page.set_input_files("#photo input[type=file]", str(photo))
+        page.wait_for_selector("#build")
+        page.click("#build")
+        page.wait_for_selector(f"text={NO_PHOTO}", timeout=10_000)
+        shots["no_photo"] = page.screenshot()
+        page.locator(".gallery-item, [data-testid=examples] button, .examples button").first.click()
         page.wait_for_selector("#photo img", timeout=30_000)
-        time.sleep(1.0)
-        shots = {}
-        shots["before"] = page.screenshot(full_page=True)
         page.click("#build")
         t0 = time.perf_counter()
-        time.sleep(args.during_s)
-        shots["during"] = page.screenshot(full_page=True)
-        page.wait_for_function("document.querySelector('#status') && document.querySelector('#status').innerText.includes('Built')", timeout=240_000)
+        page.wait_for_timeout(6000)  # into the optimisation stage
+        page.evaluate("window.scrollTo(0, 0)")  # (playwright scrolled to the button it clicked)
+        shots["building"] = page.screenshot()
+        page.wait_for_function("document.querySelector('#status') && document.querySelector('#status').innerText.includes('Built')", timeout=BUILD_TIMEOUT_MS)
         print(f"build finished {time.perf_counter() - t0:.1f} s after the click")
-        # Let the embedded viewer load the bundle and draw (SwiftShader WebGL is slow).
-        frame = page.frame_locator("#viewer iframe")
-        try:
-            frame.locator("#bundle-info").filter(has_not_text="no bundle loaded").wait_for(state="attached", timeout=60_000)
-        except Exception as err:  # still take the shot; say what happened
-            print(f"viewer did not report a loaded bundle: {err}")
-        time.sleep(8.0)
-        shots["after"] = page.screenshot(full_page=True)
+        print("embedded viewer playing:", wait_for_viewer_clip(page))
+        page.wait_for_timeout(VIEWER_SETTLE_S * 1000)
+        shots["built"] = page.screenshot(full_page=True)
+        page.locator("#slider-jawOpen input[type=range]").fill("0.8")
+        page.locator("#slider-browInnerUp input[type=range]").fill("0.8")
+        page.locator("#slider-browInnerUp input[type=range]").dispatch_event("pointerup")  # the server re-renders on release
+        page.wait_for_timeout(8000)
+        row = page.locator("#viewer").locator("xpath=ancestor::div[contains(@class,'row')][1]")
+        shots["sliders"] = row.screenshot() if row.count() else page.screenshot(full_page=True)
+        page.set_viewport_size(NARROW)
+        page.wait_for_timeout(2000)
+        shots["built_800"] = page.screenshot(full_page=True)
         browser.close()
     for name, png in shots.items():
         path = args.out / f"app_{name}.png"
-        size = save_small_png(png, path)
+        size = save_small_png(png, path, max_width=1100 if name != "built_800" else 800)
         print(f"wrote {path} ({size / 1000:.0f} KB)")
     print("requests to other hosts:", external or "none")
     return 0

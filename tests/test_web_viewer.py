@@ -265,6 +265,29 @@ def test_play_and_label_parameters_start_a_clip_with_the_face_in_view(browser, s
         page.close()
 
 
+def test_panel_shows_whole_expression_names_and_the_stats_clear_the_header(browser, server):
+    """With the panel open, no expression name is cut (the longest ARKit / ICT ones, "mouthLowerDown_L",
+    fit); with it closed, the stats line ends before the panel's header."""
+    page = browser.new_page(viewport={"width": 800, "height": 600}, device_scale_factor=1)
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(server.url + "&panel=1")
+        page.evaluate("window.segaViewer.ready")
+        page.evaluate("document.querySelectorAll('#expressions details').forEach(d => d.open = true)")
+        cut = page.evaluate("[...document.querySelectorAll('.slider span')].filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)")
+        assert cut == [], cut
+        longest = page.evaluate("(() => { const s = document.createElement('span'); s.textContent = 'mouthLowerDown_L';"
+                                " const row = document.querySelector('.slider'); row.replaceChild(s, row.firstChild);"
+                                " return [s.scrollWidth, s.clientWidth]; })()")  # fmt: skip
+        assert longest[0] <= longest[1] + 1, longest
+        page.click("#toggle-panel")
+        page.wait_for_function("document.querySelector('#stats').textContent.length > 0")
+        stats, header = (page.locator(sel).bounding_box() for sel in ("#stats", "#panel header"))
+        assert stats["x"] + stats["width"] <= header["x"] or stats["y"] >= header["y"] + header["height"], (stats, header)
+    finally:
+        page.close()
+
+
 def test_embedding_page_drives_the_viewer_with_postmessage(browser, server):
     """The parent page (the app) sets expressions and the head's yaw through postMessage (web/src/embed.js);
     the clip pauses for it. Messages from anywhere but the parent are ignored."""
