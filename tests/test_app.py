@@ -161,6 +161,9 @@ def test_bad_file_gets_the_specific_error_and_the_server_keeps_serving(fast_resu
     message = str(info.value)
     assert "notes.txt" in message and "is not an image file" in message, message
     assert "/tmp" not in message and str(app_server.work_dir) not in message  # no server paths in messages
+    # The user's mistake is one log line, not a traceback.
+    log = app_server.log_path.read_text(errors="replace")
+    assert "is not an image file" in log and "Traceback" not in log, log[-2000:]
 
     # Still serving: the page, and a second call on the same server (the sliders re-render this
     # session's avatar at yaw 30 with the jaw open).
