@@ -49,6 +49,13 @@ PHOTO_REGION_MARGIN_PX = 1.0  # photo eye / mouth masks grown by this before a t
 LIP_EDGE_IOD = 0.04
 MOUTH_DARK_LIP_RATIO = 0.6  # inside the inner lips, pixels darker than this fraction of the lips' median value are the
 # mouth's interior (shadowed teeth, tongue back, throat); brighter ones are lips unless teeth-like
+# The lips' inner surfaces, hidden in a closed mouth, are wet mucosa in the mouth's shadow: unseen texels this
+# close to the mesh's inner-lip contour (MediaPipe's inner-lip points on the fitted mesh) take the photo's lip
+# colour darkened by INNER_LIP_SHADE. Lit like the outer lips (or as skin, as before) they filled a slightly
+# opened mouth with lip colour: renders at jawOpen 0.2 read as closed (MediaPipe gap 0.018 IOD on the render, 0.065 on
+# the mesh; 0.051 with this shade, echomimic_a, fast preset).
+INNER_LIP_RADIUS_M = 0.006
+INNER_LIP_SHADE = 0.25
 LIP_MIN_SATURATION = 0.1  # lips greyer than this (a black-and-white photo) cannot be told from teeth by colour: no
 # teeth-like pixels are taken beyond the inner contour there
 # Texel visibility in the photo.
@@ -233,6 +240,11 @@ def initial_maps(
         colors = paint_eyeballs(model, atlas, colors, eyes & ~known, img, landmarks)
     colors[region_mask(atlas, "teeth")] = TEETH_COLOR
     colors[region_mask(atlas, "mouth_interior")] = MOUTH_INTERIOR_COLOR
+    inner = np.zeros_like(visible)
+    if landmarks is not None:
+        # (not the lip texels that the photo's teeth or mouth opening covered: those are the outer lips, unseen)
+        inner = inner_lip_texels(model, vertices, points) & ~visible & ~mismatch & ~mouth & ~eyes
+        colors[inner] = fill[inner] = INNER_LIP_SHADE * lip_colour(img, landmarks)
 
     in_plane = np.log(options.init_scale_texels * spacing)
     log_scale = np.stack([in_plane, in_plane, in_plane + math.log(options.init_normal_scale_ratio)], 1)
@@ -243,8 +255,41 @@ def initial_maps(
     weight[eyes | mouth] = 1.0
     if landmarks is not None:
         weight[_in_face_oval(points, camera, landmarks, img.shape[:2])] = 1.0
-    return TexelInit(maps, seen.astype(np.float32), spacing, pairs, mirror, locked=(lids & ~visible) | (mismatch & ~mouth),
+    return TexelInit(maps, seen.astype(np.float32), spacing, pairs, mirror, locked=(lids & ~visible) | (mismatch & ~mouth) | inner,
                      photo_weight=weight.astype(np.float32), fill=fill)  # fmt: skip
+
+
+def inner_lip_texels(model: HeadModel, vertices: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """[T] bool: texels within ``INNER_LIP_RADIUS_M`` of the inner-lip contour on the mesh (MediaPipe's
+    inner-lip points through the head model's landmark embedding). vertices: [V, 3] the fitted mesh;
+    points: [T, 3] texel surface points on it."""
+    from ...face_measures import INNER_LIPS
+    from ...fit import LANDMARK_SET
+
+    emb = model.landmarks.get(LANDMARK_SET)
+    if emb is None:
+        return np.zeros(len(points), dtype=bool)
+    idx = list(INNER_LIPS)
+    corners = np.asarray(vertices, np.float64)[model.faces[emb.face_ids[idx]]]  # [K, 3, 3]
+    contour = (corners * emb.barycentrics[idx][..., None]).sum(1)
+    dist, _ = cKDTree(contour).query(points)
+    return dist < INNER_LIP_RADIUS_M
+
+
+def lip_colour(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """[3] median colour of the photo's lips (between the outer and inner lip contours); the mouth
+    interior's default where they cover too few pixels. photo: [H, W, 3] float in [0, 1]."""
+    from ...face_measures import INNER_LIPS, MIN_POLYGON_PX, OUTER_LIPS
+
+    h, w = photo.shape[:2]
+    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    try:
+        lips = polygon_mask(lm[list(OUTER_LIPS)], h, w) & ~polygon_mask(lm[list(INNER_LIPS)], h, w)
+    except Exception:  # a degenerate polygon
+        lips = np.zeros((h, w), dtype=bool)
+    if lips.sum() < MIN_POLYGON_PX:
+        return np.asarray(MOUTH_INTERIOR_COLOR, dtype=np.float32)
+    return np.median(photo[lips], axis=0).astype(np.float32)
 
 
 def _in_face_oval(points: np.ndarray, camera: Camera, landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
