@@ -7,8 +7,10 @@ canonical pose, fitted expression). Per photo and view:
 * ``identity_distance``: dlib's 128-d face embedding of the render against the photo's (the
   face_recognition convention: below 0.6 is the same person); None where dlib finds no face in the
   render (``face_found`` false);
-* ``mediapipe_face`` at ±90 degrees: whether MediaPipe's face detectors fire on the profile render. A
-  real profile is not found there; a face painted onto the side of the head is;
+* ``mediapipe_face`` at ±90 degrees: whether MediaPipe finds a face with its landmarks (the face mesh,
+  as the product's own detection) in the profile render. A real profile is not found there; a face
+  painted onto the side of the head is. ``mediapipe_boxes``: its box detectors' count, for reference
+  (they fire on real profiles as well);
 * the input view: IoU of the avatar's alpha with the photo's person mask above the shoulders
   (``sega.view_checks.head_window``: hair included, shoulders and clothes not), and PSNR / SSIM inside
   the face mask (the frontal view must not get worse).
@@ -64,6 +66,7 @@ def summarise(rows: dict, preset: str) -> dict:
         "median_identity_distance_45": _median(v["identity_distance"] for v in s45),
         "renders_up_to_45_without_face": sum(not v["face_found"] for v in at((0, 30, -30, 45, -45))),
         "renders_90_with_mediapipe_face": sum(bool(v["mediapipe_face"]) for v in s90),
+        "renders_90_with_mediapipe_box": sum(bool(v.get("mediapipe_boxes")) for v in s90),
         "input_iou_min": min((r["input_iou"] for r in built), default=None),
         "input_iou_median": _median(r["input_iou"] for r in built),
         "input_face_psnr_db_mean": round(float(np.mean([r["input_face_psnr_db"] for r in built])), 3) if built else None,

@@ -17,6 +17,20 @@ VIEW_YAWS_DEG = (0, 30, -30, 45, -45, 90, -90, 180)  # orbit yaws scored (0 = fr
 PROFILE_YAWS_DEG = (90, -90)  # where a detected face means one painted on the side of the head
 
 
+def face_landmarks_found(detector, img: np.ndarray) -> bool:
+    """Whether MediaPipe finds a face *with its landmarks* in img [H, W, 3] uint8 (``FaceDetector.detect``,
+    what the product itself calls a face). Its box detectors alone are not the test: they fire on real
+    profiles too (every ±90 render of the dev photos gets a box), while the face mesh finds no face there,
+    and would find one painted on the side of the head."""
+    from .errors import FaceNotFoundError
+
+    try:
+        detector.detect(img)
+    except FaceNotFoundError:
+        return False
+    return True
+
+
 def silhouette_iou(alpha: np.ndarray, person: np.ndarray, window: np.ndarray) -> float:
     """IoU of alpha >= 0.5 and person >= 0.5 inside window (all [S, S])."""
     a, p = (alpha >= MASK_THRESHOLD) & window, (person >= MASK_THRESHOLD) & window
@@ -60,7 +74,8 @@ def view_report(avatar, data, photo: np.ndarray, detector, embed, size: int = 38
         entry = {"face_found": e is not None,
                  "identity_distance": None if e is None or source is None else round(float(np.linalg.norm(e - source)), 4)}  # fmt: skip
         if yaw in PROFILE_YAWS_DEG:
-            entry["mediapipe_face"] = len(detector.face_boxes(img)) > 0
+            entry["mediapipe_face"] = face_landmarks_found(detector, img)
+            entry["mediapipe_boxes"] = len(detector.face_boxes(img))  # for reference: fires on profiles
         views[str(yaw)] = entry
     scores, input_render = input_view_scores(avatar, data)
     renders["input"] = input_render
@@ -79,4 +94,4 @@ def view_row(target: np.ndarray, renders: dict, size: int) -> np.ndarray:
     return np.concatenate([fit(target), fit(renders["input"])] + [renders[y] for y in VIEW_YAWS_DEG], 1)
 
 
-__all__ = ["VIEW_YAWS_DEG", "input_view_scores", "silhouette_iou", "view_report", "view_row"]
+__all__ = ["VIEW_YAWS_DEG", "face_landmarks_found", "input_view_scores", "silhouette_iou", "view_report", "view_row"]

@@ -135,3 +135,22 @@ def test_hair_covers_the_back_of_the_head_in_the_visible_hairs_colours(long_hair
     assert covered >= 0.9, covered
     back = avatar.render(avatar.expression, camera=cam).rgb.numpy()
     assert back[upper].std(0).mean() > 0.02  # the visible hair's light and dark parts continue, not one flat colour
+
+
+def test_painted_face_check_finds_a_face_on_the_side_but_not_a_profile(fast_build, astronaut, face_detector):
+    """bench_views' ±90 check: the face mesh finds no face in the avatar's profile (its box detectors
+    may fire there), and does find the photo's face pasted onto the side of the head."""
+    from PIL import Image
+
+    from sega.view_checks import face_landmarks_found
+
+    avatar, _, _ = fast_build
+    profile = (avatar.render(avatar.expression, camera=avatar.orbit_camera(90, size=384)).rgb.numpy().clip(0, 1) * 255).astype(np.uint8)
+    assert not face_landmarks_found(face_detector, profile)
+    lm = face_detector.detect(astronaut).landmarks
+    lo, hi = lm[:, :2].min(0).astype(int), lm[:, :2].max(0).astype(int)
+    face = np.asarray(Image.fromarray(astronaut[lo[1]:hi[1], lo[0]:hi[0]]).resize((120, 150)))
+    painted = profile.copy()
+    painted[110:260, 130:250] = face  # where the side of the head is
+    assert face_landmarks_found(face_detector, painted)
+    assert face_landmarks_found(face_detector, astronaut)
