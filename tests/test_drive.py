@@ -35,8 +35,10 @@ MAX_WEIGHT_MAE = 0.10  # issue target
 # where the photo shows none, no lash-card splats) these renders give 2.07-2.15 (not the tracker: its gaze and iris
 # settings leave it within 0.03 degrees, and the split inner lips 0.06); the held-out real clips are what issue 16
 # measures (bench.bench_fidelity). The hair volume (issue 17: Gaussians around the face beyond the head mesh)
-# adds ~0.08 (2.25 with it, 2.17 without, same build). Kept close so that a further slip shows.
-MAX_POSE_ERROR_DEG = 2.3
+# adds ~0.08 (2.25 with it, 2.17 without, same build). The shaded inner lips (a slightly opened mouth shows its
+# dark gap, as real ones do) move MediaPipe's lip points on these renders: 2.39 (on the real clips the pose error
+# did not grow: echomimic_a 1.02 degrees against 1.09). Kept close so that a further slip shows.
+MAX_POSE_ERROR_DEG = 2.45
 MIN_EVAL_PSNR_DB = 35.0  # issue target, in the head mask
 MAX_YAW_ERROR_DEG = 3.0  # tracked yaw change from the source frame against the known one
 MAX_JITTER_STD = 0.02  # issue target, smoothed weights of a still face with 1 px landmark noise
