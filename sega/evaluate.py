@@ -199,14 +199,14 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
     pose_only = iterations // 2  # first half: pose only (the landmark fit is off mostly in pose) ...
     canonical = avatar.animate(expr.detach())  # ... so the frame is animated once for it and only moved
     keep = _visible_in_crop(avatar.posed(canonical, (rot.detach(), trans.detach())), kt, vt, w, h, bg)
-    canonical = _subset(canonical, keep)
+    canonical = canonical.subset(keep)
     for it in range(iterations):
         expr.requires_grad_(it >= pose_only)
         progress = it / pose_only if it < pose_only else (it - pose_only) / max(iterations - pose_only, 1)
         for group, lr in zip(opt.param_groups, start_lr):
             group["lr"] = lr * (1.0 + (REFINE_LR_FINAL - 1.0) * progress)
         opt.zero_grad()
-        g = avatar.posed(canonical, (rot, trans)) if it < pose_only else _subset(avatar.animate(expr, (rot, trans), grad=True), keep)
+        g = avatar.posed(canonical, (rot, trans)) if it < pose_only else avatar.animate(expr, (rot, trans), grad=True).subset(keep)
         out = render_gaussians(g.means, g.quats, g.scales, g.opacities, g.colors, kt, vt, w, h, bg)
         loss = (out.rgb - target).abs().sum(-1)[mask].mean() + REFINE_TRANSLATION_PRIOR * (trans - trans0).pow(2).sum()
         loss.backward()
@@ -216,25 +216,17 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
     return expr.detach().numpy(), torch.cat([rot, trans]).detach().numpy()
 
 
-def _subset(g, index: torch.Tensor):
-    """Gaussians g restricted to rows ``index`` [K] (differentiable)."""
-    from .gaussians import Gaussians
-
-    return Gaussians(**{k: v[index] for k, v in g.tensors().items()})
-
-
 def _visible_in_crop(g, K: torch.Tensor, viewmat: torch.Tensor, width: int, height: int, background: torch.Tensor) -> torch.Tensor:
     """Indices [K] of the posed Gaussians g that the crop (K [3, 3], viewmat [4, 4], width x height) can
     show: centre within REFINE_CULL_MARGIN of the crop and at most REFINE_CULL_DEPTH behind the surface
     that a render of all of them finds at that pixel (anything in front of it, or where the render is
     not opaque, stays)."""
+    from .camera import project_points
     from .render import render as render_gaussians
 
     with torch.no_grad():
         out = render_gaussians(g.means, g.quats, g.scales, g.opacities, g.colors, K, viewmat, width, height, background)
-        cam = g.means @ viewmat[:3, :3].T + viewmat[:3, 3]
-        z = cam[:, 2]
-        uv = (cam @ K.T)[:, :2] / z.clamp_min(1e-6)[:, None]
+        uv, z = project_points(g.means, K, viewmat)
         margin = REFINE_CULL_MARGIN * max(width, height)
         inside = (z > 0) & (uv[:, 0] > -margin) & (uv[:, 0] < width + margin) & (uv[:, 1] > -margin) & (uv[:, 1] < height + margin)
         px = uv[:, 0].floor().long().clamp(0, width - 1)

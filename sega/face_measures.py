@@ -117,19 +117,24 @@ def teeth_pixels(image: np.ndarray, lips: np.ndarray) -> np.ndarray:
     return (value >= TEETH_LIP_VALUE_RATIO * lip_value) & (saturation <= TEETH_LIP_SATURATION_RATIO * lip_saturation)
 
 
+def lip_polygons(landmarks: np.ndarray, height: int, width: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """([H, W] bool inside the inner-lip polygon, [H, W] bool the lips: inside the outer one, outside the
+    inner); (None, None) for a degenerate (flat) polygon, which Qhull refuses: a closed mouth."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    try:
+        inner = polygon_mask(lm[list(INNER_LIPS), :2], height, width)
+        return inner, polygon_mask(lm[list(OUTER_LIPS), :2], height, width) & ~inner
+    except Exception:
+        return None, None
+
+
 def teeth_fraction(image: np.ndarray, landmarks: np.ndarray) -> float | None:
     """Fraction of teeth-like pixels inside the inner-lip polygon; None when the polygon is too small.
     image: [H, W, 3] uint8 or float in [0, 1]; landmarks: [478, 2|3] image px."""
     img = np.asarray(image)
     rgb = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
-    h, w = rgb.shape[:2]
-    lm = np.asarray(landmarks, dtype=np.float64)
-    try:
-        inner = polygon_mask(lm[list(INNER_LIPS), :2], h, w)
-        lips = polygon_mask(lm[list(OUTER_LIPS), :2], h, w) & ~inner
-    except Exception:  # a degenerate (flat) polygon: Qhull refuses it - the mouth is closed
-        return None
-    if inner.sum() < MIN_POLYGON_PX or lips.sum() < MIN_POLYGON_PX:
+    inner, lips = lip_polygons(landmarks, *rgb.shape[:2])
+    if inner is None or inner.sum() < MIN_POLYGON_PX or lips.sum() < MIN_POLYGON_PX:
         return None
     return float(teeth_pixels(rgb, lips)[inner].mean())
 

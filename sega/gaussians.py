@@ -139,6 +139,10 @@ class Gaussians:
     def detach(self) -> Gaussians:
         return Gaussians(**{k: v.detach() for k, v in self.tensors().items()})
 
+    def subset(self, index: Tensor) -> Gaussians:
+        """Rows ``index`` [K] (integer indices or a bool mask; differentiable)."""
+        return Gaussians(**{k: v[index] for k, v in self.tensors().items()})
+
     def transformed(self, rotation: Tensor, translation: Tensor) -> Gaussians:
         """Rigidly moved copy: ``x -> rotation @ x + translation``.
 

@@ -57,8 +57,8 @@ VIEWER_LABEL = "bundle.zip"  # the embedded viewer's name for the bundle it play
 BUILD_LABEL, BUILDING_LABEL = "Build avatar", "Building…"
 # The example photo (skimage's astronaut, 512 px) has a small face: say so as what it is, not as a
 # fault of the user's photo.
-EXAMPLE_NOTE = ("The example is a 512 px photo with a small face (about {width:.0f} px wide), so its avatar is softer "
-                "than one from a closer photo of your own.")  # fmt: skip
+EXAMPLE_NOTE = ("The example is a 512 px photo with a small face (about 95 px wide), so its avatar is softer than one "
+                "from a closer photo of your own.")  # fmt: skip
 # JavaScript run in the page when the user moves an expression slider: the embedded web viewer gets the
 # same values through postMessage (web/src/embed.js), so its face follows the server's sliders.
 SLIDERS_TO_VIEWER_JS = """(yaw, ...weights) => {
@@ -136,32 +136,16 @@ def model3d_rotation():
     return view @ np.diag([1.0, -1.0, -1.0])
 
 
-def _quat_from_matrix(r):
-    """Unit quaternion (w, x, y, z) of rotation matrix r [3, 3] (Shepperd's method)."""
-    import numpy as np
-
-    t = np.trace(r)
-    if t > 0:
-        s = 2.0 * np.sqrt(1.0 + t)
-        return np.array([0.25 * s, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s])
-    i = int(np.argmax(np.diag(r)))
-    j, k = (i + 1) % 3, (i + 2) % 3
-    s = 2.0 * np.sqrt(1.0 + r[i, i] - r[j, j] - r[k, k])
-    q = np.empty(4)
-    q[0] = (r[k, j] - r[j, k]) / s
-    q[1 + i] = 0.25 * s
-    q[1 + j] = (r[j, i] + r[i, j]) / s
-    q[1 + k] = (r[k, i] + r[i, k]) / s
-    return q
-
-
 def model3d_splat(static_ply: Path, dst: Path, center=(0.0, 0.0, 0.0), scale: float = MODEL3D_SCALE) -> Path:
     """``static.ply`` re-posed for gr.Model3D's splat viewer: centred on ``center``, turned by
     ``model3d_rotation()`` and scaled by ``scale`` (positions and splat sizes), so that the viewer's fixed
     start camera shows the face. The bundle's own static.ply is unchanged; this copy only feeds the
     in-page preview."""
     import numpy as np
+    import torch
     from plyfile import PlyData, PlyElement
+
+    from ..geometry import matrix_to_quat, quat_multiply
 
     v = PlyData.read(str(static_ply))["vertex"].data.copy()
     r = model3d_rotation()
@@ -170,18 +154,12 @@ def model3d_splat(static_ply: Path, dst: Path, center=(0.0, 0.0, 0.0), scale: fl
     v["x"], v["y"], v["z"] = p[:, 0], p[:, 1], p[:, 2]
     for k in ("scale_0", "scale_1", "scale_2"):  # log std-devs
         v[k] = v[k] + np.float32(np.log(scale))
-    w, x, y, z = (v[f"rot_{i}"].astype(np.float64) for i in range(4))  # q' = q_r * q (wxyz)
-    a, b, c, d = _quat_from_matrix(r)
-    v["rot_0"] = a * w - b * x - c * y - d * z
-    v["rot_1"] = a * x + b * w + c * z - d * y
-    v["rot_2"] = a * y - b * z + c * w + d * x
-    v["rot_3"] = a * z + b * y - c * x + d * w
+    q = torch.as_tensor(np.stack([v[f"rot_{i}"] for i in range(4)], 1), dtype=torch.float64)  # wxyz
+    q = quat_multiply(matrix_to_quat(torch.as_tensor(r)).expand_as(q), q).numpy()  # q' = q_r * q
+    for i in range(4):
+        v[f"rot_{i}"] = q[:, i]
     PlyData([PlyElement.describe(v, "vertex")], text=False).write(str(dst))
     return dst
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
 
 
 def _same_file(a, b: Path) -> bool:
@@ -198,13 +176,6 @@ def _is_small_face_note(note: str) -> bool:
     from ..face import SMALL_FACE_NOTE
 
     return note.startswith(SMALL_FACE_NOTE.split("{", 1)[0])
-
-
-def _note_width(note: str) -> float:
-    import re
-
-    m = re.search(r"(\d+) px wide", note)
-    return float(m.group(1)) if m else float("nan")
 
 
 def _maybe_gpu(fn, duration: int = 120):
@@ -277,12 +248,14 @@ def build_ui(config: AppOptions, pipeline=None, store: SessionStore | None = Non
     def after_build(state):
         """The Build button back, and the sliders at yaw 0 and the avatar's own (fitted) weights, as its
         previews show it."""
+        import numpy as np
+
         avatar = store.avatar(state.get("token")) if isinstance(state, dict) else None
         if avatar is None:
             return [unlock()] + [gr.update()] * (1 + len(SLIDER_EXPRESSIONS))
         names = list(avatar.head_model.expression_names)
-        weights = [_mean([float(avatar.expression[names.index(ch)]) for ch in slider_channels(n, names)]) for n, _ in SLIDER_EXPRESSIONS]
-        return [unlock(), 0] + [round(min(max(w, 0.0), 1.0), 2) for w in weights]
+        weights = [np.mean([avatar.expression[names.index(ch)] for ch in slider_channels(n, names)] or [0.0]) for n, _ in SLIDER_EXPRESSIONS]
+        return [unlock(), 0] + [round(float(np.clip(w, 0.0, 1.0)), 2) for w in weights]
 
     def build(photo, preset, head_model, state, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio injects both)
         # The validator catches these in the page; API calls come straight here.
@@ -327,8 +300,7 @@ def build_ui(config: AppOptions, pipeline=None, store: SessionStore | None = Non
                   f"**{result.total_seconds:.1f} s** ({', '.join(f'{k} {v:.1f}' for k, v in result.seconds.items())}).")  # fmt: skip
         notes = list(result.notes)
         if _same_file(photo, example):
-            small = [n for n in notes if _is_small_face_note(n)]
-            notes = [n for n in notes if not _is_small_face_note(n)] + [EXAMPLE_NOTE.format(width=_note_width(n)) for n in small]
+            notes = [n for n in notes if not _is_small_face_note(n)] + [EXAMPLE_NOTE]
         if notes:
             status += "\n\n" + "\n".join(f"- note: {n}" for n in notes)
         new_state = {"token": token, "head_model": head_model, "avatar": str(result.avatar_path)}

@@ -16,7 +16,7 @@ import { axisAngleToEulerDeg, eulerDegToAxisAngle } from "./avatar.js";
 export function startClip(viewer, play) {
   if (!play || play === "0" || !viewer.avatar) return false;
   const names = viewer.player.names;
-  const name = play === "1" || play === true ? names[0] : play;
+  const name = play === "1" ? names[0] : play;
   if (!name || !names.includes(name)) {
     console.warn(`SEGA viewer: no clip ${play} to play (have ${names.join(", ") || "none"})`);
     return false;

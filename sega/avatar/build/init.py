@@ -264,14 +264,12 @@ def inner_lip_texels(model: HeadModel, vertices: np.ndarray, points: np.ndarray)
     inner-lip points through the head model's landmark embedding). vertices: [V, 3] the fitted mesh;
     points: [T, 3] texel surface points on it."""
     from ...face_measures import INNER_LIPS
-    from ...fit import LANDMARK_SET
+    from ...fit import LANDMARK_SET, surface_rows
 
     emb = model.landmarks.get(LANDMARK_SET)
     if emb is None:
         return np.zeros(len(points), dtype=bool)
-    idx = list(INNER_LIPS)
-    corners = np.asarray(vertices, np.float64)[model.faces[emb.face_ids[idx]]]  # [K, 3, 3]
-    contour = (corners * emb.barycentrics[idx][..., None]).sum(1)
+    contour = surface_rows(model, emb, np.asarray(vertices))[list(INNER_LIPS)].numpy()
     dist, _ = cKDTree(contour).query(points)
     return dist < INNER_LIP_RADIUS_M
 
@@ -279,15 +277,10 @@ def inner_lip_texels(model: HeadModel, vertices: np.ndarray, points: np.ndarray)
 def lip_colour(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """[3] median colour of the photo's lips (between the outer and inner lip contours); the mouth
     interior's default where they cover too few pixels. photo: [H, W, 3] float in [0, 1]."""
-    from ...face_measures import INNER_LIPS, MIN_POLYGON_PX, OUTER_LIPS
+    from ...face_measures import MIN_POLYGON_PX, lip_polygons
 
-    h, w = photo.shape[:2]
-    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
-    try:
-        lips = polygon_mask(lm[list(OUTER_LIPS)], h, w) & ~polygon_mask(lm[list(INNER_LIPS)], h, w)
-    except Exception:  # a degenerate polygon
-        lips = np.zeros((h, w), dtype=bool)
-    if lips.sum() < MIN_POLYGON_PX:
+    _, lips = lip_polygons(landmarks, *photo.shape[:2])
+    if lips is None or lips.sum() < MIN_POLYGON_PX:
         return np.asarray(MOUTH_INTERIOR_COLOR, dtype=np.float32)
     return np.median(photo[lips], axis=0).astype(np.float32)
 
