@@ -29,6 +29,8 @@ from .presets import PRESET_NAMES
 
 LANDMARK_SET = "mediapipe478"  # HeadModel.landmarks key used for fitting
 MP_EYE_OUTER = (33, 263)  # MediaPipe outer eye corners (image-left, image-right): the inter-ocular distance
+MP_EYE_CORNERS = (33, 133, 362, 263)  # outer and inner corners of both eyes
+EYE_REST_GAP = 0.06  # lid gap / IOD below which a photo's eye is closing (open eyes: 0.07-0.13 on the dev clips)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,10 @@ class FitOptions:
     fit_focal: bool = True  # False: keep the prior focal length
     oval_weight: float = 0.3  # weight of face-contour landmarks (they slide along the silhouette)
     depth_weight: float = 0.0  # weight of the detector's relative depth (0: 2D only)
+    # Whether the lid points of a closing eye (``closing_lid_points``) shape the identity. False: they move only the
+    # expression (and camera). A squinting photo otherwise fits a narrow-eyed identity (eyeBlink 0.26 for a lid gap
+    # of 0.019 IOD on a dev clip's grin), and every driven frame kept the squint.
+    identity_from_closing_lids: bool = False
     seed: int = 0
 
     @classmethod
@@ -222,11 +228,16 @@ def fit_landmarks(
     has_depth = landmarks.shape[1] > 2 and options.depth_weight > 0
     depth_t = torch.as_tensor(landmarks[:, 2], dtype=torch.float32) if has_depth else None
 
+    closing = [] if options.identity_from_closing_lids or embedding != LANDMARK_SET else closing_lid_points(landmarks)
+    lid_rows = torch.as_tensor(closing, dtype=torch.long) if closing else None
+
     def loss_fn():
         r, _ = _viewmat(omega, torch.zeros(3))
         t = torch.cat([txy, log_tz.exp()[None]])
         f = log_f.exp()
         pts = basis.points(ident, expr)
+        if lid_rows is not None:  # a closing eye's lid points through an identity the gradient does not reach
+            pts = pts.index_copy(0, lid_rows, basis.points(ident.detach(), expr)[lid_rows])
         xy, z = _project(pts, r, t, f, c)
         res = ((xy - target) / iod).pow(2).sum(-1)
         loss = (wts * res).sum() / wts.sum()
@@ -290,6 +301,24 @@ def fit_landmarks(
         seconds=seconds,
         options=options,
     )
+
+
+def closing_lid_points(landmarks: np.ndarray) -> list[int]:
+    """MediaPipe's lid contour points (an eye's contour without its corners, ``MP_EYE_CORNERS``) of each eye
+    that ``landmarks`` [478, 2+] show closing: lids closer than ``EYE_REST_GAP`` x the inter-ocular distance.
+    Open eyes still shape the identity: with every lid point left out, the identity's eyes were the prior's,
+    and a calm photo's irises read a noisier gaze. (The inner lips of an open mouth were tried too: closed
+    mouths then tracked closer on the mesh, but no better on the renders, and the still-face gaze jitter rose.)"""
+    from .face_measures import LID_LOWER, LID_UPPER
+
+    groups = mediapipe_groups()
+    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    iod = interocular(landmarks)
+    out: set[int] = set()
+    for side in ("left", "right"):
+        if np.linalg.norm(lm[LID_UPPER[side]] - lm[LID_LOWER[side]]) < EYE_REST_GAP * iod:
+            out |= set(groups[f"{side}_eye"]) - set(MP_EYE_CORNERS)
+    return sorted(out)
 
 
 def default_weights(model: HeadModel, embedding: str = LANDMARK_SET, options: FitOptions = FitOptions()) -> np.ndarray:

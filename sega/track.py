@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -28,11 +28,13 @@ from .face import TRACK_MIRROR
 from .fit import (
     LANDMARK_SET,
     FitOptions,
+    FitResult,
     default_weights,
     fit_landmarks,
     interocular,
     surface_rows,
 )
+from .face_measures import INNER_LIP_LOWER, INNER_LIP_UPPER, INNER_LIPS
 from .geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from .headmodel.base import HeadModel, LandmarkEmbedding
 from .landmarks import load_view_embeddings, mediapipe_groups
@@ -44,6 +46,11 @@ LM_MIN_DAMPING = 1e-6
 MP_LEFT_LIDS, MP_RIGHT_LIDS = (386, 374), (159, 145)  # MediaPipe upper / lower lid midpoints of each eye
 SIDEWAYS_GAZE = ("eyeLookIn", "eyeLookOut")  # ARKit gaze channels (sega.headmodel.eyes turns the eyeballs with them)
 IRIS_CLOSED, IRIS_OPEN = 0.03, 0.07  # lid gap / inter-ocular distance: iris points count 0 below, fully above
+EYE_CLOSED_GAP = 0.015  # MediaPipe's lid gap / inter-ocular distance on a closed eye (0.008-0.018 on the dev clips' blinks)
+EYE_CLOSING_GAPS = (0.035, 0.06)  # lid gaps (/ IOD) between which ``blinks_from_gaps`` fades in (open eyes: 0.07-0.13)
+JAW_CHANNEL = "jawOpen"  # opened further when the solve reads a mouth narrower than the lips' gap (``jaw_from_gap``)
+JAW_SEARCH_STEPS = 12  # bisection steps of ``jaw_from_gap`` (2^-12 of the channel's range)
+BLINKS = (("left", "eyeBlink_L"), ("right", "eyeBlink_R"))  # MediaPipe's left eye (the subject's) is ARKit's _L
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,8 @@ class TrackOptions:
     # without it a few pixels of landmark bias move the head centimetres towards the camera
     eye_weight: float = 4.0  # weight of the eyelid landmarks: the eyes are small, and with equal weights the
     # expression prior outweighs a closing lid (blinks would be missed)
+    inner_lip_weight: float = 4.0  # weight of the inner-lip contour: the mouth opening is two of its points, and at
+    # weight 1 a dev clip's closed mouths tracked 0.026-0.064 IOD open (0.012-0.058 at 4; targets 0.001-0.028)
     iris_weight: float = 2.0  # weight of the iris landmarks: ten points carry the gaze (eyeLook*, which turn the eyeballs)
     gaze_prior_scale: float = 0.3  # the expression priors of the sideways gaze channels (eyeLookIn/Out), scaled by this:
     # the irises observe them well, and at full prior strength a 14-degree look came out as 3 degrees. Up / down keep
@@ -72,6 +81,8 @@ class TrackOptions:
     view_rounds: int = 3  # re-interpolations at most: the embedding depends on the pose being solved for, so
     # solve and re-interpolate until the view settles (one round: 2.11 -> 2.03 degrees on turning renders)
     view_tolerance_deg: float = 0.5  # stop once the solved view (yaw and pitch) moved less than this in a round
+    blink_from_gap: bool = True  # close each closing eye's eyeBlink to its lid gap after the solve (``blinks_from_gaps``)
+    jaw_from_gap: bool = True  # open the jaw to the lips' gap after the solve where it reads narrower (``jaw_from_gap``)
     oval_weight: float = 1.0  # weight of the face-contour landmarks. They slide along the silhouette as the head turns,
     # but the view-dependent embeddings follow them there: full weight (was 0.3), with the 4/2 steps above, took the
     # mean head-pose error on the check videos (scripts/check_tracking.py) from 1.36 to 1.28 degrees
@@ -120,13 +131,21 @@ class ExpressionPoseSolver:
         if embedding == LANDMARK_SET:
             groups = mediapipe_groups()
             w[list(groups["left_eye"]) + list(groups["right_eye"])] *= options.eye_weight
+            # The lips' extra weight is left out of the normalisation (``lip_extra``): added to the sum, it thinned
+            # every other point against the priors, and the irises read a 0.5 sideways look as 0.32.
+            self.lip_extra = float(w[list(INNER_LIPS)].sum()) * (options.inner_lip_weight - 1.0)
+            w[list(INNER_LIPS)] *= options.inner_lip_weight
             w[list(groups["left_iris"]) + list(groups["right_iris"])] *= options.iris_weight
             # Iris points of a closing eye are guesses (the detector still places them): fade them out.
             self.iris = {side: (list(groups[f"{side}_iris"]), lids) for side, lids in (("left", MP_LEFT_LIDS), ("right", MP_RIGHT_LIDS))}
         else:
             self.iris = {}
+            self.lip_extra = 0.0
+        names = list(model.expression_names)
+        self.blinks = [(self.iris[side][1], names.index(n)) for side, n in BLINKS if side in self.iris and n in names]
+        self.jaw = names.index(JAW_CHANNEL) if (JAW_CHANNEL in names and embedding == LANDMARK_SET) else None
         self.base_w = w  # [L]
-        self.sqrt_w = (w / w.sum()).sqrt().repeat_interleave(2)  # [2L]
+        self.sqrt_w = (w / (w.sum() - self.lip_extra)).sqrt().repeat_interleave(2)  # [2L]
         self.lo, self.hi = model.expression_range
         # Per-view embeddings: the landmark rows for each view bin, interpolated per frame (``set_view``).
         self.views = load_view_embeddings(model) if (options.view_dependent and embedding == LANDMARK_SET) else None
@@ -220,7 +239,7 @@ class ExpressionPoseSolver:
         for idx, (upper, lower) in self.iris.values():
             opening = float((target[upper, 1] - target[lower, 1]).abs()) / iod
             w[idx] *= min(max((opening - IRIS_CLOSED) / (IRIS_OPEN - IRIS_CLOSED), 0.0), 1.0)
-        self.sqrt_w = (w / w.sum()).sqrt().repeat_interleave(2)
+        self.sqrt_w = (w / (w.sum() - self.lip_extra)).sqrt().repeat_interleave(2)
         p = torch.zeros(self.num_e + HEAD_POSE_SIZE) if init is None else torch.as_tensor(np.asarray(init), dtype=torch.float32).clone()
         reg_l2 = torch.zeros(p.shape[0])
         reg_l2[: self.num_e] = o.expression_l2
@@ -243,9 +262,61 @@ class ExpressionPoseSolver:
                 self._set_view_angles(*view)
                 p = self._lm(p, target, iod, reg_l2, reg_l1, o.view_iterations)
         with torch.no_grad():
+            if o.blink_from_gap:
+                p = self.blinks_from_gaps(p, target, iod)
+            if o.jaw_from_gap and self.jaw is not None:
+                p = self.jaw_from_gap(p, target, iod)
             err = (self.project(p) - target).norm(dim=-1)
             nme = float(err[self.sqrt_w[::2] > 0].mean() / iod)
         return p.numpy().astype(np.float32), nme
+
+    def _mouth_gap(self, params: torch.Tensor, iod: float) -> float:
+        xy = self.project(params)
+        return float((xy[INNER_LIP_UPPER] - xy[INNER_LIP_LOWER]).norm()) / iod
+
+    def jaw_from_gap(self, params: torch.Tensor, target: torch.Tensor, iod: float) -> torch.Tensor:
+        """params [E + 6] with jawOpen raised (bisection) until the model's inner-lip gap reaches the one in
+        ``target`` [L, 2], where the solve left it narrower; never lowered. Why: the mouth opening is two of 478
+        points, and against the expression prior the solve opened wide mouths short (a dev set's frames with
+        the lips 0.1-0.2 IOD apart tracked 0.025 IOD narrower on average, 0.064 beyond 0.2)."""
+        goal = float((target[INNER_LIP_UPPER] - target[INNER_LIP_LOWER]).norm()) / iod
+        if self._mouth_gap(params, iod) >= goal:
+            return params
+        lo, hi = float(params[self.jaw]), float(self.hi)
+        out = params.clone()
+        for _ in range(JAW_SEARCH_STEPS):
+            mid = 0.5 * (lo + hi)
+            out[self.jaw] = mid
+            lo, hi = (mid, hi) if self._mouth_gap(out, iod) < goal else (lo, mid)
+        out[self.jaw] = lo
+        return out
+
+    def blinks_from_gaps(self, params: torch.Tensor, target: torch.Tensor, iod: float) -> torch.Tensor:
+        """params [E + 6] with each eyeBlink raised towards the one its eye's lid gap in ``target`` [L, 2]
+        (pixels) gives: 1 - (g - EYE_CLOSED_GAP) / (g0 - EYE_CLOSED_GAP), clamped to [0, 1], with g the
+        detected gap and g0 the model's gap with that blink at 0 (the rest of ``params`` as solved), both /
+        ``iod``. Only for a closing eye: fully below ``EYE_CLOSING_GAPS[0]``, not at all above
+        ``EYE_CLOSING_GAPS[1]`` (an open eye keeps the solve's reading), smoothly between; never lowered.
+
+        Why not the least-squares solve alone: a lid gap is two of 478 points, and against the expression
+        prior the solve closed a blinking eye to eyeBlink ~0.35 (a dev clip's shut eyes) and a squint to ~0.25."""
+        out = params.clone()
+        lo, hi = EYE_CLOSING_GAPS
+        for (upper, lower), col in self.blinks:
+            g = float((target[upper] - target[lower]).norm()) / iod
+            if g >= hi:
+                continue
+            open_params = out.clone()
+            open_params[col] = 0.0
+            xy = self.project(open_params)
+            g0 = float((xy[upper] - xy[lower]).norm()) / iod
+            if g0 <= EYE_CLOSED_GAP:
+                continue
+            mapped = min(max((g0 - g) / (g0 - EYE_CLOSED_GAP), 0.0), 1.0)
+            t = min(max((hi - g) / (hi - lo), 0.0), 1.0)
+            closing = t * t * (3.0 - 2.0 * t)  # smoothstep: 0 at the open end, 1 at the closed end
+            out[col] = max(float(out[col]), float(out[col]) + closing * (mapped - float(out[col])))
+        return out
 
     def _lm(self, p: torch.Tensor, target: torch.Tensor, iod: float, reg_l2: torch.Tensor, reg_l1: torch.Tensor, iterations: int) -> torch.Tensor:
         """``iterations`` Levenberg-Marquardt steps from ``p`` (see ``solve``)."""
@@ -284,6 +355,19 @@ class ExpressionPoseSolver:
                     damping *= LM_DAMPING_FACTOR
             p[rot] = matrix_to_axis_angle(rmat)
         return p
+
+
+def with_closing_blinks(fit: FitResult, model: HeadModel, landmarks: np.ndarray, options: TrackOptions = TrackOptions()) -> FitResult:
+    """``fit`` with the eyeBlink of each eye the photo shows closing raised as the tracker raises a frame's
+    (``ExpressionPoseSolver.blinks_from_gaps``), so that an avatar built from a squint has its lids where the photo
+    has them and a driven frame's blink is read on the same scale. Open eyes keep the fit's reading."""
+    solver = ExpressionPoseSolver(model, fit.identity, fit.camera, options)
+    params = torch.as_tensor(np.concatenate([fit.expression, np.zeros(HEAD_POSE_SIZE, np.float32)]))
+    target = torch.as_tensor(np.asarray(landmarks)[:, :2], dtype=torch.float32)
+    with torch.no_grad():
+        solver.set_view(params[model.num_expressions :].numpy())
+        out = solver.blinks_from_gaps(params, target, max(interocular(np.asarray(landmarks)), 1.0))
+    return replace(fit, expression=out[: model.num_expressions].numpy().astype(np.float32).copy())
 
 
 def track_landmarks(

@@ -407,3 +407,66 @@ def test_photo_mouth_opening_is_what_is_not_lips(face_detector, name, closed):
         assert area <= 0.006, area
     else:
         assert area >= 0.025, area
+
+
+def test_a_squinting_photos_eyes_are_found_closing(ict_model):
+    """The photo of the dev set's grin (``xportrait_driving`` frame 0) squints both eyes (lid gaps 0.016 and 0.041
+    IOD): the texels about both eyes are a closing eye's (``closing_eye_texels``), whose lids and painted
+    eyeball keep the geometry of the initialisation (fitted, they grew over the eyeball and the driven eye
+    stayed shut). The astronaut's open eyes have none."""
+    from sega.avatar.build import atlas_regions
+    from sega.avatar.build.init import closing_eye_texels
+    from sega.face import FaceDetector
+    from sega.fit import FitOptions, fit_landmarks
+    from sega.uv import Atlas
+    from sega.video import read_frames
+    from skimage import data
+
+    atlas = Atlas.build(ict_model, 128, regions=atlas_regions(ict_model))
+    buf = ict_model.torch_buffers()
+    eyes = atlas.region_mask("eyeball_left", "eyeball_right")
+    found = []
+    for frame in (read_frames(DEV_MEDIA / "videos" / "xportrait_driving.mp4").frames[0], data.astronaut()):
+        with FaceDetector() as det:
+            lm = det.detect(frame).landmarks
+        fit = fit_landmarks(ict_model, lm, frame.shape[:2], FitOptions.preset("fast"))
+        with torch.no_grad():
+            verts = ict_model.deform(buf, torch.as_tensor(fit.identity), torch.as_tensor(fit.expression))
+        points = atlas.texel_points(verts).numpy().astype(np.float64)
+        found.append(closing_eye_texels(atlas, points, fit.camera, lm))
+    assert found[0][eyes].all() and not found[1].any()
+
+
+def test_decoder_residuals_spare_what_the_init_fixed():
+    """``_residual_keep``: the decoders' geometry channels are dropped where the geometry is fixed, their
+    appearance channels where the appearance is locked, and nothing else."""
+    from sega.avatar.build.optimise import _residual_keep
+    from sega.nets.decoders import ATTRIBUTES
+
+    appearance = torch.tensor([True, False, False])
+    geometry = torch.tensor([False, True, False])
+    keep = _residual_keep(appearance, geometry)
+    names = [n for n, w in ATTRIBUTES for _ in range(w)]
+    geo_cols = [i for i, n in enumerate(names) if n in ("offset", "log_scale")]
+    app_cols = [i for i, n in enumerate(names) if n not in ("offset", "log_scale")]
+    assert keep.shape == (3, len(names))
+    assert (keep[0, geo_cols] == 1).all() and (keep[0, app_cols] == 0).all()
+    assert (keep[1, geo_cols] == 0).all() and (keep[1, app_cols] == 1).all()
+    assert (keep[2] == 1).all()
+
+
+def test_a_squinting_eye_shows_the_photo_no_eyeball():
+    """``photo_masks``: an eye whose lids are closer than ``MIN_SEEN_EYE_GAP`` has no opening (its slit is
+    lashes and lid shadow, and the eyeball texels there are painted instead); an open one has."""
+    from sega.avatar.build.init import MIN_SEEN_EYE_GAP, photo_masks
+    from sega.face_measures import EYE_CONTOURS, LID_LOWER, LID_UPPER, interocular
+
+    lm = np.zeros((478, 2))
+    lm[EYE_CONTOURS["left"], :] = np.array([[300 + 30 * np.cos(a), 200 + 12 * np.sin(a)] for a in np.linspace(0, 2 * np.pi, len(EYE_CONTOURS["left"]), endpoint=False)])
+    lm[EYE_CONTOURS["right"], :] = lm[EYE_CONTOURS["left"], :] - [100, 0]
+    iod = interocular(lm)
+    for side, gap in (("left", 0.5 * MIN_SEEN_EYE_GAP), ("right", 2.0 * MIN_SEEN_EYE_GAP)):
+        mid = lm[LID_LOWER[side]]
+        lm[LID_UPPER[side]] = mid - [0, gap * iod]
+    eyes = photo_masks(lm, (400, 400))["eyes"]
+    assert not eyes[:, 250:].any() and eyes[:, :250].any()

@@ -106,3 +106,69 @@ def test_inner_lip_landmarks_part_when_the_jaw_opens(ict_model):
     lower_motion = moves[faces[views.face_ids[:, :, list(INNER_LIP_LOWER)]]].min(-1)  # [P, Y, 9]
     upper_motion = moves[faces[views.face_ids[:, :, list(INNER_LIP_UPPER)]]].max(-1)
     assert lower_motion.min() > upper_motion.max()
+
+
+def _projected(model, identity, expression, camera) -> np.ndarray:
+    """[478, 2] the model's landmark points for identity / expression seen by camera (pixels, exact)."""
+    from sega.camera import project_points
+
+    buf = model.torch_buffers()
+    with torch.no_grad():
+        verts = model.deform(buf, torch.as_tensor(identity), torch.as_tensor(expression))
+        xy, _ = project_points(model.landmarks["mediapipe478"].points(verts, buf.faces), *camera.torch())
+    return xy.numpy()
+
+
+def test_closing_eyes_are_read_as_expression_not_identity(ict_model):
+    """A photo with closing eyes: their lid points move only the expression in the fit
+    (``FitOptions.identity_from_closing_lids``), so the blink is read as a blink, not as a narrow-eyed identity
+    that every driven frame would keep. (Open eyes still shape it: ``closing_lid_points``.)"""
+    from sega.synthetic import FACE_CENTRE, orbit_camera
+
+    rng = np.random.default_rng(7)
+    cam = orbit_camera(0.0, 0.0, 0.7, FACE_CENTRE, 25.0, 512, 512)
+    blinks = [ict_model.expression_index(n) for n in ("eyeBlink_L", "eyeBlink_R")]
+    errors = {False: [], True: []}
+    for _ in range(2):
+        expr = np.zeros(ict_model.num_expressions, np.float32)
+        expr[blinks] = 0.9
+        lm = _projected(ict_model, rng.standard_normal(ict_model.num_identity).astype(np.float32), expr, cam)
+        for shaped in errors:
+            fit = fit_landmarks(ict_model, lm, (512, 512), FitOptions(identity_from_closing_lids=shaped))
+            errors[shaped].append(float(np.abs(fit.expression[blinks] - 0.9).mean()))
+    assert np.mean(errors[False]) < np.mean(errors[True]) - 0.05, errors
+
+
+def test_tracker_closes_blinks_and_opens_the_jaw_to_the_landmark_gaps(ict_model):
+    """``ExpressionPoseSolver``: an eye whose lids nearly meet reads eyeBlink near 1 (the least-squares solve
+    alone stops short, against the prior); an open eye keeps the solve's reading; a mouth the solve opened too
+    little is opened to the lips' gap, and one opened enough is never closed by it."""
+    from sega.face_measures import INNER_LIP_LOWER, INNER_LIP_UPPER, interocular
+    from sega.synthetic import FACE_CENTRE, orbit_camera
+    from sega.track import EYE_CLOSED_GAP, ExpressionPoseSolver, TrackOptions
+
+    cam = orbit_camera(0.0, 0.0, 0.7, FACE_CENTRE, 25.0, 512, 512)
+    ident = np.zeros(ict_model.num_identity, np.float32)
+    solver = ExpressionPoseSolver(ict_model, ident, cam, TrackOptions(view_dependent=False))
+    rest = np.zeros(ict_model.num_expressions, np.float32)
+    lm = _projected(ict_model, ident, rest, cam)
+    iod = interocular(lm)
+    blink_l, jaw = ict_model.expression_index("eyeBlink_L"), ict_model.expression_index("jawOpen")
+    params = torch.zeros(ict_model.num_expressions + 6)
+    shut = lm.copy()
+    upper, lower = 386, 374  # the left eye's lid midpoints: the upper one lowered onto the lower one
+    shut[upper] = shut[lower] + (shut[upper] - shut[lower]) / np.linalg.norm(shut[upper] - shut[lower]) * EYE_CLOSED_GAP * iod
+    out = solver.blinks_from_gaps(params, torch.as_tensor(shut), iod)
+    assert float(out[blink_l]) > 0.95, float(out[blink_l])
+    assert torch.equal(solver.blinks_from_gaps(params, torch.as_tensor(lm), iod), params)  # open eyes: untouched
+    opened = rest.copy()
+    opened[jaw] = 0.5
+    target = torch.as_tensor(_projected(ict_model, ident, opened, cam))
+    short = params.clone()
+    short[jaw] = 0.2
+    assert abs(float(solver.jaw_from_gap(short, target, iod)[jaw]) - 0.5) < 0.02
+    wide = params.clone()
+    wide[jaw] = 0.8
+    assert torch.equal(solver.jaw_from_gap(wide, target, iod), wide)
+    gap = np.linalg.norm(lm[INNER_LIP_UPPER] - lm[INNER_LIP_LOWER]) / iod
+    assert gap < 0.05  # (the rest face's lips are closed: the target above really is the jaw's doing)

@@ -86,6 +86,7 @@ def build_avatar(
     """``Avatar.build`` plus its intermediate data (``BuildData``)."""
     from ...face import FaceDetector, head_crop
     from ...fit import FitOptions, fit_landmarks
+    from ...track import with_closing_blinks
     from ...landmarks import mediapipe_groups
 
     secs: dict[str, float] = {}
@@ -101,6 +102,7 @@ def build_avatar(
         t0 = time.perf_counter()
         _report(progress, "fit", 0.0)
         fit = fit_landmarks(model, detection.landmarks, photo.shape[:2], FitOptions.preset(options.fit_preset))
+        fit = with_closing_blinks(fit, model, detection.landmarks)  # a squint's lids where the photo has them
         secs["fit"] = time.perf_counter() - t0
         _report(progress, "fit", 1.0)
 
@@ -122,7 +124,7 @@ def build_avatar(
     atlas = Atlas.build(model, options.atlas_resolution, regions=atlas_regions(model))
     static_mask = ~dynamic_texels(model, atlas, options.dynamic_threshold_m)
     _report(progress, "initialise", 0.3)
-    init = initial_maps(model, atlas, vertices, photo, person, fit.camera, options, detection.landmarks)
+    init = initial_maps(model, atlas, vertices, photo, person, fit.camera, options, detection.landmarks, fit.expression)
     crop = head_crop(detection, photo.shape, size=options.render_size)
     cam = crop_camera(fit.camera, crop)
     target = crop.apply(photo).astype(np.float32) / 255.0

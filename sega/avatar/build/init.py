@@ -20,13 +20,17 @@ from ...meshraster import project_vertices, render_mesh
 from ...person_regions import FACE_MARGIN_IOD, face_oval, hair_colour, hair_mask, skin_colour, skin_mask
 from ...uv import Atlas
 from ..options import AvatarOptions
-from ..texels import blink_texels, neighbour_pairs, region_mask, texel_spacing
+from ..texels import BLINK_EXPRESSIONS, lid_motion, neighbour_pairs, region_mask, texel_spacing
 from .unseen import photo_weight, scalp_texels, unseen_colours
 
 MOUTH_REGIONS = ("teeth", "mouth_interior")
 # Default colours (linear-ish sRGB in [0, 1]) of parts a photo rarely shows.
 # Colour defaults (sRGB in [0, 1]) for parts a photo rarely shows.
-TEETH_COLOR = (0.90, 0.87, 0.80)  # off-white
+TEETH_COLOR = (0.90, 0.87, 0.80)  # off-white: the teeth's hue, and their colour when the photo gives no exposure
+# Teeth seen in a mouth are about as bright as the face's skin (median ratio of max(rgb) 1.01, quartiles 0.94-1.12,
+# over the dev clips' and photos' frames showing teeth): the mouth shades them. At TEETH_COLOR whatever the photo's
+# exposure, an opened mouth showed a glaring white band, and the eval's photometric refinement closed it again.
+TEETH_SKIN_VALUE_RATIO = 1.0
 MOUTH_INTERIOR_COLOR = (0.38, 0.10, 0.10)  # dark red
 SCLERA_COLOR = (0.92, 0.90, 0.87)  # white of the eye, slightly warm
 # Painted eyeballs (where the photo does not show them: a squinting source, the parts under the lids).
@@ -38,6 +42,10 @@ LIMBUS_DEG = 3.0  # the iris darkens over this many degrees towards its rim (the
 LIMBUS_DARKEN = 0.55  # ... to this fraction of its colour
 IRIS_COLOR = (0.30, 0.20, 0.13)  # dark brown: the most common iris colour, when the photo shows none
 PUPIL_COLOR = (0.03, 0.03, 0.03)
+# An eye opened less than this (lid gap / inter-ocular distance) shows lashes and lid shadow, not the eyeball:
+# its eyeball texels count as unseen and are painted (a grin's squint at 0.02-0.04 otherwise opened, when driven,
+# onto a dark slit).
+MIN_SEEN_EYE_GAP = 0.05
 MIN_EYE_PIXELS = 12  # photo pixels needed to take the iris / sclera colour from the photo
 SCLERA_BRIGHT_PERCENTILE = 70  # the sclera's colour: pixels above this brightness percentile (lash shadows left out) ...
 SCLERA_SKIN_VALUE_RATIO = 1.15  # ... taken when at least this much brighter than the skin's median ...
@@ -66,6 +74,13 @@ VISIBILITY_MIN_MASK = 0.5  # ... and the person mask there is at least this
 INPAINT_NEIGHBOURS = 8  # seen texels averaged (inverse distance) for an unseen texel's starting colour
 INPAINT_SMOOTH_STEPS = 20  # neighbour-averaging passes over inpainted texels
 LID_MOVE_M = 0.002  # texels moving more than this under a blink are lid texels: strict visibility (project_texels)
+# A photo's closing eye (a squint, a blink: lids closer than ``fit.EYE_REST_GAP`` x IOD) keeps its lids' and painted
+# eyeball's splats as initialised (``TexelInit.fixed_geometry``): fitted to the squint, they grew over the eyeball,
+# and the driven eye stayed shut. The lids' splats are then sized for the open eye times LID_SPLAT_GROWTH, so that
+# the lid, stretched again as it closes, still hides the eyeball (at 1.0 a closed eye showed 12.5% of the open
+# eye's eyeball pixels). An open eye's lids are fitted as before: kept as initialised, a blink read back less
+# closed on the render (MediaPipe's lid gap 0.89 of the open eye's, 0.67-0.74 fitted).
+LID_SPLAT_GROWTH = 1.3
 
 
 @dataclass
@@ -82,6 +97,9 @@ class TexelInit:
     locked: np.ndarray | None = None
     photo_weight: np.ndarray | None = None  # [T] how far the fitted colour is trusted (``unseen.photo_weight``; 1: eyes, mouth)
     fill: np.ndarray | None = None  # [T, 3] the smooth skin / hair field colours (``unseen.unseen_colours``)
+    # [T] bool: texels whose geometry (offset, rotation, scale) the optimisation leaves as initialised: a closing
+    # eye's lids and painted eyeball (``LID_SPLAT_GROWTH``).
+    fixed_geometry: np.ndarray | None = None
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -177,6 +195,7 @@ def initial_maps(
     camera: Camera,
     options: AvatarOptions,
     landmarks: np.ndarray | None = None,
+    expression: np.ndarray | None = None,
 ) -> TexelInit:
     """Initial maps on the fitted mesh.
 
@@ -203,7 +222,7 @@ def initial_maps(
     pairs = neighbour_pairs(atlas, points, spacing)
 
     img = photo.astype(np.float32) / 255.0
-    lids = blink_texels(model, atlas, LID_MOVE_M)
+    lids = np.linalg.norm(lid_motion(model, atlas), axis=1) > LID_MOVE_M
     colors, visible, cos, edge_px = project_texels(img, person_mask, camera, vertices, atlas.faces, points, normals, atlas.texel_face, lids)
     mouth = region_mask(atlas, *MOUTH_REGIONS)
     eyes = region_mask(atlas, "eyeball_left", "eyeball_right")
@@ -238,7 +257,7 @@ def initial_maps(
     colors[eyes & ~known] = SCLERA_COLOR
     if landmarks is not None:
         colors = paint_eyeballs(model, atlas, colors, eyes & ~known, img, landmarks)
-    colors[region_mask(atlas, "teeth")] = TEETH_COLOR
+    colors[region_mask(atlas, "teeth")] = TEETH_COLOR if landmarks is None else teeth_colour(img, landmarks, skin_rgb)
     colors[region_mask(atlas, "mouth_interior")] = MOUTH_INTERIOR_COLOR
     inner = np.zeros_like(visible)
     if landmarks is not None:
@@ -246,7 +265,15 @@ def initial_maps(
         inner = inner_lip_texels(model, vertices, points) & ~visible & ~mismatch & ~mouth & ~eyes
         colors[inner] = fill[inner] = INNER_LIP_SHADE * lip_colour(img, landmarks)
 
-    in_plane = np.log(options.init_scale_texels * spacing)
+    squint = closing_eye_texels(atlas, points, camera, landmarks) if landmarks is not None else np.zeros_like(lids)
+    open_vertices = np.asarray(vertices, np.float64)  # the mesh with its blinks undone
+    if expression is not None:
+        for name in BLINK_EXPRESSIONS:
+            if name in model.expression_names:
+                k = model.expression_index(name)
+                open_vertices = open_vertices - float(expression[k]) * np.asarray(model.expression_basis[k], np.float64)
+    splat_spacing = np.where(lids & squint, LID_SPLAT_GROWTH * texel_spacing(atlas, open_vertices), spacing)
+    in_plane = np.log(options.init_scale_texels * splat_spacing)
     log_scale = np.stack([in_plane, in_plane, in_plane + math.log(options.init_normal_scale_ratio)], 1)
     logit = math.log(options.init_opacity / (1.0 - options.init_opacity))
     maps = GaussianMaps.initial(atlas.num_texels, torch.as_tensor(log_scale), torch.as_tensor(colors.astype(np.float32)), logit)
@@ -255,8 +282,30 @@ def initial_maps(
     weight[eyes | mouth] = 1.0
     if landmarks is not None:
         weight[_in_face_oval(points, camera, landmarks, img.shape[:2])] = 1.0
-    return TexelInit(maps, seen.astype(np.float32), spacing, pairs, mirror, locked=(lids & ~visible) | (mismatch & ~mouth) | inner,
-                     photo_weight=weight.astype(np.float32), fill=fill)  # fmt: skip
+    # The painted eyeball (what the photo did not show of it) stays as painted, in colour and shape: fitted, its
+    # iris splats stretched into the dark slit of a squint.
+    painted_eyes = eyes & ~visible & squint
+    locked = (lids & ~visible) | (mismatch & ~mouth) | inner | painted_eyes
+    return TexelInit(maps, seen.astype(np.float32), spacing, pairs, mirror, locked=locked,
+                     photo_weight=weight.astype(np.float32), fill=fill, fixed_geometry=(lids & squint) | painted_eyes)  # fmt: skip
+
+
+def closing_eye_texels(atlas: Atlas, points: np.ndarray, camera: Camera, landmarks: np.ndarray) -> np.ndarray:
+    """[T] bool: texels on the side of an eye the photo shows closing (``fit.closing_lid_points``), i.e. nearer
+    that eye's centre in the photo than the other's. points: [T, 3] texel points; landmarks: [478, 2|3]."""
+    from ...face_measures import EYE_CONTOURS
+    from ...fit import closing_lid_points
+
+    closing = set(closing_lid_points(landmarks))
+    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    centres = {side: lm[list(EYE_CONTOURS[side])].mean(0) for side in ("left", "right")}
+    xy, _ = project_vertices(points, camera)
+    near_left = np.linalg.norm(xy - centres["left"], axis=1) < np.linalg.norm(xy - centres["right"], axis=1)
+    out = np.zeros(len(points), dtype=bool)
+    for side, here in (("left", near_left), ("right", ~near_left)):
+        if closing & set(EYE_CONTOURS[side]):
+            out |= here
+    return out
 
 
 def inner_lip_texels(model: HeadModel, vertices: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -272,6 +321,21 @@ def inner_lip_texels(model: HeadModel, vertices: np.ndarray, points: np.ndarray)
     contour = surface_rows(model, emb, np.asarray(vertices))[list(INNER_LIPS)].numpy()
     dist, _ = cKDTree(contour).query(points)
     return dist < INNER_LIP_RADIUS_M
+
+
+def teeth_colour(photo: np.ndarray, landmarks: np.ndarray, skin_rgb: np.ndarray) -> np.ndarray:
+    """[3] the teeth's starting colour: the median of the photo's teeth where it shows them, else TEETH_COLOR
+    at ``TEETH_SKIN_VALUE_RATIO`` of the skin's brightness (never brighter than TEETH_COLOR). photo: [H, W, 3]
+    float in [0, 1]; skin_rgb: [3] the photo's skin colour."""
+    from ...face_measures import lip_polygons, teeth_pixels, teeth_shown
+
+    if teeth_shown(photo, landmarks):
+        inner, lips = lip_polygons(landmarks, *photo.shape[:2])
+        px = photo[inner & teeth_pixels(photo, lips)] if inner is not None else photo[:0]
+        if len(px) >= MIN_EYE_PIXELS:
+            return np.median(px, axis=0).astype(np.float32)
+    default = np.asarray(TEETH_COLOR, dtype=np.float32)
+    return (default * min(1.0, TEETH_SKIN_VALUE_RATIO * float(np.max(skin_rgb)) / float(default.max()))).astype(np.float32)
 
 
 def lip_colour(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -308,7 +372,7 @@ def photo_masks(landmarks: np.ndarray, shape: tuple[int, int], photo: np.ndarray
     bright and grey as teeth, and taking them painted teeth onto the lip."""
     from scipy.ndimage import label
 
-    from ...face_measures import EYE_CONTOURS, INNER_LIPS, MIN_POLYGON_PX, OUTER_LIPS, teeth_pixels, teeth_shown, value_saturation
+    from ...face_measures import EYE_CONTOURS, INNER_LIPS, LID_LOWER, LID_UPPER, MIN_POLYGON_PX, OUTER_LIPS, teeth_pixels, teeth_shown, value_saturation
 
     h, w = shape
     lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
@@ -319,7 +383,11 @@ def photo_masks(landmarks: np.ndarray, shape: tuple[int, int], photo: np.ndarray
         except Exception:  # a flat polygon (a closed eye or mouth): nothing inside
             return np.zeros((h, w), dtype=bool)
 
-    eyes = poly(EYE_CONTOURS["left"]) | poly(EYE_CONTOURS["right"])
+    iod = interocular(lm)
+    eyes = np.zeros((h, w), dtype=bool)
+    for side in ("left", "right"):
+        if np.linalg.norm(lm[LID_UPPER[side]] - lm[LID_LOWER[side]]) >= MIN_SEEN_EYE_GAP * iod:
+            eyes |= poly(EYE_CONTOURS[side])
     mouth = poly(INNER_LIPS)
     lips = poly(OUTER_LIPS) & ~mouth
     if photo is None or lips.sum() < MIN_POLYGON_PX:

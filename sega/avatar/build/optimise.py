@@ -15,7 +15,7 @@ from ...geometry import matrix_to_quat
 from ...imaging import dilate
 from ...meshraster import project_vertices, render_mesh
 from ...metrics import ssim_map
-from ...nets.decoders import AvatarDecoders, raw_residual, residual_to_maps
+from ...nets.decoders import ATTRIBUTES, AvatarDecoders, raw_residual, residual_to_maps
 from ...render import render as render_gaussians
 from ...uv import Atlas
 from ..options import AvatarOptions
@@ -25,6 +25,7 @@ from .init import VISIBILITY_MIN_MASK, TexelInit
 from .losses import COVERAGE_ALPHA_EPS, HAIR_REGIONS, RegulariserInputs, coverage_loss, regularisers
 
 STEPPED_FIELDS = ("color", "opacity_logit")  # map fields whose step size follows the photo confidence
+GEOMETRY_RESIDUALS = ("offset", "log_scale")  # decoder residual channels of geometry (the rest: appearance)
 INPUT_VIEW_OCCLUSION_M = 0.02  # texels this far behind the input view's z-buffer are left out of its render
 COVERAGE_REGIONS = ("face", "head_neck")  # the outer surface: what the novel-view coverage term renders
 
@@ -128,6 +129,13 @@ def optimise_maps(
     step = torch.where(in_front, confidence.clamp_min(options.photo_min_step), torch.ones_like(confidence))
     if init.locked is not None:
         step[torch.as_tensor(init.locked)] = 0.0
+    geometry_step = torch.ones_like(step)  # the geometry fields' step: 0 where the init fixed it
+    if init.fixed_geometry is not None:
+        geometry_step[torch.as_tensor(init.fixed_geometry)] = 0.0
+    # The photo loss must not reach what the init fixed through the decoders either (a squint's dark slit
+    # painted back onto a locked eyeball by its colour residual): their residuals there are left out of the
+    # render, and the residual regulariser keeps them near zero.
+    residual_keep = _residual_keep(step == 0, geometry_step == 0)
     start = {k: v.detach().clone() for k, v in maps.tensors().items()}
     params = {k: torch.zeros_like(v, requires_grad=True) for k, v in start.items()}  # deltas
     lrs = {"offset": options.lr_offset, "rotation": options.lr_rotation, "log_scale": options.lr_log_scale,
@@ -153,7 +161,7 @@ def optimise_maps(
         opt, lambda i: options.lr_final_fraction + (1 - options.lr_final_fraction) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
 
     def cur() -> GaussianMaps:
-        return GaussianMaps(**{k: start[k] + (_expand(step, v) if k in STEPPED_FIELDS else 1.0) * v for k, v in params.items()})
+        return GaussianMaps(**{k: start[k] + _expand(step if k in STEPPED_FIELDS else geometry_step, v) * v for k, v in params.items()})
 
     def residuals() -> tuple[GaussianMaps, Tensor]:
         """T rows of decoder residuals at the fitted expression, and their regulariser."""
@@ -166,7 +174,7 @@ def optimise_maps(
                 z_r = decoders.encoder(expr_r)
             reg = reg + raw_residual(decoders.dynamic, decoders.dynamic(z_r)).pow(2).mean()
         both = torch.index_select(torch.cat([res_s, res_d], 0), 0, order)  # [T, A]
-        return residual_to_maps(both), reg
+        return residual_to_maps(both * residual_keep), reg
 
     for it in range(options.iterations):
         opt.zero_grad(set_to_none=True)
@@ -206,6 +214,16 @@ def optimise_maps(
             p.grad = None
     with torch.no_grad():
         return cur().detach()
+
+
+def _residual_keep(appearance_fixed: Tensor, geometry_fixed: Tensor) -> Tensor:
+    """[T, A] 1 / 0 per texel and decoder residual channel (``ATTRIBUTES``): 0 on the geometry channels of
+    ``geometry_fixed`` [T] bool texels and the appearance channels of ``appearance_fixed`` [T] bool ones."""
+    cols = []
+    for name, width in ATTRIBUTES:
+        fixed = geometry_fixed if name in GEOMETRY_RESIDUALS else appearance_fixed
+        cols.append((~fixed).float()[:, None].expand(-1, width))
+    return torch.cat(cols, 1)
 
 
 def _expand(step: Tensor, like: Tensor) -> Tensor:
