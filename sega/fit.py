@@ -303,22 +303,22 @@ def fit_landmarks(
     )
 
 
-def closing_lid_points(landmarks: np.ndarray) -> list[int]:
-    """MediaPipe's lid contour points (an eye's contour without its corners, ``MP_EYE_CORNERS``) of each eye
-    that ``landmarks`` [478, 2+] show closing: lids closer than ``EYE_REST_GAP`` x the inter-ocular distance.
-    Open eyes still shape the identity: with every lid point left out, the identity's eyes were the prior's,
-    and a calm photo's irises read a noisier gaze. (The inner lips of an open mouth were tried too: closed
-    mouths then tracked closer on the mesh, but no better on the renders, and the still-face gaze jitter rose.)"""
-    from .face_measures import LID_LOWER, LID_UPPER
+def closing_eyes(landmarks: np.ndarray) -> list[str]:
+    """The eyes ("left", "right": the subject's) that ``landmarks`` [478, 2+] show closing: lids closer than
+    ``EYE_REST_GAP`` x the inter-ocular distance (``face_measures.landmark_measures``' eye openings)."""
+    from .face_measures import landmark_measures
 
+    gaps = landmark_measures(landmarks)
+    return [side for side in ("left", "right") if gaps[f"eye_opening_{side}"] < EYE_REST_GAP]
+
+
+def closing_lid_points(landmarks: np.ndarray) -> list[int]:
+    """MediaPipe's lid contour points (an eye's contour without its corners, ``MP_EYE_CORNERS``) of the
+    ``closing_eyes``. Open eyes still shape the identity: with every lid point left out, the identity's eyes were
+    the prior's, and a calm photo's irises read a noisier gaze. (The inner lips of an open mouth were tried too:
+    closed mouths then tracked closer on the mesh, but no better on the renders, and the still-face gaze jitter rose.)"""
     groups = mediapipe_groups()
-    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
-    iod = interocular(landmarks)
-    out: set[int] = set()
-    for side in ("left", "right"):
-        if np.linalg.norm(lm[LID_UPPER[side]] - lm[LID_LOWER[side]]) < EYE_REST_GAP * iod:
-            out |= set(groups[f"{side}_eye"]) - set(MP_EYE_CORNERS)
-    return sorted(out)
+    return sorted(set().union(*(set(groups[f"{side}_eye"]) for side in closing_eyes(landmarks))) - set(MP_EYE_CORNERS))
 
 
 def default_weights(model: HeadModel, embedding: str = LANDMARK_SET, options: FitOptions = FitOptions()) -> np.ndarray:

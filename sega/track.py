@@ -26,6 +26,7 @@ from .conventions import HEAD_POSE_SIZE
 from .errors import FaceNotFoundError, SegaError
 from .face import TRACK_MIRROR
 from .fit import (
+    EYE_REST_GAP,
     LANDMARK_SET,
     FitOptions,
     FitResult,
@@ -47,7 +48,7 @@ MP_LEFT_LIDS, MP_RIGHT_LIDS = (386, 374), (159, 145)  # MediaPipe upper / lower 
 SIDEWAYS_GAZE = ("eyeLookIn", "eyeLookOut")  # ARKit gaze channels (sega.headmodel.eyes turns the eyeballs with them)
 IRIS_CLOSED, IRIS_OPEN = 0.03, 0.07  # lid gap / inter-ocular distance: iris points count 0 below, fully above
 EYE_CLOSED_GAP = 0.015  # MediaPipe's lid gap / inter-ocular distance on a closed eye (0.008-0.018 on the dev clips' blinks)
-EYE_CLOSING_GAPS = (0.035, 0.06)  # lid gaps (/ IOD) between which ``blinks_from_gaps`` fades in (open eyes: 0.07-0.13)
+EYE_CLOSING_GAPS = (0.035, EYE_REST_GAP)  # lid gaps (/ IOD) between which ``blinks_from_gaps`` fades in (open eyes: 0.07-0.13)
 JAW_CHANNEL = "jawOpen"  # opened further when the solve reads a mouth narrower than the lips' gap (``jaw_from_gap``)
 JAW_SEARCH_STEPS = 12  # bisection steps of ``jaw_from_gap`` (2^-12 of the channel's range)
 BLINKS = (("left", "eyeBlink_L"), ("right", "eyeBlink_R"))  # MediaPipe's left eye (the subject's) is ARKit's _L
@@ -315,7 +316,7 @@ class ExpressionPoseSolver:
             mapped = min(max((g0 - g) / (g0 - EYE_CLOSED_GAP), 0.0), 1.0)
             t = min(max((hi - g) / (hi - lo), 0.0), 1.0)
             closing = t * t * (3.0 - 2.0 * t)  # smoothstep: 0 at the open end, 1 at the closed end
-            out[col] = max(float(out[col]), float(out[col]) + closing * (mapped - float(out[col])))
+            out[col] = float(out[col]) + closing * max(mapped - float(out[col]), 0.0)
         return out
 
     def _lm(self, p: torch.Tensor, target: torch.Tensor, iod: float, reg_l2: torch.Tensor, reg_l1: torch.Tensor, iterations: int) -> torch.Tensor:

@@ -64,24 +64,16 @@ def dynamic_texels(model: HeadModel, atlas: Atlas, threshold_m: float) -> np.nda
     return moving
 
 
-def lid_motion(model: HeadModel, atlas: Atlas) -> np.ndarray:
-    """[T, 3] metres: each texel's largest displacement under one of ``BLINK_EXPRESSIONS`` at weight 1
-    (zero when the model has none). Its length marks the eyelids; its sign in y (the head model's up)
-    tells the upper lid (closing downwards) from the lower one."""
-    names = [n for n in BLINK_EXPRESSIONS if n in model.expression_names]
-    tri, bary = atlas.texel_triangles, atlas.texel_bary.astype(np.float32)
-    out = np.zeros((atlas.num_texels, 3), dtype=np.float32)
-    for n in names:
-        d = (np.asarray(model.expression_basis[model.expression_index(n)], dtype=np.float32)[tri] * bary[:, :, None]).sum(1)
-        larger = np.linalg.norm(d, axis=1) > np.linalg.norm(out, axis=1)
-        out[larger] = d[larger]
-    return out
-
-
 def blink_texels(model: HeadModel, atlas: Atlas, threshold_m: float) -> np.ndarray:
     """[T] bool: texels moving more than ``threshold_m`` under ``BLINK_EXPRESSIONS`` at weight 1 (the
     eyelids); none when the model has no such expressions."""
-    return np.linalg.norm(lid_motion(model, atlas), axis=1) > threshold_m
+    names = [n for n in BLINK_EXPRESSIONS if n in model.expression_names]
+    tri, bary = atlas.texel_triangles, atlas.texel_bary.astype(np.float32)
+    out = np.zeros(atlas.num_texels, dtype=bool)
+    for n in names:
+        d = (np.asarray(model.expression_basis[model.expression_index(n)], dtype=np.float32)[tri] * bary[:, :, None]).sum(1)
+        out |= np.linalg.norm(d, axis=1) > threshold_m
+    return out
 
 
 def region_mask(atlas: Atlas, *names: str) -> np.ndarray:

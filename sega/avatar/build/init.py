@@ -20,7 +20,7 @@ from ...meshraster import project_vertices, render_mesh
 from ...person_regions import FACE_MARGIN_IOD, face_oval, hair_colour, hair_mask, skin_colour, skin_mask
 from ...uv import Atlas
 from ..options import AvatarOptions
-from ..texels import BLINK_EXPRESSIONS, lid_motion, neighbour_pairs, region_mask, texel_spacing
+from ..texels import BLINK_EXPRESSIONS, blink_texels, neighbour_pairs, region_mask, texel_spacing
 from .unseen import photo_weight, scalp_texels, unseen_colours
 
 MOUTH_REGIONS = ("teeth", "mouth_interior")
@@ -222,7 +222,7 @@ def initial_maps(
     pairs = neighbour_pairs(atlas, points, spacing)
 
     img = photo.astype(np.float32) / 255.0
-    lids = np.linalg.norm(lid_motion(model, atlas), axis=1) > LID_MOVE_M
+    lids = blink_texels(model, atlas, LID_MOVE_M)
     colors, visible, cos, edge_px = project_texels(img, person_mask, camera, vertices, atlas.faces, points, normals, atlas.texel_face, lids)
     mouth = region_mask(atlas, *MOUTH_REGIONS)
     eyes = region_mask(atlas, "eyeball_left", "eyeball_right")
@@ -266,13 +266,14 @@ def initial_maps(
         colors[inner] = fill[inner] = INNER_LIP_SHADE * lip_colour(img, landmarks)
 
     squint = closing_eye_texels(atlas, points, camera, landmarks) if landmarks is not None else np.zeros_like(lids)
-    open_vertices = np.asarray(vertices, np.float64)  # the mesh with its blinks undone
-    if expression is not None:
-        for name in BLINK_EXPRESSIONS:
-            if name in model.expression_names:
-                k = model.expression_index(name)
-                open_vertices = open_vertices - float(expression[k]) * np.asarray(model.expression_basis[k], np.float64)
-    splat_spacing = np.where(lids & squint, LID_SPLAT_GROWTH * texel_spacing(atlas, open_vertices), spacing)
+    splat_spacing = spacing
+    if (lids & squint).any():  # a closing eye's lids sized for the open eye (the mesh with its blinks undone)
+        open_vertices = np.asarray(vertices, np.float64)
+        blinks = [model.expression_index(n) for n in BLINK_EXPRESSIONS if n in model.expression_names]
+        if expression is not None and blinks:
+            open_vertices = open_vertices - np.tensordot(np.asarray(expression, np.float64)[blinks],
+                                                         np.asarray(model.expression_basis, np.float64)[blinks], axes=1)
+        splat_spacing = np.where(lids & squint, LID_SPLAT_GROWTH * texel_spacing(atlas, open_vertices), spacing)
     in_plane = np.log(options.init_scale_texels * splat_spacing)
     log_scale = np.stack([in_plane, in_plane, in_plane + math.log(options.init_normal_scale_ratio)], 1)
     logit = math.log(options.init_opacity / (1.0 - options.init_opacity))
@@ -291,20 +292,21 @@ def initial_maps(
 
 
 def closing_eye_texels(atlas: Atlas, points: np.ndarray, camera: Camera, landmarks: np.ndarray) -> np.ndarray:
-    """[T] bool: texels on the side of an eye the photo shows closing (``fit.closing_lid_points``), i.e. nearer
+    """[T] bool: texels on the side of an eye the photo shows closing (``fit.closing_eyes``), i.e. nearer
     that eye's centre in the photo than the other's. points: [T, 3] texel points; landmarks: [478, 2|3]."""
     from ...face_measures import EYE_CONTOURS
-    from ...fit import closing_lid_points
+    from ...fit import closing_eyes
 
-    closing = set(closing_lid_points(landmarks))
+    closing = closing_eyes(landmarks)
+    out = np.zeros(len(points), dtype=bool)
+    if not closing:
+        return out
     lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
     centres = {side: lm[list(EYE_CONTOURS[side])].mean(0) for side in ("left", "right")}
     xy, _ = project_vertices(points, camera)
     near_left = np.linalg.norm(xy - centres["left"], axis=1) < np.linalg.norm(xy - centres["right"], axis=1)
-    out = np.zeros(len(points), dtype=bool)
-    for side, here in (("left", near_left), ("right", ~near_left)):
-        if closing & set(EYE_CONTOURS[side]):
-            out |= here
+    for side in closing:
+        out |= near_left if side == "left" else ~near_left
     return out
 
 
@@ -327,12 +329,12 @@ def teeth_colour(photo: np.ndarray, landmarks: np.ndarray, skin_rgb: np.ndarray)
     """[3] the teeth's starting colour: the median of the photo's teeth where it shows them, else TEETH_COLOR
     at ``TEETH_SKIN_VALUE_RATIO`` of the skin's brightness (never brighter than TEETH_COLOR). photo: [H, W, 3]
     float in [0, 1]; skin_rgb: [3] the photo's skin colour."""
-    from ...face_measures import lip_polygons, teeth_pixels, teeth_shown
+    from ...face_measures import MIN_POLYGON_PX, lip_polygons, teeth_pixels, teeth_shown
 
-    if teeth_shown(photo, landmarks):
+    if teeth_shown(photo, landmarks):  # (the lip polygons exist then: a closed mouth shows no teeth)
         inner, lips = lip_polygons(landmarks, *photo.shape[:2])
-        px = photo[inner & teeth_pixels(photo, lips)] if inner is not None else photo[:0]
-        if len(px) >= MIN_EYE_PIXELS:
+        px = photo[inner & teeth_pixels(photo, lips)]
+        if len(px) >= MIN_POLYGON_PX:
             return np.median(px, axis=0).astype(np.float32)
     default = np.asarray(TEETH_COLOR, dtype=np.float32)
     return (default * min(1.0, TEETH_SKIN_VALUE_RATIO * float(np.max(skin_rgb)) / float(default.max()))).astype(np.float32)
@@ -372,7 +374,7 @@ def photo_masks(landmarks: np.ndarray, shape: tuple[int, int], photo: np.ndarray
     bright and grey as teeth, and taking them painted teeth onto the lip."""
     from scipy.ndimage import label
 
-    from ...face_measures import EYE_CONTOURS, INNER_LIPS, LID_LOWER, LID_UPPER, MIN_POLYGON_PX, OUTER_LIPS, teeth_pixels, teeth_shown, value_saturation
+    from ...face_measures import EYE_CONTOURS, INNER_LIPS, MIN_POLYGON_PX, OUTER_LIPS, landmark_measures, teeth_pixels, teeth_shown, value_saturation
 
     h, w = shape
     lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
@@ -383,10 +385,10 @@ def photo_masks(landmarks: np.ndarray, shape: tuple[int, int], photo: np.ndarray
         except Exception:  # a flat polygon (a closed eye or mouth): nothing inside
             return np.zeros((h, w), dtype=bool)
 
-    iod = interocular(lm)
+    gaps = landmark_measures(lm)
     eyes = np.zeros((h, w), dtype=bool)
     for side in ("left", "right"):
-        if np.linalg.norm(lm[LID_UPPER[side]] - lm[LID_LOWER[side]]) >= MIN_SEEN_EYE_GAP * iod:
+        if gaps[f"eye_opening_{side}"] >= MIN_SEEN_EYE_GAP:
             eyes |= poly(EYE_CONTOURS[side])
     mouth = poly(INNER_LIPS)
     lips = poly(OUTER_LIPS) & ~mouth

@@ -135,7 +135,7 @@ def optimise_maps(
     # The photo loss must not reach what the init fixed through the decoders either (a squint's dark slit
     # painted back onto a locked eyeball by its colour residual): their residuals there are left out of the
     # render, and the residual regulariser keeps them near zero.
-    residual_keep = _residual_keep(step == 0, geometry_step == 0)
+    residual_keep = _residual_keep(step == 0, geometry_step == 0) if bool((step == 0).any() or (geometry_step == 0).any()) else None
     start = {k: v.detach().clone() for k, v in maps.tensors().items()}
     params = {k: torch.zeros_like(v, requires_grad=True) for k, v in start.items()}  # deltas
     lrs = {"offset": options.lr_offset, "rotation": options.lr_rotation, "log_scale": options.lr_log_scale,
@@ -174,7 +174,7 @@ def optimise_maps(
                 z_r = decoders.encoder(expr_r)
             reg = reg + raw_residual(decoders.dynamic, decoders.dynamic(z_r)).pow(2).mean()
         both = torch.index_select(torch.cat([res_s, res_d], 0), 0, order)  # [T, A]
-        return residual_to_maps(both * residual_keep), reg
+        return residual_to_maps(both if residual_keep is None else both * residual_keep), reg
 
     for it in range(options.iterations):
         opt.zero_grad(set_to_none=True)
