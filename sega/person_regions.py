@@ -24,6 +24,11 @@ FACE_MARGIN_IOD = 0.1  # the face oval grown by this (IODs) is the face: hair is
 HAIR_SKIN_DISTANCE = 0.15  # RGB distance from the median skin colour beyond which a pixel may be hair
 BORDER_FRACTION = 0.03  # the background's colour is the median of the image's outer ring this wide (fraction of its side) ...
 BACKGROUND_DISTANCE = 0.1  # ... and pixels within this RGB distance of it are not hair
+# Letterbox / pillarbox bars (a portrait video padded to a wider frame) are not the backdrop: they are
+# left out of the ring, which is then taken inside them.
+BAR_MAX_VALUE = 0.08  # a bar line is dark: its brightest channel's mean at most this ...
+BAR_MAX_STD = 0.03  # ... and flat: every channel's spread along the line at most this (codec noise stays under ~0.02)
+BAR_MAX_FRACTION = 0.35  # a bar covers at most this fraction of the side it lies on (the rest is the picture)
 MIN_HAIR_PART_IOD2 = 0.05  # pieces smaller than this (IOD^2) are specks, not hair
 MIN_HAIR_IOD2 = 0.3  # fewer hair pixels than this (in IOD^2) is no hair shown (a bald head, a hood)
 
@@ -70,7 +75,7 @@ def hair_mask(photo: np.ndarray, person: np.ndarray, landmarks: np.ndarray) -> n
     lm = np.asarray(landmarks, dtype=np.float64)
     face = face_oval(lm, person.shape, FACE_MARGIN_IOD)
     skin = np.linalg.norm(photo - skin_colour(photo, lm)[None, None], axis=-1) <= HAIR_SKIN_DISTANCE
-    background = np.linalg.norm(photo - border_colour(photo)[None, None], axis=-1) <= BACKGROUND_DISTANCE
+    background = np.linalg.norm(photo - border_colour(photo, person)[None, None], axis=-1) <= BACKGROUND_DISTANCE
     mask = (person >= MASK_THRESHOLD) & head_window(person, lm) & ~face & ~skin & ~background
     parts, n = label(mask)
     if n == 0:
@@ -82,13 +87,39 @@ def hair_mask(photo: np.ndarray, person: np.ndarray, landmarks: np.ndarray) -> n
     return np.isin(parts, keep)
 
 
-def border_colour(photo: np.ndarray) -> np.ndarray:
-    """[3] float32 the median colour of the image's outer ring (``BORDER_FRACTION`` of its side): the
-    background, in a head crop. Person masks often take in a plain backdrop; hair is not its colour."""
+def _bar_lines(lines: np.ndarray) -> int:
+    """How many of ``lines`` [L, N, 3] (outermost first) are, from the first, dark flat bar lines."""
+    dark = lines.mean(1).max(-1) <= BAR_MAX_VALUE
+    flat = lines.std(1).max(-1) <= BAR_MAX_STD
+    bar = dark & flat
+    return int(np.argmin(bar)) if not bar.all() else len(bar)
+
+
+def edge_bars(photo: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right): how many rows / columns of dark, flat letterbox or pillarbox bars the
+    image has along each edge (0 where there is none), each at most ``BAR_MAX_FRACTION`` of its side."""
     h, w = photo.shape[:2]
-    b = max(1, int(round(BORDER_FRACTION * min(h, w))))
-    ring = np.concatenate([photo[:b].reshape(-1, 3), photo[-b:].reshape(-1, 3), photo[:, :b].reshape(-1, 3), photo[:, -b:].reshape(-1, 3)])
-    return np.median(ring, 0).astype(np.float32)
+    rows, cols = int(BAR_MAX_FRACTION * h), int(BAR_MAX_FRACTION * w)
+    return (_bar_lines(photo[:rows]), _bar_lines(photo[::-1][:rows]),
+            _bar_lines(photo[:, :cols].transpose(1, 0, 2)), _bar_lines(photo[:, ::-1][:, :cols].transpose(1, 0, 2)))
+
+
+def border_colour(photo: np.ndarray, person: np.ndarray | None = None) -> np.ndarray:
+    """[3] float32 the median colour of the image's outer ring (``BORDER_FRACTION`` of its side) inside
+    any letterbox or pillarbox bars (``edge_bars``), leaving out the person where ``person`` (its [H, W]
+    mask) is given and leaves enough of the ring: the background, in a head crop. Person masks often
+    take in a plain backdrop; hair is not its colour."""
+    h, w = photo.shape[:2]
+    top, bottom, left, right = edge_bars(photo)
+    inner = photo[top: h - bottom, left: w - right]
+    ih, iw = inner.shape[:2]
+    b = max(1, int(round(BORDER_FRACTION * min(ih, iw))))
+    ring = np.zeros((ih, iw), dtype=bool)
+    ring[:b] = ring[-b:] = ring[:, :b] = ring[:, -b:] = True
+    if person is not None:
+        backdrop = ring & (person[top: h - bottom, left: w - right] < MASK_THRESHOLD)
+        ring = backdrop if backdrop.sum() >= b * min(ih, iw) else ring  # at least one side's worth of ring
+    return np.median(inner[ring], 0).astype(np.float32)
 
 
 def hair_colour(photo: np.ndarray, hair: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
@@ -98,4 +129,4 @@ def hair_colour(photo: np.ndarray, hair: np.ndarray, landmarks: np.ndarray) -> n
     return np.median(photo[hair], 0).astype(np.float32)
 
 
-__all__ = ["border_colour", "face_oval", "hair_colour", "hair_mask", "head_window", "skin_colour", "skin_mask"]
+__all__ = ["border_colour", "edge_bars", "face_oval", "hair_colour", "hair_mask", "head_window", "skin_colour", "skin_mask"]

@@ -34,6 +34,26 @@ def test_head_window_stops_at_the_shoulders():
     assert head_window(person[:140], _fake_landmarks(100, 70, 130)).all()  # no shoulders in view: all rows
 
 
+def test_pillarbox_bars_are_not_the_backdrop():
+    """A grey backdrop between black pillarbox bars (a portrait clip padded to a square frame), with dark
+    hair reaching the picture's sides: the backdrop is grey, not the bars' black, so the hair is kept."""
+    from sega.person_regions import border_colour, edge_bars
+
+    rng = np.random.default_rng(0)
+    img = np.full((200, 200, 3), 0.65, np.float32) + rng.normal(0, 0.01, (200, 200, 3)).astype(np.float32)
+    img[:, :30] = img[:, 170:] = 0.02  # the bars
+    img[60:, 30:60] = img[60:, 140:170] = 0.05  # long dark hair down both sides of the picture
+    img[40:200, 60:140] = 0.8  # the person
+    assert edge_bars(img) == (0, 0, 30, 30)
+    person = np.zeros((200, 200), np.float32)
+    person[40:, 30:170] = 1.0  # hair and body: left out of the ring
+    assert np.allclose(border_colour(img, person), 0.65, atol=0.02)
+    ring = np.concatenate([img[:6].reshape(-1, 3), img[-6:].reshape(-1, 3), img[:, :6].reshape(-1, 3), img[:, -6:].reshape(-1, 3)])
+    assert np.median(ring, 0).max() < 0.1  # the whole frame's ring would have given the bars' black
+    plain = np.full((50, 50, 3), 0.03, np.float32)  # an all-dark image: bars are capped, the rest is backdrop
+    assert np.allclose(border_colour(plain), 0.03) and max(edge_bars(plain)) == int(0.35 * 50)
+
+
 def test_photo_weight_trusts_square_views_away_from_the_silhouette():
     from sega.avatar.build.unseen import photo_weight
 
