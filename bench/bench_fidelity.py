@@ -22,7 +22,7 @@ import numpy as np
 
 from bench.record import write_record
 from sega.errors import SegaError
-from sega.evaluate import EvalOptions, contact_sheet, evaluate_frames, write_report
+from sega.evaluate import EvalOptions, contact_sheet, evaluate_frames, sheet_images, write_report
 from sega.face import FaceDetector
 from sega.headmodel.ict import load_ict
 from sega.io import save_png
@@ -127,7 +127,7 @@ def main() -> None:
             continue
         write_report(report, args.out / video.stem)
         clips[video.stem] = c = clip_figures(report)
-        sheets.append(contact_sheet(report["_images"][:SHEET_ROWS], tile=SHEET_TILE))
+        sheets.append(contact_sheet(sheet_images(report, SHEET_ROWS), tile=SHEET_TILE))
         print(f"{video.stem:24s} PSNR {c['psnr_db']:.2f} (frozen {c['frozen_psnr_db']:.2f}), mouth {c['mouth_psnr_db']:.2f} "
               f"(frozen {c['frozen_mouth_psnr_db']:.2f}); errors (IOD) mouth {c['mouth_opening_error']:.3f}/{c['frozen_mouth_opening_error']:.3f}, "
               f"eyes {c['eye_opening_error']:.3f}/{c['frozen_eye_opening_error']:.3f}, gaze {c['gaze_error']:.3f}/{c['frozen_gaze_error']:.3f}; "

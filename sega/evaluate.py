@@ -22,6 +22,7 @@ are listed in the README. ``write_report`` writes ``report.json`` and ``contact_
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -44,7 +45,7 @@ DLIB_UPSAMPLE = 1  # dlib's HOG detector upsamples the image once (faces from ~4
 LANDMARK_BOX_SCALE = 1.07  # dlib-style face box side / the face oval's width (median over 18 dev photos and frames)
 LANDMARK_BOX_CENTRE = 0.52  # its centre this far down the face oval (top of the forehead = 0, chin = 1)
 SAME_PERSON_DISTANCE = 0.6  # dlib / face_recognition convention: embeddings closer than this are the same person
-CONTACT_FRAMES = 4  # frames shown on the contact sheet
+CONTACT_FRAMES = 4  # frames shown on the contact sheet (``sheet_images``: those with the most for driving to do)
 # Scores of every scored frame, for the driven render and the frozen baseline (sega.eval_frame); DRIVEN_ONLY for the driven one.
 SCORES = ("psnr_db", "ssim", "l1", "mouth_psnr_db", "mouth_ssim", "eye_psnr_db", "eye_ssim", "eye_opening_error",
           "mouth_opening_error", "mouth_width_error", "gaze_error", "brow_height_error")  # fmt: skip
@@ -381,6 +382,17 @@ def heat_map(err: np.ndarray) -> np.ndarray:
     return (rgb * 255).astype(np.uint8)
 
 
+def sheet_images(report: dict, count: int = CONTACT_FRAMES) -> list:
+    """The ``count`` entries of ``report["_images"]`` whose frames differ most from the frozen baseline (lowest
+    frozen head-mask PSNR: the largest expression and pose changes from the source), in frame order. Why: the
+    first scored frames of a talking-head clip are often its calmest, and a sheet of them hides what the
+    driving gets wrong (open mouths, teeth, gaze)."""
+    images = report.get("_images", [])
+    frozen_psnr = {e["frame"]: e["frozen"]["psnr_db"] for e in report.get("per_frame", []) if "frozen" in e}
+    ranked = sorted(images, key=lambda item: frozen_psnr.get(item[0], math.inf))[:count]
+    return sorted(ranked, key=lambda item: item[0])
+
+
 def contact_sheet(images: list, tile: int = 256) -> np.ndarray:
     """Rows of target | driven | frozen | driven error heat map, each ``tile`` px tall.
     images: [(frame index, {"target", "driven", "frozen": [H, W, 3] uint8, "error": [H, W]})]."""
@@ -401,8 +413,7 @@ def write_report(report: dict, out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    images = report.get("_images", [])
-    save_png(out / "contact_sheet.png", contact_sheet(images[:CONTACT_FRAMES]))
+    save_png(out / "contact_sheet.png", contact_sheet(sheet_images(report)))
     clean = {k: v for k, v in report.items() if not k.startswith("_")}
     (out / "report.json").write_text(json.dumps(clean, indent=1), encoding="utf-8")
     (out / "report.html").write_text(report_html(clean, (out / "contact_sheet.png").read_bytes()), encoding="utf-8")

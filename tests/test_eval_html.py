@@ -48,3 +48,16 @@ def test_report_html_without_scored_frames_says_not_measured():
 
     page = report_html({"per_frame": [{"frame": 1, "skipped": "x"}]})
     assert page.count("not measured") == 7 and "<svg" not in page
+
+
+def test_contact_sheet_shows_the_frames_with_most_to_drive_in_frame_order():
+    """The sheet's rows are the frames furthest from the frozen baseline (lowest frozen PSNR), not the first
+    scored ones (a talking-head clip's first frames are often its calmest)."""
+    from sega.evaluate import sheet_images
+
+    report = _report(6)
+    for e, frozen_psnr in zip(report["per_frame"], (30.0, 12.0, 25.0, 11.0, 28.0, 14.0)):
+        e["frozen"]["psnr_db"] = frozen_psnr
+    report["_images"] = [(e["frame"], {"tag": e["frame"]}) for e in report["per_frame"] if "psnr_db" in e]
+    assert [i for i, _ in sheet_images(report, 3)] == [10, 20, 30]
+    assert [i for i, _ in sheet_images(report, 10)] == [5, 10, 15, 20, 25, 30]
