@@ -18,6 +18,17 @@ from .presets import DEFAULT_PRESET, PRESET_HELP, PRESET_NAMES, QUICK_PRESET
 EXIT_USER_ERROR = 2  # bad input or missing data: message printed, no traceback
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (argparse names the option in its one-line error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
+
+
 def _add_headmodel_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("head model")
     g.add_argument("--head-model", choices=("ict", "flame"), default="ict", help="parametric head model (default: ict)")
@@ -240,12 +251,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_output_dir(args.output, "report folder")  # before the video is read and anything slow loads
     from tqdm import tqdm
 
+    from dataclasses import replace
+
     from .evaluate import EvalOptions, evaluate_frames, write_report
     from .face import FaceDetector
     from .video import write_video
 
     frames, model, avatar = _video_model_avatar(args, required=False)
     options = EvalOptions(source_frame=args.source_frame, every=args.every, preset=args.preset)
+    if args.max_scored is not None:
+        options = replace(options, max_scored=args.max_scored)
     with FaceDetector() as detector, tqdm(unit="frame", disable=args.quiet) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
@@ -375,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", required=True, type=Path, help="video, folder of frames")
     p.add_argument("-o", "--output", required=True, type=Path, help="report folder (report.json, report.html, contact_sheet.png)")
     p.add_argument("--source-frame", type=int, default=0, help="frame to build the avatar from (default: 0)")
-    p.add_argument("--every", type=int, default=5, help="score every K-th other frame (default: 5)")
+    p.add_argument("--every", type=positive_int, default=5, help="score every K-th other frame (default: 5)")
+    p.add_argument("--max-scored", type=positive_int, default=None,
+                   help="score at most this many frames, the first ones (default: EvalOptions.max_scored; the report's options say)")
     p.add_argument("--preset", choices=PRESET_NAMES, default=DEFAULT_PRESET, help=f"avatar preset (default: {DEFAULT_PRESET}; {QUICK_PRESET} for a quick look)")
     p.add_argument("--avatar", type=Path, help="use this avatar (built from the source frame) instead of building one")
     p.add_argument("--video-out", action="store_true", help="also write side_by_side.mp4 of the scored frames")

@@ -35,7 +35,7 @@ from .fit import (
     interocular,
     surface_rows,
 )
-from .face_measures import INNER_LIP_LOWER, INNER_LIP_UPPER, INNER_LIPS
+from .face_measures import EYE_OUTER, INNER_LIP_LOWER, INNER_LIP_UPPER, INNER_LIPS
 from .geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from .headmodel.base import HeadModel, LandmarkEmbedding
 from .landmarks import load_view_embeddings, mediapipe_groups
@@ -50,7 +50,10 @@ IRIS_CLOSED, IRIS_OPEN = 0.03, 0.07  # lid gap / inter-ocular distance: iris poi
 EYE_CLOSED_GAP = 0.015  # MediaPipe's lid gap / inter-ocular distance on a closed eye (0.008-0.018 on the dev clips' blinks)
 EYE_CLOSING_GAPS = (0.035, EYE_REST_GAP)  # lid gaps (/ IOD) between which ``blinks_from_gaps`` fades in (open eyes: 0.07-0.13)
 JAW_CHANNEL = "jawOpen"  # opened further when the solve reads a mouth narrower than the lips' gap (``jaw_from_gap``)
-JAW_SEARCH_STEPS = 12  # bisection steps of ``jaw_from_gap`` (2^-12 of the channel's range)
+CLOSE_CHANNEL = "mouthClose"  # raised when the solve leaves the lips further apart than detected (``close_from_gap``):
+# ARKit's channel for lips that meet over an opened jaw
+JAW_SEARCH_STEPS = 12  # bisection steps of ``jaw_from_gap`` / ``close_from_gap`` (2^-12 of the channel's range)
+EYE_LINE = (EYE_OUTER["right"], EYE_OUTER["left"])  # MediaPipe's outer eye corners, image left to right on a facing head
 BLINKS = (("left", "eyeBlink_L"), ("right", "eyeBlink_R"))  # MediaPipe's left eye (the subject's) is ARKit's _L
 
 
@@ -84,6 +87,7 @@ class TrackOptions:
     view_tolerance_deg: float = 0.5  # stop once the solved view (yaw and pitch) moved less than this in a round
     blink_from_gap: bool = True  # close each closing eye's eyeBlink to its lid gap after the solve (``blinks_from_gaps``)
     jaw_from_gap: bool = True  # open the jaw to the lips' gap after the solve where it reads narrower (``jaw_from_gap``)
+    close_from_gap: bool = True  # close the lips to their gap after the solve where it reads wider (``close_from_gap``)
     oval_weight: float = 1.0  # weight of the face-contour landmarks. They slide along the silhouette as the head turns,
     # but the view-dependent embeddings follow them there: full weight (was 0.3), with the 4/2 steps above, took the
     # mean head-pose error on the check videos (scripts/check_tracking.py) from 1.36 to 1.28 degrees
@@ -145,6 +149,7 @@ class ExpressionPoseSolver:
         names = list(model.expression_names)
         self.blinks = [(self.iris[side][1], names.index(n)) for side, n in BLINKS if side in self.iris and n in names]
         self.jaw = names.index(JAW_CHANNEL) if (JAW_CHANNEL in names and embedding == LANDMARK_SET) else None
+        self.close = names.index(CLOSE_CHANNEL) if (CLOSE_CHANNEL in names and embedding == LANDMARK_SET) else None
         self.base_w = w  # [L]
         self.sqrt_w = (w / (w.sum() - self.lip_extra)).sqrt().repeat_interleave(2)  # [2L]
         self.lo, self.hi = model.expression_range
@@ -267,6 +272,8 @@ class ExpressionPoseSolver:
                 p = self.blinks_from_gaps(p, target, iod)
             if o.jaw_from_gap and self.jaw is not None:
                 p = self.jaw_from_gap(p, target, iod)
+            if o.close_from_gap and self.close is not None:
+                p = self.close_from_gap(p, target, iod)
             err = (self.project(p) - target).norm(dim=-1)
             nme = float(err[self.sqrt_w[::2] > 0].mean() / iod)
         return p.numpy().astype(np.float32), nme
@@ -290,6 +297,32 @@ class ExpressionPoseSolver:
             out[self.jaw] = mid
             lo, hi = (mid, hi) if self._mouth_gap(out, iod) < goal else (lo, mid)
         out[self.jaw] = lo
+        return out
+
+    def _signed_mouth_gap(self, params: torch.Tensor, down: torch.Tensor, iod: float) -> float:
+        """The model's inner-lip gap / ``iod`` along ``down`` [2] (the face's downward unit vector in the image):
+        negative once the lips pass each other, so that it falls steadily as the lips close."""
+        xy = self.project(params)
+        return float((xy[INNER_LIP_LOWER] - xy[INNER_LIP_UPPER]) @ down) / iod
+
+    def close_from_gap(self, params: torch.Tensor, target: torch.Tensor, iod: float) -> torch.Tensor:
+        """params [E + 6] with mouthClose raised (bisection) until the model's inner-lip gap narrows to the one
+        in ``target`` [L, 2], where the solve left it wider; never lowered, and never past the target's gap.
+        Why: the counterpart of ``jaw_from_gap``. The solve reads the jaw from the whole lower face, and where
+        a speaker's lips meet over a slightly opened jaw it left them apart: on a dev clip built from a smile
+        (retalking_4), closed lips (0.00-0.03 IOD) tracked 0.04-0.07 open, the avatar's teeth showing between."""
+        goal = float((target[INNER_LIP_UPPER] - target[INNER_LIP_LOWER]).norm()) / iod
+        eyes = target[EYE_LINE[1]] - target[EYE_LINE[0]]
+        down = torch.stack([-eyes[1], eyes[0]]) / eyes.norm().clamp_min(1e-6)  # eye line turned +90 degrees (image y down)
+        if self._signed_mouth_gap(params, down, iod) <= goal:
+            return params
+        lo, hi = float(params[self.close]), float(self.hi)
+        out = params.clone()
+        for _ in range(JAW_SEARCH_STEPS):
+            mid = 0.5 * (lo + hi)
+            out[self.close] = mid
+            lo, hi = (mid, hi) if self._signed_mouth_gap(out, down, iod) > goal else (lo, mid)
+        out[self.close] = lo
         return out
 
     def blinks_from_gaps(self, params: torch.Tensor, target: torch.Tensor, iod: float) -> torch.Tensor:

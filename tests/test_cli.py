@@ -48,6 +48,16 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "No face" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("option", "value", "why"), [("--max-scored", "0", "0 is below 1"), ("--every", "-3", "-3 is below 1"),
+                                                    ("--max-scored", "many", "'many' is not a whole number")])  # fmt: skip
+def test_eval_counts_below_one_are_refused_by_name(tmp_path, capsys, option, value, why):
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--video", str(tmp_path / "v.mp4"), "-o", str(tmp_path / "r"), option, value])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and err.endswith(f"argument {option}: {why}"), err
+    assert not (tmp_path / "r").exists()
+
+
 def test_headmodel_info(capsys):
     assert main(["headmodel", "info", "--no-download"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -142,7 +142,8 @@ def test_closing_eyes_are_read_as_expression_not_identity(ict_model):
 def test_tracker_closes_blinks_and_opens_the_jaw_to_the_landmark_gaps(ict_model):
     """``ExpressionPoseSolver``: an eye whose lids nearly meet reads eyeBlink near 1 (the least-squares solve
     alone stops short, against the prior); an open eye keeps the solve's reading; a mouth the solve opened too
-    little is opened to the lips' gap, and one opened enough is never closed by it."""
+    little is opened to the lips' gap, and one opened enough is never closed by it; lips it left apart are
+    closed to their gap with mouthClose."""
     from sega.face_measures import INNER_LIP_LOWER, INNER_LIP_UPPER, interocular
     from sega.synthetic import FACE_CENTRE, orbit_camera
     from sega.track import EYE_CLOSED_GAP, ExpressionPoseSolver, TrackOptions
@@ -172,3 +173,17 @@ def test_tracker_closes_blinks_and_opens_the_jaw_to_the_landmark_gaps(ict_model)
     assert torch.equal(solver.jaw_from_gap(wide, target, iod), wide)
     gap = np.linalg.norm(lm[INNER_LIP_UPPER] - lm[INNER_LIP_LOWER]) / iod
     assert gap < 0.05  # (the rest face's lips are closed: the target above really is the jaw's doing)
+    # Lips that meet over an opened jaw (ARKit's mouthClose): a solve that left them apart is closed to the
+    # target's gap, never past it; one already as closed is untouched.
+    close = ict_model.expression_index("mouthClose")
+    sealed = opened.copy()
+    sealed[close] = 0.4
+    target = torch.as_tensor(_projected(ict_model, ident, sealed, cam))
+    goal = float((target[INNER_LIP_UPPER] - target[INNER_LIP_LOWER]).norm()) / iod
+    apart = params.clone()
+    apart[jaw] = 0.5
+    shut_lips = solver.close_from_gap(apart, target, iod)
+    assert float(shut_lips[close]) > 0.2 and torch.equal(shut_lips[:close], apart[:close])
+    assert abs(solver._mouth_gap(shut_lips, iod) - goal) < 0.01, (solver._mouth_gap(shut_lips, iod), goal)
+    assert solver._mouth_gap(apart, iod) > goal + 0.03
+    assert torch.equal(solver.close_from_gap(shut_lips, target, iod), shut_lips)
