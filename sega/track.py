@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -288,15 +289,21 @@ class ExpressionPoseSolver:
         points, and against the expression prior the solve opened wide mouths short (a dev set's frames with
         the lips 0.1-0.2 IOD apart tracked 0.025 IOD narrower on average, 0.064 beyond 0.2)."""
         goal = float((target[INNER_LIP_UPPER] - target[INNER_LIP_LOWER]).norm()) / iod
-        if self._mouth_gap(params, iod) >= goal:
+        return self._raise_while(params, self.jaw, lambda p: self._mouth_gap(p, iod) < goal)
+
+    def _raise_while(self, params: torch.Tensor, channel: int, short: Callable[[torch.Tensor], bool]) -> torch.Tensor:
+        """params [E + 6] with expression ``channel`` raised by bisection (``JAW_SEARCH_STEPS``) towards the
+        model's upper bound for as long as ``short(params)`` holds: the largest value found where it still does
+        (the goal approached from the solve's side, never passed). params itself where it does not hold."""
+        if not short(params):
             return params
-        lo, hi = float(params[self.jaw]), float(self.hi)
+        lo, hi = float(params[channel]), float(self.hi)
         out = params.clone()
         for _ in range(JAW_SEARCH_STEPS):
             mid = 0.5 * (lo + hi)
-            out[self.jaw] = mid
-            lo, hi = (mid, hi) if self._mouth_gap(out, iod) < goal else (lo, mid)
-        out[self.jaw] = lo
+            out[channel] = mid
+            lo, hi = (mid, hi) if short(out) else (lo, mid)
+        out[channel] = lo
         return out
 
     def _signed_mouth_gap(self, params: torch.Tensor, down: torch.Tensor, iod: float) -> float:
@@ -314,16 +321,7 @@ class ExpressionPoseSolver:
         goal = float((target[INNER_LIP_UPPER] - target[INNER_LIP_LOWER]).norm()) / iod
         eyes = target[EYE_LINE[1]] - target[EYE_LINE[0]]
         down = torch.stack([-eyes[1], eyes[0]]) / eyes.norm().clamp_min(1e-6)  # eye line turned +90 degrees (image y down)
-        if self._signed_mouth_gap(params, down, iod) <= goal:
-            return params
-        lo, hi = float(params[self.close]), float(self.hi)
-        out = params.clone()
-        for _ in range(JAW_SEARCH_STEPS):
-            mid = 0.5 * (lo + hi)
-            out[self.close] = mid
-            lo, hi = (mid, hi) if self._signed_mouth_gap(out, down, iod) > goal else (lo, mid)
-        out[self.close] = lo
-        return out
+        return self._raise_while(params, self.close, lambda p: self._signed_mouth_gap(p, down, iod) > goal)
 
     def blinks_from_gaps(self, params: torch.Tensor, target: torch.Tensor, iod: float) -> torch.Tensor:
         """params [E + 6] with each eyeBlink raised towards the one its eye's lid gap in ``target`` [L, 2]
