@@ -63,6 +63,9 @@ def clip_figures(report: dict) -> dict:
         "mouth_opening_error": _mean("mouth_opening_error", o), "frozen_mouth_opening_error": _mean("mouth_opening_error", f),
         "eye_opening_error": _mean("eye_opening_error", o), "frozen_eye_opening_error": _mean("eye_opening_error", f),
         "gaze_error": _mean("gaze_error", o), "frozen_gaze_error": _mean("gaze_error", f),
+        # the same errors between two readings of the target frames: what the landmark errors can resolve
+        "reread_gaze_error": _mean("gaze_error", report.get("target_reread") or {}),
+        "reread_eye_opening_error": _mean("eye_opening_error", report.get("target_reread") or {}),
         "brow_height_error": _mean("brow_height_error", o), "frozen_brow_height_error": _mean("brow_height_error", f),
         "expression_error": _mean("expression_error", o),
         "pose_error_deg": _mean("pose_error_deg", o),

@@ -31,6 +31,9 @@ from .metrics import psnr, ssim_map
 EXPRESSION_GROUPS = ("lips", "left_eye", "right_eye", "left_eyebrow", "right_eyebrow")
 POSE_REFIT_ITERATIONS = 10  # solver steps when fitting the render's head pose
 MIN_REGION_PX = 50  # a mouth / eye region of fewer pixels is not scored
+# Errors taken between two MediaPipe readings of each target frame (the static detection the scores use and the
+# tracker's video landmarks): the report's ``target_reread``, a floor under what the landmark errors can resolve.
+REREAD = ("eye_opening_error", "mouth_opening_error", "mouth_width_error", "gaze_error", "brow_height_error")
 
 
 @dataclass
@@ -123,10 +126,14 @@ class FrameScorer:
         if mask.sum() < 100:
             return {"skipped": "the avatar and the person do not overlap"}, {}
         tgt = measure_image(frame, self.detector)
+        video = Measured(video_landmarks, landmark_measures(video_landmarks), teeth_shown(frame, video_landmarks))
+        entry: dict = {}
         if tgt.landmarks is None:  # the static detector missed what the tracker found: its landmarks, its measures
-            tgt = Measured(video_landmarks, landmark_measures(video_landmarks), teeth_shown(frame, video_landmarks))
+            tgt = video
+        else:  # two readings of one frame: how finely the landmark errors can resolve anything
+            entry["target_reread"] = {k: v for k, v in measure_errors(video, tgt).items() if k in REREAD}
         regions = region_masks(tgt.landmarks, *frame.shape[:2])
-        entry: dict = {"teeth_target": tgt.teeth, "target_measures": tgt.measures}
+        entry |= {"teeth_target": tgt.teeth, "target_measures": tgt.measures}
         frozen: dict = {}
         for name, img, img8, dest in (("driven", rgb, render8, entry), ("frozen", frozen_rgb, frozen8, frozen)):
             ssim = ssim_map(torch.from_numpy(img), torch.from_numpy(target)).numpy()

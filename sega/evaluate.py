@@ -34,7 +34,7 @@ from PIL import Image
 from .errors import FaceNotFoundError, SegaError
 from .presets import DEFAULT_PRESET
 from .landmarks import mediapipe_groups
-from .eval_frame import FrameScorer, yaw_change_deg
+from .eval_frame import REREAD, FrameScorer, yaw_change_deg
 from .track import ExpressionPoseSolver, TrackOptions, detect_video_landmarks, track_landmarks
 from .video import Frames
 
@@ -279,7 +279,8 @@ def summarise(per_frame: list[dict]) -> dict:
     """The report's overall figures: mean / median / min / max of each score for the driven render
     (``overall``) and the frozen baseline (``frozen``), what driving gains (``gain``: driven minus frozen
     means; positive is better for PSNR / SSIM, negative for errors), teeth agreement and the frames
-    whose eyes the render closed."""
+    whose eyes the render closed; ``target_reread``: the landmark errors between two readings of the
+    target frames (``eval_frame.REREAD``)."""
     scored = [e for e in per_frame if "psnr_db" in e]
     frozen = [e["frozen"] for e in scored]
     overall = {k: _summary(e.get(k) for e in scored) for k in SCORES + DRIVEN_ONLY}
@@ -292,7 +293,8 @@ def summarise(per_frame: list[dict]) -> dict:
         return float(np.mean([a == b for a, b in pairs])) if pairs else None
 
     closed = _eyes_closed_wrongly(scored)
-    return {"overall": overall, "frozen": base, "gain": gain, "turned": turned_frames(scored),
+    reread = {k: _summary(e["target_reread"].get(k) for e in scored if "target_reread" in e) for k in REREAD}
+    return {"overall": overall, "frozen": base, "gain": gain, "turned": turned_frames(scored), "target_reread": reread,
             "teeth": {"target_frames_with_teeth": sum(bool(e["teeth_target"]) for e in scored),
                       "agreement": agreement(scored), "frozen_agreement": agreement(frozen)},
             "eyes_closed_wrongly": {"frames": closed, "count": len(closed)}}  # fmt: skip

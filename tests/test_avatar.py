@@ -437,6 +437,51 @@ def test_a_squinting_photos_eyes_are_found_closing(ict_model):
     assert found[0][eyes].all() and not found[1].any()
 
 
+def test_a_squinting_photos_lid_splats_leave_the_open_eye_open(ict_model):
+    """A closing eye's lid splats are sized for the open eye times LID_SPLAT_GROWTH, so the lid still hides the
+    eyeball once stretched shut, but capped near the lash line (``lid_margin_spacing``): on the open template,
+    rendered dark over white eyeballs, the capped lids cover under a third of the eye opening (MediaPipe's
+    eye contours) and under half what the uncapped ones cover (54%: the driven eye looked half shut)."""
+    from sega.avatar.build import atlas_regions
+    from sega.avatar.build.init import LID_MOVE_M, LID_SPLAT_GROWTH, lid_margin_spacing
+    from sega.avatar.options import AvatarOptions
+    from sega.avatar.texels import blink_texels, region_mask, texel_spacing
+    from sega.camera import look_at_camera, project_points
+    from sega.face_measures import EYE_CONTOURS
+    from sega.fit import LANDMARK_SET, surface_rows
+    from sega.imaging import polygon_mask
+    from sega.render import render
+    from sega.synthetic import FACE_CENTRE
+    from sega.uv import Atlas
+
+    atlas = Atlas.build(ict_model, AvatarOptions().atlas_resolution, regions=atlas_regions(ict_model))
+    verts = np.asarray(ict_model.vertices, np.float64)
+    lids, eyes = blink_texels(ict_model, atlas, LID_MOVE_M), region_mask(atlas, "eyeball_left", "eyeball_right")
+    spacing = texel_spacing(atlas, verts)
+    grown = LID_SPLAT_GROWTH * spacing
+    capped = np.minimum(grown, lid_margin_spacing(ict_model, atlas, verts))
+    size = 256
+    cam = look_at_camera(FACE_CENTRE + [0.0, 0.0, 0.4], FACE_CENTRE, [0.0, -1.0, 0.0], 30.0, size, size)
+    K, V = cam.torch()
+    contours = surface_rows(ict_model, ict_model.landmarks[LANDMARK_SET], verts)
+    opening = np.zeros((size, size), bool)
+    for side in ("left", "right"):
+        uv, _ = project_points(contours[list(EYE_CONTOURS[side])], K, V)
+        opening |= polygon_mask(uv.numpy(), size, size)
+    sel = lids | eyes
+    means = atlas.texel_points(torch.as_tensor(verts, dtype=torch.float32))[torch.as_tensor(sel)]
+    n = int(sel.sum())
+    colors = torch.as_tensor(eyes[sel], dtype=torch.float32)[:, None].repeat(1, 3)  # lids black, eyeballs white
+    covered = []
+    for lid_spacing in (grown, capped):
+        sigma = AvatarOptions().init_scale_texels * np.where(lids, lid_spacing, spacing)[sel]
+        out = render(means, torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1), torch.as_tensor(sigma, dtype=torch.float32)[:, None].repeat(1, 3),
+                     torch.full((n,), 0.95), colors, K, V, size, size, torch.zeros(3))  # fmt: skip
+        covered.append(float((out.rgb[..., 0].numpy()[opening] < 0.5).mean()))
+    assert opening.sum() > 200, opening.sum()
+    assert covered[1] <= 0.3 and covered[1] <= 0.5 * covered[0], covered
+
+
 def test_decoder_residuals_spare_what_the_init_fixed():
     """``_residual_keep``: the decoders' geometry channels are dropped where the geometry is fixed, their
     appearance channels where the appearance is locked, and nothing else."""

@@ -81,6 +81,10 @@ LID_MOVE_M = 0.002  # texels moving more than this under a blink are lid texels:
 # eye's eyeball pixels). An open eye's lids are fitted as before: kept as initialised, a blink read back less
 # closed on the render (MediaPipe's lid gap 0.89 of the open eye's, 0.67-0.74 fitted).
 LID_SPLAT_GROWTH = 1.3
+# ... but no larger than LID_MARGIN_REACH x the texel's distance to the open eye's lid margin (``lid_margin_spacing``):
+# grown alike up to the lash line, the lids hung over the driven open eye (xportrait_driving's grin: MediaPipe lid gap
+# on the render 0.045-0.056 IOD where the target's is 0.08-0.10, 0.066-0.071 capped; a blink still renders shut).
+LID_MARGIN_REACH = 1.0
 
 
 @dataclass
@@ -273,7 +277,10 @@ def initial_maps(
         if expression is not None and blinks:
             open_vertices = open_vertices - np.tensordot(np.asarray(expression, np.float64)[blinks],
                                                          np.asarray(model.expression_basis, np.float64)[blinks], axes=1)
-        splat_spacing = np.where(lids & squint, LID_SPLAT_GROWTH * texel_spacing(atlas, open_vertices), spacing)
+        grown = LID_SPLAT_GROWTH * texel_spacing(atlas, open_vertices)
+        if landmarks is not None:
+            grown = np.minimum(grown, lid_margin_spacing(model, atlas, open_vertices))
+        splat_spacing = np.where(lids & squint, grown, spacing)
     in_plane = np.log(options.init_scale_texels * splat_spacing)
     log_scale = np.stack([in_plane, in_plane, in_plane + math.log(options.init_normal_scale_ratio)], 1)
     logit = math.log(options.init_opacity / (1.0 - options.init_opacity))
@@ -308,6 +315,24 @@ def closing_eye_texels(atlas: Atlas, points: np.ndarray, camera: Camera, landmar
     for side in closing:
         out |= near_left if side == "left" else ~near_left
     return out
+
+
+def lid_margin_spacing(model: HeadModel, atlas: Atlas, open_vertices: np.ndarray) -> np.ndarray:
+    """[T] metres: the largest splat spacing (std-dev = ``init_scale_texels`` x spacing) for each texel that
+    keeps a lid splat off the open eye: LID_MARGIN_REACH x its distance, on the open mesh (open_vertices
+    [V, 3]), to the nearer lid margin (MediaPipe's eye contours through the landmark embedding); inf
+    without that embedding."""
+    from ...face_measures import EYE_CONTOURS
+    from ...fit import LANDMARK_SET, surface_rows
+
+    emb = model.landmarks.get(LANDMARK_SET)
+    points = atlas.texel_points(torch.as_tensor(open_vertices, dtype=torch.float32)).numpy()
+    if emb is None:
+        return np.full(len(points), np.inf)
+    rows = surface_rows(model, emb, np.asarray(open_vertices)).numpy()
+    margin = rows[[i for side in ("left", "right") for i in EYE_CONTOURS[side]]]
+    dist, _ = cKDTree(margin).query(points)
+    return LID_MARGIN_REACH * dist
 
 
 def inner_lip_texels(model: HeadModel, vertices: np.ndarray, points: np.ndarray) -> np.ndarray:
