@@ -126,6 +126,7 @@ def _all_tensors(avatar) -> dict[str, torch.Tensor]:
     rig = avatar.rig
     out = {f"rig.{f.name}": getattr(rig, f.name) for f in fields(rig) if isinstance(getattr(rig, f.name), torch.Tensor)}
     out.update({f"rig.static.{k}": v for k, v in rig.static.tensors().items()})
+    out.update({f"rig.dynamic_maps.{k}": v for k, v in rig.dynamic_maps.tensors().items()})
     out.update({f"maps.{k}": v for k, v in avatar.maps.tensors().items()})
     out.update({f"hair.{k}": v for k, v in avatar.hair.tensors().items()})
     for name in ("encoder", "dynamic", "static"):
@@ -198,6 +199,18 @@ def test_saved_files_are_the_same_whichever_device_holds_the_avatar(small_cpu, t
             if k != "header_json":
                 assert np.array_equal(za[k], zb[k]), k
     assert type(avatar).read_header(a)["options"]["device"] == "cpu"
+
+
+def test_to_moves_every_tensor_and_leaves_the_original(small_cpu):
+    """``Avatar.to`` on torch's shape-only "meta" device (the CPU twin of ``to("cuda")``): every tensor of the copy
+    (maps, hair, decoders, the moved rig) is there, the original stays on the CPU, and the copy still animates."""
+    avatar, (g, _, _) = small_cpu
+    moved = avatar.to("meta")
+    assert moved.device.type == "meta" and moved.rig is not avatar.rig and moved.decoders is not avatar.decoders
+    assert [k for k, t in _all_tensors(moved).items() if t.device.type != "meta"] == []
+    assert all(t.device.type == "cpu" for t in _all_tensors(avatar).values())
+    frame = moved.animate(avatar.expression_with(jawOpen=0.7), (np.zeros(3), np.zeros(3)))
+    assert frame.means.device.type == "meta" and frame.means.shape == g.means.shape
 
 
 # ---- the build: device="cpu" explicitly, under the trap, against the default build -------------------
