@@ -79,7 +79,7 @@ def bench_preset(name: str, photo: np.ndarray, model) -> dict:
            "dynamic_gaussians": int((~avatar.static_mask).sum()), "atlas_resolution_texels": avatar.options.atlas_resolution,
            "iterations": avatar.options.iterations, "render_size_px": avatar.options.render_size}  # fmt: skip
 
-    rgb = avatar.render().rgb.numpy()
+    rgb = avatar.render().rgb.cpu().numpy()
     m = data.person_mask[..., None]
     target = data.target * m + np.asarray(avatar.options.background, np.float32) * (1 - m)
     mask = data.face_mask
@@ -94,7 +94,7 @@ def bench_preset(name: str, photo: np.ndarray, model) -> dict:
     for yaw in COVERAGE_YAWS:
         cam = avatar.orbit_camera(yaw, size=COVERAGE_SIZE)
         sil = render_mesh(verts, avatar.atlas.faces, cam).mask
-        alpha = avatar.render(camera=cam).alpha.numpy()[..., 0]
+        alpha = avatar.render(camera=cam).alpha.cpu().numpy()[..., 0]
         cover[f"yaw_{yaw}_deg"] = round(float(alpha[sil].mean()), 4)
     print(f"[{name}] alpha inside the head silhouette (target >= 0.99): " + ", ".join(f"{yaw}: {a:.4f}" for yaw, a in zip(COVERAGE_YAWS, cover.values())))
     fig.update(alpha_in_silhouette=cover, alpha_in_silhouette_min=min(cover.values()))

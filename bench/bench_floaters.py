@@ -42,7 +42,7 @@ SHEET_SIZE = 192  # px per contact-sheet tile
 def _sheet(avatar: Avatar, worst: np.ndarray) -> np.ndarray:
     cam = avatar.orbit_camera(0.0, size=SHEET_SIZE)
     exprs = [avatar.expression, avatar.expression_with(jawOpen=1.0), avatar.expression_with(mouthSmile_L=1.0, mouthSmile_R=1.0), worst]
-    return np.concatenate([avatar.render(e, camera=cam).rgb.numpy() for e in exprs], 1)
+    return np.concatenate([avatar.render(e, camera=cam).rgb.cpu().numpy() for e in exprs], 1)
 
 
 def main() -> None:

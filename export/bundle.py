@@ -210,9 +210,11 @@ def _prepare_folder(out: Path) -> None:
 
 def write_bundle_folder(avatar, directory: str | Path, options: BundleOptions = BundleOptions()) -> BundleSummary:
     """Write the bundle files into ``directory``: created, or emptied of an earlier bundle; a folder
-    holding other files is refused (``BundleExportError``)."""
+    holding other files is refused (``BundleExportError``). An avatar on a GPU is exported from a CPU copy
+    (``Avatar.to``): graphs traced on the CPU, the same bundle whichever device built or holds the avatar."""
     out = Path(directory)
     _prepare_folder(out)
+    avatar = avatar.to("cpu")
     model = avatar.head_model
     num_e = model.num_expressions
     neutral = np.zeros(num_e, dtype=np.float32)

@@ -21,6 +21,11 @@ Playback uses onnxruntime only (no torch): ``Bundle.frame`` returns the graph ou
 every frame (shape and finite values; onnxruntime failures become ``BundleError`` too), and
 ``Bundle.gaussians`` the posed splats as numpy arrays. ``Bundle.render`` hands them to the same
 renderer the avatar uses (``sega.render``, which needs torch).
+
+``load_bundle(..., device="cuda")`` (a resolved name: ``sega.devices.resolve_device``) renders on the GPU
+(gsplat) and runs the graphs with onnxruntime's CUDA provider where the installed onnxruntime has one
+(``onnxruntime-gpu``, as in the CUDA Space image), else with its CPU provider: the graphs are small, the
+rendering is what the GPU is for.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ from .clips import ClipError, read_clip
 from .ply import SplatPlyError, read_splat_ply
 
 UNSAFE_NAME = re.compile(r"(^/|^[A-Za-z]:|\\|\x00)")
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"  # onnxruntime-gpu only
 
 
 def _check_member_name(name: str) -> None:
@@ -138,7 +145,7 @@ class Bundle:
     temporary folder of an unzipped bundle."""
 
     def __init__(self, root: Path, manifest: dict, splats: dict, dynamic_rows: np.ndarray, sessions: list,
-                 shapes: dict[str, list[int]], tmp: Path | None):  # fmt: skip
+                 shapes: dict[str, list[int]], tmp: Path | None, device: str = "cpu"):  # fmt: skip
         self.root = root  # folder holding manifest.json
         self.manifest = manifest
         self.splats = splats  # read_splat_ply of static.ply (activated values, file order)
@@ -146,6 +153,7 @@ class Bundle:
         self._sessions = sessions  # [(graph path, step, onnxruntime session)]
         self._shapes = {n: tuple(v) for n, v in shapes.items()}  # step output -> its checked static shape
         self._tmp = tmp
+        self.device = device  # where ``render`` puts the splats ("cpu", "cuda": resolved names)
 
     # ---- facts ---------------------------------------------------------------------------------
     @property
@@ -232,18 +240,20 @@ class Bundle:
 
     def render(self, expression=None, head_pose=None, camera=None, width: int = 512, height: int = 512,
                background=(1.0, 1.0, 1.0), backend: str = "auto"):  # fmt: skip
-        """Render one frame with ``sega.render`` (torch) -> its ``RenderOutput`` (rgb [H, W, 3] ...)."""
+        """Render one frame with ``sega.render`` (torch) on the bundle's ``device`` -> its ``RenderOutput``
+        (rgb [H, W, 3] ..., on that device)."""
         import torch
 
         from sega.render import render as render_gaussians
 
+        dev = torch.device(self.device)
         cam = self.camera(width, height) if camera is None else camera
-        g = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.gaussians(expression, head_pose).items()}
+        g = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in self.gaussians(expression, head_pose).items()}
         with torch.no_grad():
             return render_gaussians(
                 g["means"], g["quats"], g["scales"], g["opacities"], g["colors"],
-                torch.as_tensor(cam.K, dtype=torch.float32), torch.as_tensor(cam.viewmat, dtype=torch.float32),
-                cam.width, cam.height, torch.tensor(background, dtype=torch.float32), backend=backend,
+                torch.as_tensor(cam.K, dtype=torch.float32, device=dev), torch.as_tensor(cam.viewmat, dtype=torch.float32, device=dev),
+                cam.width, cam.height, torch.tensor(background, dtype=torch.float32, device=dev), backend=backend,
             )  # fmt: skip
 
     def clip(self, name: str, max_frames: int | None = None) -> dict:
@@ -319,7 +329,16 @@ def _quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                      aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], 1).astype(np.float32)  # fmt: skip
 
 
-def _session(data: bytes, name: str, threads: int | None):
+def onnx_providers(device: str = "cpu") -> list[str]:
+    """onnxruntime execution providers for a resolved device: the CUDA provider first on "cuda" when this
+    onnxruntime has it (``onnxruntime-gpu``), the CPU provider always (the fallback for what CUDA lacks)."""
+    import onnxruntime as ort
+
+    cuda = str(device).split(":", 1)[0] == "cuda" and CUDA_PROVIDER in ort.get_available_providers()
+    return [CUDA_PROVIDER, CPU_PROVIDER] if cuda else [CPU_PROVIDER]
+
+
+def _session(data: bytes, name: str, threads: int | None, device: str = "cpu"):
     """An onnxruntime session of checked graph bytes (the bytes, not the path: nothing next to the file is read)."""
     import onnxruntime as ort
 
@@ -329,15 +348,18 @@ def _session(data: bytes, name: str, threads: int | None):
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(data, opts, providers=onnx_providers(device))
     except Exception as err:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
         raise BundleError(f"{name} is not a loadable ONNX graph: {first_line(err)}") from err
 
 
-def load_bundle(path: str | Path, limits: BundleLimits = BundleLimits(), threads: int | None = None, verify_hashes: bool = True) -> Bundle:
+def load_bundle(path: str | Path, limits: BundleLimits = BundleLimits(), threads: int | None = None, verify_hashes: bool = True,
+                device: str = "cpu") -> Bundle:  # fmt: skip
     """Validate and load a bundle folder or ``.zip`` (see the module docstring for what is refused).
 
-    threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+    threads: onnxruntime intra-op threads (default: onnxruntime's choice). device: a resolved device name
+    ("cpu", "cuda"; ``sega.devices.resolve_device``) for ``Bundle.render`` and the graphs' provider
+    (``onnx_providers``).
     Raises ``BundleError`` (a ``SegaError``) with a specific message (also when ``path`` does not exist).
     """
     path = Path(path)
@@ -354,14 +376,14 @@ def load_bundle(path: str | Path, limits: BundleLimits = BundleLimits(), threads
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     try:
-        return _load_folder(root, limits, threads, verify_hashes, tmp)
+        return _load_folder(root, limits, threads, verify_hashes, tmp, device)
     except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _load_folder(root: Path, limits: BundleLimits, threads, verify_hashes: bool, tmp: Path | None) -> Bundle:
+def _load_folder(root: Path, limits: BundleLimits, threads, verify_hashes: bool, tmp: Path | None, device: str = "cpu") -> Bundle:
     manifest = read_manifest(root, limits)
     for rel, what in referenced_files(manifest):
         _resolve(root, rel, what)
@@ -370,9 +392,9 @@ def _load_folder(root: Path, limits: BundleLimits, threads, verify_hashes: bool,
     shapes: dict[str, list[int]] = {n: spec["shape"] for n, spec in manifest["frame"]["inputs"].items()}
     sessions = []
     for step in manifest["frame"]["steps"]:
-        sessions.append(_load_step(root, step, manifest["frame"], shapes, limits, threads))
+        sessions.append(_load_step(root, step, manifest["frame"], shapes, limits, threads, device))
     check_output_shapes(manifest, len(dynamic_rows))
-    return Bundle(root, manifest, splats, dynamic_rows, sessions, shapes, tmp)
+    return Bundle(root, manifest, splats, dynamic_rows, sessions, shapes, tmp, device)
 
 
 def _read_splats(root: Path, entry: dict) -> tuple[dict, np.ndarray]:
@@ -397,7 +419,7 @@ def _read_splats(root: Path, entry: dict) -> tuple[dict, np.ndarray]:
     return splats, dynamic_rows
 
 
-def _load_step(root: Path, step: dict, frame: dict, shapes: dict[str, list[int]], limits: BundleLimits, threads):
+def _load_step(root: Path, step: dict, frame: dict, shapes: dict[str, list[int]], limits: BundleLimits, threads, device: str = "cpu"):
     """Check one step's graph file (size, then ``check_graph``), compare its outputs with the manifest's
     shapes, add them to ``shapes``, and open it in onnxruntime -> (graph path, step, session)."""
     rel = step["graph"]
@@ -413,4 +435,4 @@ def _load_step(root: Path, step: dict, frame: dict, shapes: dict[str, list[int]]
         if name in want and got[name] != want[name]:
             raise BundleError(f"{rel}: output {name!r} has shape {got[name]}, the manifest says {want[name]}")
         shapes[name] = got[name]
-    return rel, step, _session(data, rel, threads)
+    return rel, step, _session(data, rel, threads, device)

@@ -100,7 +100,7 @@ def main() -> None:
 
         def avatar_video(motion):
             exprs = np.clip(motion[0] + rest, 0, 1)
-            frames = [(avatar.render(e, (p[:3], p[3:]), camera=avatar.camera).rgb.numpy().clip(0, 1) * 255 + 0.5).astype(np.uint8)
+            frames = [(avatar.render(e, (p[:3], p[3:]), camera=avatar.camera).rgb.cpu().numpy().clip(0, 1) * 255 + 0.5).astype(np.uint8)
                       for e, p in zip(exprs, motion[1])]  # fmt: skip
             return frames, exprs, motion[1]
 

@@ -21,7 +21,7 @@ class Camera:
     width: int  # pixels
     height: int  # pixels
 
-    def torch(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
+    def torch(self, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None) -> tuple[Tensor, Tensor]:
         """(K [3, 3], viewmat [4, 4]) as tensors."""
         return (torch.as_tensor(self.K, dtype=dtype, device=device), torch.as_tensor(self.viewmat, dtype=dtype, device=device))
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .devices import DEFAULT_DEVICE, DEVICES
 from .errors import SegaError
 from .presets import DEFAULT_PRESET, PRESET_HELP, PRESET_NAMES, QUICK_PRESET
 
@@ -37,6 +38,20 @@ def _add_headmodel_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-download", action="store_true", help="never download ICT-FaceKit; fail if it is not found locally")
     g.add_argument("--flame", type=Path, help="FLAME .pkl file or folder (with --head-model flame)")
     g.add_argument("--flame-uv", type=Path, help="FLAME UV file: head_template_mesh.obj or FLAME_texture.npz")
+
+
+def _add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=DEVICES, default=DEFAULT_DEVICE,
+                   help="where the torch work and rendering run: auto (CUDA when torch sees a GPU, else the CPU), cpu or cuda; "
+                        "MediaPipe always runs on the CPU (default: auto)")  # fmt: skip
+
+
+def _device_from_args(args: argparse.Namespace) -> str:
+    """--device resolved ("cpu" / "cuda") after the output check and before anything slow: ``DeviceError`` (one
+    line) when CUDA is asked for and missing."""
+    from .devices import resolve_device
+
+    return resolve_device(args.device)
 
 
 def load_model_from_args(args: argparse.Namespace):
@@ -92,6 +107,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .io import check_output_dir
 
     check_output_dir(args.output)  # before anything slow loads
+    device = _device_from_args(args)
     from tqdm import tqdm
 
     from .examples import example_photo
@@ -101,7 +117,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise SegaError("give a PHOTO or --example (not both)")
     photo_path = example_photo() if args.example else args.photo
     pipe = BuildPipeline(HeadModelOptions(args.head_model, args.ict_dir, args.num_identity, not args.no_download, args.flame, args.flame_uv))
-    options = BuildOptions(preset=args.preset, seed=args.seed, preview_size=args.preview_size, bundle=args.bundle)
+    options = BuildOptions(preset=args.preset, seed=args.seed, preview_size=args.preview_size, bundle=args.bundle, device=device)
     stages = [s for s in pipeline_stages() if args.bundle or s != "export"]
     with tqdm(total=len(stages), unit="stage", bar_format="{l_bar}{bar}| {elapsed}", disable=args.quiet) as bar:
         shown = {"stage": ""}
@@ -118,7 +134,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     avatar = result.avatar
     build_s = sum(v for k, v in result.seconds.items() if k not in ("previews", "export"))
     print(f"built {photo_path}: {avatar.num_gaussians} Gaussians ({int(avatar.static_mask.sum())} static), "
-          f"preset {args.preset}, {build_s:.1f} s")
+          f"preset {args.preset}, {build_s:.1f} s on {avatar.provenance.get('device', avatar.options.device)}")
     extra = f", bundle.zip ({result.bundle_zip.stat().st_size / 1e6:.1f} MB), avatar.glb, static.ply" if result.bundle_zip else ""
     print(f"wrote avatar.npz, fit.json, {len(result.previews)} previews, previews.png, turntable.mp4{extra} in {result.out_dir}")
     return 0
@@ -154,6 +170,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     from .io import check_output_file
 
     check_output_file(args.output, "output video")  # before anything slow loads
+    device = _device_from_args(args)
     import imageio.v2 as imageio
     import numpy as np
     from tqdm import tqdm
@@ -172,7 +189,7 @@ def cmd_play(args: argparse.Namespace) -> int:
         raise SegaError(f"--size must be {play_sizes[0]} to {play_sizes[1]} pixels, got {args.size}")
     if not np.isfinite(args.yaw):
         raise SegaError(f"--yaw must be a finite number of degrees, got {args.yaw}")
-    with load_bundle(args.bundle) as bundle:
+    with load_bundle(args.bundle, device=device) as bundle:
         clip = bundle.clip(args.clip, max_frames=args.max_frames or None)  # converts only the frames played
         cam = bundle.camera(args.size, args.size)
         if args.yaw:
@@ -185,7 +202,7 @@ def cmd_play(args: argparse.Namespace) -> int:
         try:
             with imageio.get_writer(partial, fps=fps, macro_block_size=1) as writer:
                 for expr, pose in tqdm(bundle.frames_of(clip), total=count, unit="frame", disable=args.quiet):
-                    rgb = bundle.render(expr, pose, camera=cam, backend=args.backend).rgb.numpy()
+                    rgb = bundle.render(expr, pose, camera=cam, backend=args.backend).rgb.cpu().numpy()
                     writer.append_data((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
             partial.replace(out)
         finally:
@@ -194,9 +211,9 @@ def cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
-def _video_model_avatar(args: argparse.Namespace, required: bool):
-    """(frames of --video, head model, avatar of AVATAR/--avatar or None); the video is read first, so a
-    bad video is reported before anything slow loads."""
+def _video_model_avatar(args: argparse.Namespace, required: bool, device: str):
+    """(frames of --video, head model, avatar of AVATAR/--avatar on ``device``, or None); the video is read first,
+    so a bad video is reported before anything slow loads."""
     from .avatar import Avatar
     from .video import read_frames
 
@@ -204,7 +221,7 @@ def _video_model_avatar(args: argparse.Namespace, required: bool):
         raise SegaError(f"avatar file not found: {args.avatar}")
     frames = read_frames(args.video)
     model = load_model_from_args(args)
-    avatar = Avatar.load(args.avatar, model) if (required or args.avatar is not None) else None
+    avatar = Avatar.load(args.avatar, model, device=device) if (required or args.avatar is not None) else None
     return frames, model, avatar
 
 
@@ -218,6 +235,7 @@ def cmd_drive(args: argparse.Namespace) -> int:
     check_output_file(out, "output video")  # before the video is read and anything slow loads
     if args.clip:
         check_output_file(args.clip, "clip file")
+    device = _device_from_args(args)
     from dataclasses import replace
 
     from tqdm import tqdm
@@ -226,7 +244,7 @@ def cmd_drive(args: argparse.Namespace) -> int:
     from .face import FaceDetector
     from .video import write_video
 
-    frames, model, avatar = _video_model_avatar(args, required=True)
+    frames, model, avatar = _video_model_avatar(args, required=True, device=device)
     options = replace(DriveOptions(), smooth=not args.no_smooth, remove_neutral=not args.keep_neutral, render_size=args.size)
     with FaceDetector() as detector:
         result = drive_frames(frames, model, detector, options)
@@ -249,6 +267,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .io import check_output_dir
 
     check_output_dir(args.output, "report folder")  # before the video is read and anything slow loads
+    device = _device_from_args(args)
     from tqdm import tqdm
 
     from dataclasses import replace
@@ -257,8 +276,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .face import FaceDetector
     from .video import write_video
 
-    frames, model, avatar = _video_model_avatar(args, required=False)
-    options = EvalOptions(source_frame=args.source_frame, every=args.every, preset=args.preset)
+    frames, model, avatar = _video_model_avatar(args, required=False, device=device)
+    options = EvalOptions(source_frame=args.source_frame, every=args.every, preset=args.preset, device=device)
     if args.max_scored is not None:
         options = replace(options, max_scored=args.max_scored)
     with FaceDetector() as detector, tqdm(unit="frame", disable=args.quiet) as bar:
@@ -353,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview-size", type=int, default=256, help="side (px) of preview images and turntable frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--bundle", action="store_true", help="also export the avatar bundle (bundle.zip) for the web viewer")
+    _add_device_arg(p)
     _add_headmodel_args(p)
     p.set_defaults(func=cmd_build)
 
@@ -371,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yaw", type=float, default=0.0, help="camera yaw in degrees around the head (default: 0, frontal)")
     p.add_argument("--max-frames", type=int, default=0, help="render at most this many frames (0: the whole clip)")
     p.add_argument("--backend", choices=("auto", "cpu", "gsplat"), default="auto", help="renderer (auto: gsplat on CUDA, else cpu)")
+    _add_device_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_play)
 
@@ -383,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-smooth", action="store_true", help="no temporal smoothing (One-Euro filter)")
     p.add_argument("--keep-neutral", action="store_true", help="keep the driver's resting face (default: removed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device_arg(p)
     _add_headmodel_args(p)
     p.set_defaults(func=cmd_drive)
 
@@ -397,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--avatar", type=Path, help="use this avatar (built from the source frame) instead of building one")
     p.add_argument("--video-out", action="store_true", help="also write side_by_side.mp4 of the scored frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device_arg(p)
     _add_headmodel_args(p)
     p.set_defaults(func=cmd_eval)
 

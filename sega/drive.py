@@ -154,7 +154,7 @@ def render_side_by_side(avatar, frames: Frames, result: DriveResult, size: int, 
     for i, frame in enumerate(frames.frames):
         crop = Image.fromarray(frame[y0 : y0 + side, x0 : x0 + side]).resize((size, size), Image.Resampling.BILINEAR)
         pose = result.head_poses[i]
-        rgb = avatar.render(result.expressions[i], (pose[:3], pose[3:]), camera=cam).rgb.numpy()
+        rgb = avatar.render(result.expressions[i], (pose[:3], pose[3:]), camera=cam).rgb.cpu().numpy()
         render = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
         if progress is not None:
             progress(i)

@@ -111,8 +111,8 @@ class FrameScorer:
 
     def _render(self, expression: np.ndarray, pose: np.ndarray):
         out = self.avatar.render(expression, (pose[:3], pose[3:]), camera=self.avatar.camera)
-        rgb = out.rgb.numpy().clip(0, 1)
-        return rgb, out.alpha.numpy()[..., 0], (rgb * 255 + 0.5).astype(np.uint8)
+        rgb = out.rgb.cpu().numpy().clip(0, 1)
+        return rgb, out.alpha.cpu().numpy()[..., 0], (rgb * 255 + 0.5).astype(np.uint8)
 
     def score(self, frame: np.ndarray, person: np.ndarray, video_landmarks: np.ndarray, expression: np.ndarray,
               pose: np.ndarray) -> tuple[dict, dict]:  # fmt: skip

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .devices import DEFAULT_DEVICE, resolve_device
 from .errors import FaceNotFoundError, SegaError
 from .presets import DEFAULT_PRESET
 from .landmarks import mediapipe_groups
@@ -93,12 +94,13 @@ class EvalOptions:
     refine_iterations: int | None = None  # photometric refinement of each frame's expression + pose (0: landmarks
     # only; None: REFINE_BY_PRESET for the avatar's preset)
     refine_size: int | None = None  # px, side of the refinement's face crop (None: REFINE_BY_PRESET)
+    device: str = DEFAULT_DEVICE  # where the build, the renders and the refinement run ("auto", "cpu", "cuda"; resolved in the report)
 
     def resolved(self, avatar_preset: str | None) -> "EvalOptions":
-        """These options with the refinement filled in for an avatar of ``avatar_preset``."""
+        """These options with the refinement filled in for an avatar of ``avatar_preset`` and the device resolved."""
         iterations, size = REFINE_BY_PRESET.get(avatar_preset or self.preset, REFINE_BY_PRESET[DEFAULT_PRESET])
         return replace(self, refine_iterations=iterations if self.refine_iterations is None else self.refine_iterations,
-                       refine_size=size if self.refine_size is None else self.refine_size)  # fmt: skip
+                       refine_size=size if self.refine_size is None else self.refine_size, device=resolve_device(self.device))  # fmt: skip
 
 
 def _face_recognition_models_dir() -> Path | None:
@@ -182,14 +184,19 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
     mask = polygon_mask((grown - [ox, oy]) * s, h, w)
     if person is not None:
         mask &= resample_square(person.astype(np.float32), ox, oy, side, size, pad="constant", fill=0.0) > 0.5
-    mask = torch.from_numpy(mask)
-    trans0 = torch.as_tensor(head_pose[3:], dtype=torch.float32)
-    target = torch.from_numpy(small)
-    kt, vt = torch.as_tensor(k, dtype=torch.float32), torch.as_tensor(cam.viewmat, dtype=torch.float32)
-    bg = torch.tensor(avatar.options.background, dtype=torch.float32)
-    expr = torch.as_tensor(expression, dtype=torch.float32).clone().requires_grad_(True)
-    rot = torch.as_tensor(head_pose[:3], dtype=torch.float32).clone().requires_grad_(True)
-    trans = torch.as_tensor(head_pose[3:], dtype=torch.float32).clone().requires_grad_(True)
+    dev = avatar.device  # the refinement renders where the avatar lives
+
+    def on(a) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=None if isinstance(a, np.ndarray) and a.dtype == bool else torch.float32, device=dev)
+
+    mask = on(mask)
+    trans0 = on(head_pose[3:])
+    target = on(small)
+    kt, vt = on(k), on(cam.viewmat)
+    bg = on(avatar.options.background)
+    expr = on(expression).clone().requires_grad_(True)
+    rot = on(head_pose[:3]).clone().requires_grad_(True)
+    trans = on(head_pose[3:]).clone().requires_grad_(True)
     # The steps are sized for REFINE_REFERENCE_ITERATIONS; fewer iterations take proportionally larger ones
     # (the same travel), and every phase decays them linearly to REFINE_LR_FINAL of its start so it settles.
     gain = max(1.0, REFINE_REFERENCE_ITERATIONS / max(iterations, 1))
@@ -214,7 +221,7 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
         opt.step()
         with torch.no_grad():
             expr.clamp_(lo, hi)
-    return expr.detach().numpy(), torch.cat([rot, trans]).detach().numpy()
+    return expr.detach().cpu().numpy(), torch.cat([rot, trans]).detach().cpu().numpy()
 
 
 def _visible_in_crop(g, K: torch.Tensor, viewmat: torch.Tensor, width: int, height: int, background: torch.Tensor) -> torch.Tensor:
@@ -321,8 +328,10 @@ def evaluate_frames(frames: Frames, model, detector, options: EvalOptions = Eval
     if not 0 <= options.source_frame < n:
         raise SegaError(f"--source-frame {options.source_frame} is outside the video's {n} frames")
     source = frames.frames[options.source_frame]
+    device = resolve_device(options.device)
     if avatar is None:
-        avatar = Avatar.build(source, model, AvatarOptions.preset(options.preset), detector=detector)
+        avatar = Avatar.build(source, model, AvatarOptions.preset(options.preset, device=device), detector=detector)
+    avatar = avatar.to(device)  # a given avatar is rendered and refined on the device asked for
     options = options.resolved(avatar.options.preset_name)
     t = lap("build", t0)
     h, w = source.shape[:2]

@@ -129,12 +129,12 @@ class FitResult:
             return cls.from_dict(json.load(fh))
 
 
-def surface_rows(model: HeadModel, embedding: LandmarkEmbedding, arr: np.ndarray) -> torch.Tensor:
+def surface_rows(model: HeadModel, embedding: LandmarkEmbedding, arr: np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
     """arr [..., V, 3] per-vertex rows (positions or a basis) -> [..., L, 3] float32 at the embedding's
-    surface points (barycentric mix of the triangle corners, summed in float64)."""
+    surface points (barycentric mix of the triangle corners, summed in float64), on ``device``."""
     tri = model.faces[embedding.face_ids]  # [L, 3]
     b = embedding.barycentrics[..., None].astype(np.float64)  # [L, 3, 1]
-    return torch.as_tensor((arr[..., tri, :].astype(np.float64) * b).sum(-2), dtype=torch.float32)
+    return torch.as_tensor((arr[..., tri, :].astype(np.float64) * b).sum(-2), dtype=torch.float32, device=device)
 
 
 @dataclass(frozen=True)
@@ -146,8 +146,8 @@ class LandmarkBasis:
     expression: torch.Tensor  # [E, L, 3]
 
     @classmethod
-    def from_model(cls, model: HeadModel, embedding: LandmarkEmbedding) -> "LandmarkBasis":
-        return cls(*(surface_rows(model, embedding, a) for a in (model.vertices, model.identity_basis, model.expression_basis)))
+    def from_model(cls, model: HeadModel, embedding: LandmarkEmbedding, device: torch.device | str | None = None) -> "LandmarkBasis":
+        return cls(*(surface_rows(model, embedding, a, device) for a in (model.vertices, model.identity_basis, model.expression_basis)))
 
     def points(self, identity: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
         """identity [I], expression [E] -> [L, 3] landmark points (canonical pose)."""
@@ -159,7 +159,7 @@ class LandmarkBasis:
 
 
 def _viewmat(omega: torch.Tensor, trans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    r = axis_angle_to_matrix(omega) @ torch.as_tensor(FRONTAL_CAMERA_ROTATION, dtype=omega.dtype)
+    r = axis_angle_to_matrix(omega) @ torch.as_tensor(FRONTAL_CAMERA_ROTATION, dtype=omega.dtype, device=omega.device)
     return r, trans
 
 
@@ -181,8 +181,10 @@ def fit_landmarks(
     options: FitOptions = FitOptions(),
     weights: np.ndarray | None = None,
     embedding: str = LANDMARK_SET,
+    device: torch.device | str | None = None,
 ) -> FitResult:
-    """Fit camera, identity and expression to detected landmarks.
+    """Fit camera, identity and expression to detected landmarks; the optimisation's tensors on ``device``
+    (None: torch's default; a build passes ``AvatarOptions.device``). The result is numpy either way.
 
     landmarks: [L, 2] or [L, 3] pixels (x, y[, relative depth in pixels as MediaPipe gives it])
     image_size: (H, W) of the photo the landmarks live in
@@ -197,13 +199,14 @@ def fit_landmarks(
     torch.manual_seed(options.seed)
     t0 = time.perf_counter()
     h, w = image_size
-    basis = LandmarkBasis.from_model(model, emb)
-    target = torch.as_tensor(landmarks[:, :2], dtype=torch.float32)
+    basis = LandmarkBasis.from_model(model, emb, device)
+    dev = basis.mean.device
+    target = torch.as_tensor(landmarks[:, :2], dtype=torch.float32, device=dev)
     if weights is None:
         weights = default_weights(model, embedding, options)
-    wts = torch.as_tensor(weights, dtype=torch.float32)
+    wts = torch.as_tensor(weights, dtype=torch.float32, device=dev)
     iod = max(interocular(landmarks), 1.0)
-    c = torch.tensor([w / 2.0, h / 2.0])
+    c = torch.tensor([w / 2.0, h / 2.0], device=dev)
     f0 = focal_from_fov(options.fov_deg, max(h, w))
     log_f0 = math.log(f0)
 
@@ -216,23 +219,24 @@ def fit_landmarks(
     centre_px = target[used].mean(0)
     centre3d = mean3d[used].mean(0)
     tz0 = dist0 - float(centre3d[2])  # camera z of the landmark centroid is dist0
-    txy0 = (centre_px - c) / f0 * dist0 - torch.tensor([float(centre3d[0]), -float(centre3d[1])])
+    txy0 = (centre_px - c) / f0 * dist0 - torch.tensor([float(centre3d[0]), -float(centre3d[1])], device=dev)
 
-    omega = torch.zeros(3, requires_grad=True)
-    log_tz = torch.tensor(math.log(tz0), requires_grad=True)
+    omega = torch.zeros(3, device=dev, requires_grad=True)
+    log_tz = torch.tensor(math.log(tz0), device=dev, requires_grad=True)
     txy = txy0.clone().requires_grad_(True)
-    log_f = torch.tensor(log_f0, requires_grad=options.fit_focal)
-    ident = torch.zeros(model.num_identity, requires_grad=True)
-    expr = torch.zeros(model.num_expressions, requires_grad=True)
+    log_f = torch.tensor(log_f0, device=dev, requires_grad=options.fit_focal)
+    ident = torch.zeros(model.num_identity, device=dev, requires_grad=True)
+    expr = torch.zeros(model.num_expressions, device=dev, requires_grad=True)
     lo, hi = model.expression_range
     has_depth = landmarks.shape[1] > 2 and options.depth_weight > 0
-    depth_t = torch.as_tensor(landmarks[:, 2], dtype=torch.float32) if has_depth else None
+    depth_t = torch.as_tensor(landmarks[:, 2], dtype=torch.float32, device=dev) if has_depth else None
+    no_translation = torch.zeros(3, device=dev)
 
     closing = [] if options.identity_from_closing_lids or embedding != LANDMARK_SET else closing_lid_points(landmarks)
-    lid_rows = torch.as_tensor(closing, dtype=torch.long) if closing else None
+    lid_rows = torch.as_tensor(closing, dtype=torch.long, device=dev) if closing else None
 
     def loss_fn():
-        r, _ = _viewmat(omega, torch.zeros(3))
+        r, _ = _viewmat(omega, no_translation)
         t = torch.cat([txy, log_tz.exp()[None]])
         f = log_f.exp()
         pts = basis.points(ident, expr)
@@ -278,20 +282,20 @@ def fit_landmarks(
             expr.clamp_(lo, hi)
     with torch.no_grad():
         _, xy = loss_fn()
-        r, _ = _viewmat(omega, torch.zeros(3))
+        r, _ = _viewmat(omega, no_translation)
         t = torch.cat([txy, log_tz.exp()[None]])
         f = float(log_f.exp())
     seconds = time.perf_counter() - t0
     viewmat = np.eye(4)
-    viewmat[:3, :3] = r.double().numpy()
-    viewmat[:3, 3] = t.double().numpy()
-    fitted = xy.numpy()
+    viewmat[:3, :3] = r.double().cpu().numpy()
+    viewmat[:3, 3] = t.double().cpu().numpy()
+    fitted = xy.cpu().numpy()
     err = np.linalg.norm(fitted - landmarks[:, :2], axis=-1)
     wmask = weights > 0
     return FitResult(
         camera=Camera(intrinsics(f, w, h), viewmat, w, h),
-        identity=ident.detach().numpy().copy(),
-        expression=expr.detach().numpy().copy(),
+        identity=ident.detach().cpu().numpy().copy(),
+        expression=expr.detach().cpu().numpy().copy(),
         expression_names=model.expression_names,
         head_model=model.name,
         landmarks_detected=landmarks[:, :2].astype(np.float32),

@@ -69,14 +69,16 @@ class GaussianMaps:
         color: Tensor,
         opacity_logit: float,
         dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
     ) -> GaussianMaps:
-        """Zero offsets, identity rotations, the given per-texel log scales [T, 3] and colours [T, 3]."""
+        """Zero offsets, identity rotations, the given per-texel log scales [T, 3] and colours [T, 3], on
+        ``device`` (None: torch's default)."""
         return cls(
-            offset=torch.zeros(num_texels, 3, dtype=dtype),
-            rotation=torch.tensor(IDENTITY_QUAT, dtype=dtype).repeat(num_texels, 1),
-            log_scale=torch.as_tensor(log_scale, dtype=dtype).clone(),
-            opacity_logit=torch.full((num_texels,), float(opacity_logit), dtype=dtype),
-            color=torch.as_tensor(color, dtype=dtype).clone(),
+            offset=torch.zeros(num_texels, 3, dtype=dtype, device=device),
+            rotation=torch.tensor(IDENTITY_QUAT, dtype=dtype, device=device).repeat(num_texels, 1),
+            log_scale=torch.as_tensor(log_scale, dtype=dtype, device=device).clone(),
+            opacity_logit=torch.full((num_texels,), float(opacity_logit), dtype=dtype, device=device),
+            color=torch.as_tensor(color, dtype=dtype, device=device).clone(),
         )
 
     def tensors(self) -> dict[str, Tensor]:
@@ -90,9 +92,17 @@ class GaussianMaps:
     def detach(self) -> GaussianMaps:
         return self.map(lambda t: t.detach().clone())
 
+    @property
+    def device(self) -> torch.device:
+        return self.offset.device
+
+    def to(self, device: torch.device | str) -> GaussianMaps:
+        """Every field on ``device`` (the same tensors where they are there already)."""
+        return self.map(lambda t: t.to(device))
+
     def subset(self, index) -> GaussianMaps:
-        """Rows ``index`` (bool mask or integer indices, numpy or torch)."""
-        idx = torch.as_tensor(np.asarray(index)) if isinstance(index, np.ndarray) else index
+        """Rows ``index`` (bool mask or integer indices, numpy or torch; numpy ones go to the maps' device)."""
+        idx = torch.as_tensor(np.asarray(index), device=self.device) if isinstance(index, np.ndarray) else index
         return self.map(lambda t: t[idx])
 
     def add(self, residual: GaussianMaps) -> GaussianMaps:
@@ -111,8 +121,10 @@ class GaussianMaps:
         return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in self.tensors().items()}
 
     @classmethod
-    def from_numpy(cls, arrays: dict[str, np.ndarray], dtype: torch.dtype = torch.float32) -> GaussianMaps:
-        return cls(**{k: torch.as_tensor(np.asarray(arrays[k]), dtype=dtype) for k in GAUSSIAN_MAP_FIELDS})
+    def from_numpy(cls, arrays: dict[str, np.ndarray], dtype: torch.dtype = torch.float32,
+                   device: torch.device | str | None = None) -> GaussianMaps:
+        """Inverse of ``to_numpy``, on ``device`` (None: torch's default)."""
+        return cls(**{k: torch.as_tensor(np.asarray(arrays[k]), dtype=dtype, device=device) for k in GAUSSIAN_MAP_FIELDS})
 
 
 @dataclass
@@ -138,6 +150,14 @@ class Gaussians:
 
     def detach(self) -> Gaussians:
         return Gaussians(**{k: v.detach() for k, v in self.tensors().items()})
+
+    @property
+    def device(self) -> torch.device:
+        return self.means.device
+
+    def to(self, device: torch.device | str) -> Gaussians:
+        """Every field on ``device`` (the same tensors where they are there already)."""
+        return Gaussians(**{k: v.to(device) for k, v in self.tensors().items()})
 
     def subset(self, index: Tensor) -> Gaussians:
         """Rows ``index`` [K] (integer indices or a bool mask; differentiable)."""

@@ -69,10 +69,10 @@ def hair_footprint(avatar, camera) -> np.ndarray:
     if avatar.hair is None:
         return np.zeros((camera.height, camera.width), dtype=bool)
     g = avatar.hair
+    K, viewmat = camera.torch(device=g.means.device)
     with torch.no_grad():
-        out = render(g.means, g.quats, g.scales, g.opacities, g.colors, torch.as_tensor(camera.K, dtype=torch.float32),
-                     torch.as_tensor(camera.viewmat, dtype=torch.float32), camera.width, camera.height)  # fmt: skip
-    return out.alpha.numpy()[..., 0] >= 0.5
+        out = render(g.means, g.quats, g.scales, g.opacities, g.colors, K, viewmat, camera.width, camera.height)
+    return out.alpha.cpu().numpy()[..., 0] >= 0.5
 
 
 def floater_report(avatar, expressions: np.ndarray, size: int = 128, renders: int = 8,
@@ -96,10 +96,10 @@ def floater_report(avatar, expressions: np.ndarray, size: int = 128, renders: in
     means, worst_floating = [], 0.0
     hair = hair_footprint(avatar, cam)
     for e in expressions[:renders]:
-        verts = avatar.vertices(np.asarray(e, np.float32)).numpy()
+        verts = avatar.vertices(np.asarray(e, np.float32)).cpu().numpy()
         sil = dilate(render_mesh(verts, avatar.atlas.faces, cam).mask | hair, margin_px)
         with torch.no_grad():
-            alpha = avatar.render(np.asarray(e, np.float32), camera=cam).alpha.numpy()[..., 0]
+            alpha = avatar.render(np.asarray(e, np.float32), camera=cam).alpha.cpu().numpy()[..., 0]
         outside = alpha[~sil]
         means.append(float(outside.mean()) if outside.size else 0.0)
         worst_floating = max(worst_floating, float((outside > FLOATER_ALPHA).mean()) if outside.size else 0.0)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .devices import DEFAULT_DEVICE
 from .errors import SegaError
 
 EXPORT_STAGES = ("previews", "export")  # after sega.avatar.BUILD_STAGES
@@ -68,6 +69,7 @@ class BuildOptions:
     glb: bool = True  # include avatar.glb in the bundle (and copy it out)
     keep_bundle_folder: bool = False  # also keep the unzipped bundle in out/bundle/ (the app serves it to the viewer)
     timeout_s: float | None = None  # stop with BuildTimeoutError past this many seconds (None: no limit)
+    device: str = DEFAULT_DEVICE  # where the build and the previews run: "auto" (CUDA when torch sees it), "cpu", "cuda"
 
 
 @dataclass
@@ -176,7 +178,7 @@ class BuildPipeline:
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise SegaError(f"the photo array must be [H, W, 3] uint8, got {img.shape} {img.dtype}")
         try:
-            avatar_options = AvatarOptions.preset(options.preset, seed=options.seed)
+            avatar_options = AvatarOptions.preset(options.preset, seed=options.seed, device=options.device)
         except ValueError as err:
             raise SegaError(str(err)) from err
         model = self.model(head_model)

@@ -39,14 +39,14 @@ def silhouette_iou(alpha: np.ndarray, person: np.ndarray, window: np.ndarray) ->
 
 
 def _uint8(rgb: torch.Tensor) -> np.ndarray:
-    return (rgb.numpy().clip(0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return (rgb.cpu().numpy().clip(0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def input_view_scores(avatar, data) -> tuple[dict, np.ndarray]:
     """The avatar at its own photo's crop view against the photo: silhouette IoU above the shoulders,
     PSNR / SSIM in the face mask. data: the build's ``BuildData``. -> (scores, render [S, S, 3] uint8)."""
     out = avatar.render(avatar.expression, camera=avatar.crop_camera)
-    rgb, alpha = out.rgb.numpy().clip(0.0, 1.0), out.alpha.numpy()[..., 0]
+    rgb, alpha = out.rgb.cpu().numpy().clip(0.0, 1.0), out.alpha.cpu().numpy()[..., 0]
     lms = data.crop.landmarks_to_crop(data.detection.landmarks[:, :2])
     window = head_window(data.person_mask, lms)
     ssim = ssim_map(torch.as_tensor(rgb, dtype=torch.float32), torch.as_tensor(data.target, dtype=torch.float32)).numpy()

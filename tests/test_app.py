@@ -135,6 +135,7 @@ def test_build_returns_a_valid_bundle(fast_result, app_server):
     assert Path(ply).name == "static_preview.ply" and Path(glb).name == "avatar.glb"
     assert Path(glb).read_bytes()[:4] == b"glTF"
     assert "preset in" in status or "fast" in status
+    assert re.search(r" on \*\*(cpu|cuda \(.+\))\*\* \(", status), status  # the device that built it
     assert Path(rendered).is_file()
 
     # The embedded viewer points at this build's bundle on the same server; the files are served.

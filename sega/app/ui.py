@@ -178,8 +178,15 @@ def _is_small_face_note(note: str) -> bool:
     return note.startswith(SMALL_FACE_NOTE.split("{", 1)[0])
 
 
-def _maybe_gpu(fn, duration: int = 120):
-    """``spaces.GPU(fn)`` on Hugging Face ZeroGPU (package ``spaces`` importable), else ``fn`` unchanged."""
+# ZeroGPU slot lengths (seconds) asked for per call. Upper bounds, not measurements: no ZeroGPU Space has
+# been timed yet (a default-preset build is ~40 s on 2 CPU cores; docs/figures.md for what was measured).
+BUILD_GPU_SECONDS = 120
+RERENDER_GPU_SECONDS = 10  # one animate + render at the preview size
+
+
+def _maybe_gpu(fn, duration: int = BUILD_GPU_SECONDS):
+    """``spaces.GPU(fn)`` on Hugging Face ZeroGPU (package ``spaces`` importable), else ``fn`` unchanged. There
+    the GPU exists only inside such calls, so every callback that does CUDA work is wrapped."""
     try:
         import spaces  # type: ignore
     except ImportError:
@@ -296,8 +303,9 @@ def build_ui(config: AppOptions, pipeline=None, store: SessionStore | None = Non
                ("bundle", result.bundle_zip), ("glb", result.glb)]}  # fmt: skip
         previews = {name: store.publish(token, p) for name, p in result.previews.items()}
         gallery = [(str(p), name) for name, p in previews.items()]
+        device = result.avatar.provenance.get("device", result.avatar.options.device)  # e.g. "cpu", "cuda (NVIDIA H100 ...)"
         status = (f"Built **{result.num_gaussians:,}** Gaussians with the **{preset}** preset in "
-                  f"**{result.total_seconds:.1f} s** ({', '.join(f'{k} {v:.1f}' for k, v in result.seconds.items())}).")  # fmt: skip
+                  f"**{result.total_seconds:.1f} s** on **{device}** ({', '.join(f'{k} {v:.1f}' for k, v in result.seconds.items())}).")  # fmt: skip
         notes = list(result.notes)
         if _same_file(photo, example):
             notes = [n for n in notes if not _is_small_face_note(n)] + [EXAMPLE_NOTE]
@@ -307,25 +315,27 @@ def build_ui(config: AppOptions, pipeline=None, store: SessionStore | None = Non
         return (gallery, str(out["turntable"]), str(out["splat"]), str(out["bundle"]), str(out["glb"]),
                 viewer_html(token, dist), status, str(previews.get("yaw+0")), new_state)  # fmt: skip
 
-    build_gpu = _maybe_gpu(build)
+    build_gpu = _maybe_gpu(build, BUILD_GPU_SECONDS)
 
     def rerender(state, yaw, *weights):
         import numpy as np
 
         from ..avatar import Avatar
+        from ..devices import resolve_device
         from ..io import save_png
 
         if not isinstance(state, dict) or store.folder(state.get("token")) is None:
             raise gr.Error("Build an avatar first; the sliders re-render it.")
         token = state["token"]
-        avatar = store.avatar(token)
-        if avatar is None:
-            avatar = Avatar.load(state["avatar"], pipeline.model(state.get("head_model")))
+        device = resolve_device("auto")  # gsplat on a GPU when there is one (backend "auto" follows the tensors)
+        cached = store.avatar(token)
+        avatar = (cached if cached is not None else Avatar.load(state["avatar"], pipeline.model(state.get("head_model")), device=device)).to(device)
+        if avatar is not cached:
             store.remember(token, avatar)
         known = avatar.head_model.expression_names
         named = {ch: float(w) for (name, _), w in zip(SLIDER_EXPRESSIONS, weights) for ch in slider_channels(name, known)}
         expr = avatar.expression_with(**named)
-        rgb = avatar.render(expr, camera=avatar.orbit_camera(float(yaw), size=config.preview_size), backend="auto").rgb.numpy()
+        rgb = avatar.render(expr, camera=avatar.orbit_camera(float(yaw), size=config.preview_size), backend="auto").rgb.cpu().numpy()
         path = store.public_file(token, f"render_{secrets.token_hex(4)}.png")
         save_png(path, np.clip(rgb, 0.0, 1.0))
         store.touch(token)
@@ -388,7 +398,7 @@ def build_ui(config: AppOptions, pipeline=None, store: SessionStore | None = Non
         # (Gradio 6 does not run a .then() after an event that raised: unlock on success and on failure.)
         built.success(after_build, state, [go, yaw, *sliders], queue=False, show_progress="hidden", api_name=False)
         built.failure(unlock_failed, None, [go, status], queue=False, show_progress="hidden", api_name=False)
-        gr.on([s.release for s in [yaw, *sliders]], rerender, [state, yaw, *sliders], rendered, api_name="rerender",
+        gr.on([s.release for s in [yaw, *sliders]], _maybe_gpu(rerender, RERENDER_GPU_SECONDS), [state, yaw, *sliders], rendered, api_name="rerender",
               concurrency_limit=max(2, config.concurrency), trigger_mode="always_last")  # fmt: skip
         names = "[" + ", ".join(f"'{name}'" for name, _ in SLIDER_EXPRESSIONS) + "]"
         gr.on([s.input for s in [yaw, *sliders]], None, [yaw, *sliders], None, js=SLIDERS_TO_VIEWER_JS % names,

@@ -15,7 +15,7 @@ import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .. import __version__
 from ..camera import Camera, orbit_camera
+from ..devices import DEFAULT_DEVICE, resolve_device
 from ..gaussians import GaussianMaps, Gaussians, bind_frames
 from ..geometry import axis_angle_to_matrix
 from ..headmodel.base import HeadModel
@@ -39,9 +40,9 @@ ORBIT_FOV_DEG = 20.0  # field of view of orbit cameras
 ORBIT_HEAD_FILL = 0.78  # fraction of the frame the head's bounding sphere diameter spans
 
 
-def _as_float_tensor(x) -> Tensor:
-    """float32 tensor of x (tensors pass through, keeping their autograd graph)."""
-    return x.float() if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
+def _as_float_tensor(x, device: torch.device) -> Tensor:
+    """float32 tensor of x on ``device`` (tensors pass through, keeping their autograd graph)."""
+    return x.float().to(device) if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device)
 
 
 @dataclass(eq=False)
@@ -73,6 +74,22 @@ class Avatar:
         if self.rig is None:
             self.precompute()
 
+    # ---- device --------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the avatar's tensors live and ``animate`` / ``render`` compute (``Avatar.load(..., device=)``,
+        ``to``; a build puts it on ``AvatarOptions.device``). ``options.device`` records where it was built."""
+        return self.maps.device
+
+    def to(self, device: torch.device | str) -> Avatar:
+        """This avatar on ``device`` (a ``torch.device`` or a resolved name; see ``sega.devices.resolve_device``):
+        self when it is there already, else a copy whose maps, decoders, hair and rig were moved (exactly: the rig
+        is not recomputed). The head model, atlas and options are shared."""
+        if torch.device(device) == self.device:
+            return self
+        return replace(self, maps=self.maps.to(device), decoders=None if self.decoders is None else self.decoders.to(device),
+                       hair=None if self.hair is None else self.hair.to(device), rig=self.rig.to(device))  # fmt: skip
+
     # ---- sizes ---------------------------------------------------------------------------------
     @property
     def num_gaussians(self) -> int:
@@ -92,10 +109,11 @@ class Avatar:
 
     # ---- geometry ------------------------------------------------------------------------------
     def vertices(self, expression: np.ndarray | Tensor | None = None) -> Tensor:
-        """[V, 3] unposed mesh for ``expression`` (default: the fitted one)."""
-        buf = self.head_model.torch_buffers()
+        """[V, 3] unposed mesh for ``expression`` (default: the fitted one), on the avatar's device."""
+        dev = self.device
+        buf = self.head_model.torch_buffers(dev)
         expr = self.expression if expression is None else expression
-        return self.head_model.deform(buf, torch.as_tensor(self.identity, dtype=torch.float32), torch.as_tensor(np.asarray(expr), dtype=torch.float32))
+        return self.head_model.deform(buf, torch.as_tensor(self.identity, dtype=torch.float32, device=dev), _as_float_tensor(expr, dev))
 
     def orbit_camera(self, yaw_deg: float, pitch_deg: float = 0.0, size: int = 256) -> Camera:
         """A camera on a circle around the head (yaw 0 = frontal, see ``sega.camera.orbit_camera``)
@@ -131,7 +149,7 @@ class Avatar:
         """T rows: the maps as ``animate`` binds them at ``expression`` (default the fitted one): the
         stored maps plus the static decoder's residuals (static texels) and the dynamic branch's
         residuals at that expression (dynamic texels)."""
-        expr = torch.as_tensor(np.asarray(self.expression if expression is None else expression), dtype=torch.float32)
+        expr = _as_float_tensor(self.expression if expression is None else expression, self.device)
         rig = self.rig
         out = self.maps.detach()
         with torch.no_grad():
@@ -161,7 +179,7 @@ class Avatar:
         it); the VAE's encoder only supplies the expression feature of the dynamic decoder.
         """
         rig = self.rig
-        expr = _as_float_tensor(self.expression if expression is None else expression)
+        expr = _as_float_tensor(self.expression if expression is None else expression, rig.device)
         if expr.shape != (self.head_model.num_expressions,):
             raise ValueError(f"expected {self.head_model.num_expressions} expression weights, got {tuple(expr.shape)}")
         with contextlib.nullcontext() if grad else torch.no_grad():
@@ -188,7 +206,8 @@ class Avatar:
         """Canonical Gaussians (``animate`` without a head pose) moved by head_pose (rotation [3]
         axis-angle radians about the head model's pivot, translation [3] metres); differentiable.
         Photometric pose refinement poses one animated frame many times (``sega.evaluate``)."""
-        rot, trans = _as_float_tensor(head_pose[0]), _as_float_tensor(head_pose[1])
+        dev = self.rig.device
+        rot, trans = _as_float_tensor(head_pose[0], dev), _as_float_tensor(head_pose[1], dev)
         r = axis_angle_to_matrix(rot)
         return gaussians.transformed(r, self.rig.pivot - r @ self.rig.pivot + trans)
 
@@ -202,8 +221,10 @@ class Avatar:
         background: tuple[float, float, float] | None = None,
         backend: str = "auto",
     ) -> RenderOutput:
-        """Render one frame. camera: default the input-view head-crop camera; width/height (px) resize
-        the camera's image (K scaled); background: rgb, default ``options.background``."""
+        """Render one frame on the avatar's device (its tensors stay there: ``.rgb.cpu().numpy()`` for an image).
+        camera: default the input-view head-crop camera; width/height (px) resize the camera's image (K
+        scaled); background: rgb, default ``options.background``. backend "auto": gsplat on CUDA, else the CPU
+        rasteriser (``sega.render.resolve_backend``)."""
         cam = self.crop_camera if camera is None else camera
         w = cam.width if width is None else int(width)
         h = cam.height if height is None else int(height)
@@ -211,17 +232,18 @@ class Avatar:
         k[0] *= w / cam.width
         k[1] *= h / cam.height
         g = self.animate(expression, head_pose)
-        bg = torch.tensor(self.options.background if background is None else background, dtype=torch.float32)
+        dev = g.device
+        bg = torch.tensor(self.options.background if background is None else background, dtype=torch.float32, device=dev)
         with torch.no_grad():
             return render_gaussians(
                 g.means, g.quats, g.scales, g.opacities, g.colors,
-                torch.as_tensor(k, dtype=torch.float32), torch.as_tensor(cam.viewmat, dtype=torch.float32),
+                torch.as_tensor(k, dtype=torch.float32, device=dev), torch.as_tensor(cam.viewmat, dtype=torch.float32, device=dev),
                 w, h, bg, backend=backend,
             )
 
     def orbit_views(self, yaws_deg, size: int = 256, pitch_deg: float = 0.0, expression=None) -> list[np.ndarray]:
         """Renders [size, size, 3] float32 around the head, one per yaw (degrees)."""
-        return [self.render(expression, camera=self.orbit_camera(y, pitch_deg, size)).rgb.numpy() for y in yaws_deg]
+        return [self.render(expression, camera=self.orbit_camera(y, pitch_deg, size)).rgb.cpu().numpy() for y in yaws_deg]
 
     def expression_with(self, **weights: float) -> np.ndarray:
         """[E] the fitted (neutral) expression with the named weights set, e.g. ``expression_with(jawOpen=1.0)``."""
@@ -253,7 +275,8 @@ class Avatar:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write one ``.npz`` (no pickles): a JSON header, the maps, the masks, the fit, the atlas."""
+        """Write one ``.npz`` (no pickles): a JSON header, the maps, the masks, the fit, the atlas. Every array
+        is copied to the CPU first: the file is the same whichever device holds the avatar."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"maps_{k}": v for k, v in self.maps.to_numpy().items()}
@@ -264,7 +287,7 @@ class Avatar:
         if self.decoders is not None:
             arrays.update({f"decoder_{k}": v for k, v in self.decoders.arrays().items()})
         hair = self.hair if self.hair is not None else Gaussians(torch.zeros(0, 3), torch.zeros(0, 4), torch.zeros(0, 3), torch.zeros(0), torch.zeros(0, 3))
-        arrays.update({f"hair_{k}": v.detach().numpy().astype(np.float32) for k, v in hair.tensors().items()})
+        arrays.update({f"hair_{k}": v.detach().cpu().numpy().astype(np.float32) for k, v in hair.tensors().items()})
         arrays["header_json"] = np.frombuffer(json.dumps(self.header()).encode("utf-8"), dtype=np.uint8)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(tmp, **arrays)
@@ -279,25 +302,28 @@ class Avatar:
         return read_avatar_header(path)
 
     @classmethod
-    def load(cls, path: str | Path, head_model: HeadModel) -> Avatar:
-        """Read an avatar written by ``save``; ``head_model`` must be the head model it was built with.
+    def load(cls, path: str | Path, head_model: HeadModel, device: str | torch.device = DEFAULT_DEVICE) -> Avatar:
+        """Read an avatar written by ``save``; ``head_model`` must be the head model it was built with. The
+        avatar's tensors go to ``device`` ("auto": CUDA when torch sees it; ``sega.devices.resolve_device``,
+        whose ``DeviceError`` it raises), where ``precompute`` then runs.
 
         Every size, dtype, shape, value range and header field is checked first (``sega.avatar.file``):
         a damaged or hostile file raises ``AvatarFileError`` (a ``SegaError``) naming the file."""
         from .file import read_avatar_file
 
+        dev = torch.device(resolve_device(device))
         header, arrays = read_avatar_file(path, head_model)
         ao = dict(header["atlas"]["options"])
         ao["regions"] = None if ao["regions"] is None else tuple(ao["regions"])
         atlas = Atlas(options=AtlasOptions(**ao), region_names=tuple(header["atlas"]["region_names"]),
                       **{k: arrays[f"atlas_{k}"] for k in Atlas._ARRAYS})
-        maps = GaussianMaps.from_numpy({k[5:]: v for k, v in arrays.items() if k.startswith("maps_")})
+        maps = GaussianMaps.from_numpy({k[5:]: v for k, v in arrays.items() if k.startswith("maps_")}, device=dev)
         decoders = None
         if header.get("decoders") is not None:
-            decoders = AvatarDecoders.from_saved(header["decoders"], {k[8:]: v for k, v in arrays.items() if k.startswith("decoder_")})
+            decoders = AvatarDecoders.from_saved(header["decoders"], {k[8:]: v for k, v in arrays.items() if k.startswith("decoder_")}, dev)
         hair = None
         if arrays.get("hair_means") is not None and len(arrays["hair_means"]):
-            hair = Gaussians(**{k: torch.as_tensor(arrays[f"hair_{k}"]) for k in ("means", "quats", "scales", "opacities", "colors")})
+            hair = Gaussians(**{k: torch.as_tensor(arrays[f"hair_{k}"], device=dev) for k in ("means", "quats", "scales", "opacities", "colors")})
         return cls(
             head_model=head_model,
             identity=arrays["identity"],

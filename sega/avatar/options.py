@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from ..devices import DEFAULT_DEVICE
 from ..presets import DEFAULT_PRESET, PRESET_NAMES
 
 AVATAR_FORMAT_VERSION = 3  # bump when the .npz layout changes (2: learned decoders + expression encoder; 3: hair Gaussians)
@@ -67,6 +68,8 @@ class AvatarOptions:
     seed: int = 0  # seeds torch and the novel-view sampler (CPU builds are deterministic)
     fit_preset: str = "default"  # sega.fit.FitOptions preset used for the head fit
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # rgb behind the avatar (optimisation and renders)
+    device: str = DEFAULT_DEVICE  # where the build's torch work runs: "auto" (CUDA when torch sees it), "cpu" or "cuda";
+    # a built avatar's options hold the resolved name (``sega.devices.resolve_device``)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> AvatarOptions:

@@ -24,12 +24,12 @@ def preview_images(avatar: Avatar, size: int = 256) -> dict[str, np.ndarray]:
     ``PREVIEW_EXPRESSIONS`` frontally (expressions whose names the head model lacks are skipped)."""
     out = {}
     for yaw in PREVIEW_YAWS:
-        out[f"yaw{yaw:+d}"] = avatar.render(camera=avatar.orbit_camera(yaw, size=size)).rgb.numpy()
+        out[f"yaw{yaw:+d}"] = avatar.render(camera=avatar.orbit_camera(yaw, size=size)).rgb.cpu().numpy()
     known = set(avatar.head_model.expression_names)
     for name, weights in PREVIEW_EXPRESSIONS.items():
         if set(weights) <= known:
             expr = avatar.expression_with(**weights)
-            out[name] = avatar.render(expr, camera=avatar.orbit_camera(0, size=size)).rgb.numpy()
+            out[name] = avatar.render(expr, camera=avatar.orbit_camera(0, size=size)).rgb.cpu().numpy()
     return out
 
 
@@ -37,6 +37,6 @@ def turntable_frames(avatar: Avatar, frames: int = TURNTABLE_FRAMES, size: int =
     """One full turn around the head at the neutral expression: ``frames`` [size, size, 3] uint8 images."""
     out = []
     for k in range(frames):
-        rgb = avatar.render(camera=avatar.orbit_camera(360.0 * k / frames, size=size)).rgb.numpy()
+        rgb = avatar.render(camera=avatar.orbit_camera(360.0 * k / frames, size=size)).rgb.cpu().numpy()
         out.append(np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8))
     return out

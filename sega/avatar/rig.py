@@ -10,7 +10,7 @@ Shapes: T texels, Ts static, Td dynamic, Vd dynamic vertices, U their triangles,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -38,17 +38,18 @@ def still_basis(expression_basis: Tensor) -> Tensor:
     the weights, and makes 7% fewer dynamic texels moving and the per-frame expression MatMul sparser.
     """
     still = expression_basis.norm(dim=-1, keepdim=True) < STILL_BASIS_M
-    return torch.where(still, torch.zeros((), dtype=expression_basis.dtype), expression_basis)
+    return torch.where(still, torch.zeros((), dtype=expression_basis.dtype, device=expression_basis.device), expression_basis)
 
 
 def _vertex_moves(expression_basis: Tensor) -> np.ndarray:
     """expression_basis: [E, V, 3] -> [V] bool: some expression moves the vertex (a non-zero basis row)."""
-    return (expression_basis != 0).any(-1).any(0).numpy()
+    return (expression_basis != 0).any(-1).any(0).cpu().numpy()
 
 
-def scale_cap(options: AvatarOptions, spacing: np.ndarray) -> Tensor:
-    """Tensor  # [T, 1] the log-scale cap of each texel: log(max_scale_texels * spacing); spacing [T] metres."""
-    return torch.log(options.max_scale_texels * torch.as_tensor(np.asarray(spacing), dtype=torch.float32))[:, None]
+def scale_cap(options: AvatarOptions, spacing: np.ndarray, device: torch.device | str | None = None) -> Tensor:
+    """Tensor  # [T, 1] the log-scale cap of each texel: log(max_scale_texels * spacing); spacing [T] metres;
+    on ``device`` (None: torch's default)."""
+    return torch.log(options.max_scale_texels * torch.as_tensor(np.asarray(spacing), dtype=torch.float32, device=device))[:, None]
 
 
 def dynamic_texel_order(atlas: Atlas, dynamic: np.ndarray, expression_basis: Tensor) -> tuple[np.ndarray, int]:
@@ -104,6 +105,20 @@ class AnimationRig:
     def num_gaussians(self) -> int:
         return len(self.static) + int(self.dynamic_index.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        """Where the rig's tensors live (``Avatar.animate`` computes there)."""
+        return self.base_vertices.device
+
+    def to(self, device: torch.device | str) -> AnimationRig:
+        """The same rig with every tensor on ``device`` (self when they are there already). Moving is exact:
+        a rig precomputed on one device animates on another with the same numbers."""
+        if torch.device(device) == self.device:
+            return self
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
+        return replace(self, static=Gaussians(**{k: v.to(device) for k, v in self.static.tensors().items()}),
+                       dynamic_maps=self.dynamic_maps.map(lambda t: t.to(device)), **moved)  # fmt: skip
+
 
 def build_rig(
     head_model: HeadModel,
@@ -125,15 +140,22 @@ def build_rig(
     vertices: Tensor  # [V, 3] the mesh at ``expression`` (``HeadModel.deform``). The per-frame path
     deforms vertices linearly (template + identity + expression blendshapes), which is
     ``HeadModel.deform`` for ICT and for FLAME with zero joint rotations; this is checked here.
-    ``decoders`` (if any) get their texel UVs set.
+    ``decoders`` (if any) get their texel UVs set. The rig is made where ``maps`` live (with ``vertices``,
+    ``hair`` and the decoders there too); the numpy bookkeeping (texel order, local vertex numbering) runs on the CPU.
     """
-    buf = head_model.torch_buffers()
+    dev = maps.offset.device  # the rig lives where the maps do (``Avatar.device``)
+
+    def on(a, dtype: torch.dtype | None = None) -> Tensor:
+        return torch.as_tensor(a, dtype=dtype, device=dev)
+
+    buf = head_model.torch_buffers(dev)
     sta = np.flatnonzero(static_mask)
     raw_basis = buf.expression_basis.reshape(head_model.num_expressions, -1, 3)  # [E, V, 3]
     basis = still_basis(raw_basis)
     dyn, num_moving = dynamic_texel_order(atlas, np.flatnonzero(~static_mask), basis)
     verts = vertices  # [V, 3] fitted expression
-    cap = scale_cap(options, texel_spacing(atlas, verts.numpy()))  # [T, 1]
+    vnp = verts.detach().cpu().numpy()
+    cap = scale_cap(options, texel_spacing(atlas, vnp), dev)  # [T, 1]
     static_maps = maps.subset(sta)
     if decoders is not None:
         texel_uv = atlas.texel_uv
@@ -141,32 +163,31 @@ def build_rig(
         decoders.static.set_texel_uv(texel_uv[sta])
         with torch.no_grad():  # the static branch runs once per avatar: bake its residuals in
             static_maps = static_maps.add(residual_to_maps(decoders.static()))
-    static_maps = static_maps.with_scale_cap(cap[torch.as_tensor(sta)])
+    static_maps = static_maps.with_scale_cap(cap[on(sta)])
     with torch.no_grad():
-        tri = torch.as_tensor(atlas.texel_triangles[sta])
-        bary = torch.as_tensor(atlas.texel_bary[sta])
+        tri = on(atlas.texel_triangles[sta])
+        bary = on(atlas.texel_bary[sta])
         pts = (verts[tri] * bary[..., None]).sum(1)
         used, inv = np.unique(atlas.texel_face[sta], return_inverse=True)
-        frames = face_frames(verts, atlas.faces[used], atlas.face_atlas_uvs[used])[torch.as_tensor(inv.reshape(-1))]
+        frames = face_frames(verts, atlas.faces[used], atlas.face_atlas_uvs[used])[on(inv.reshape(-1))]
         static = bind_frames(static_maps, pts, frames).detach()
     # Dynamic part: local vertex numbering over the vertices their triangles use.
     dyn_faces_global, face_inv = np.unique(atlas.texel_face[dyn], return_inverse=True)
     dyn_tris = atlas.faces[dyn_faces_global]  # [U, 3]
     vids, local = np.unique(dyn_tris.reshape(-1), return_inverse=True)
     local = local.reshape(-1, 3)
-    base64 = (buf.vertices.double() + (torch.as_tensor(identity, dtype=torch.float64) @ buf.identity_basis.double()).reshape(-1, 3))[torch.as_tensor(vids)]
+    base64 = (buf.vertices.double() + (on(identity, torch.float64) @ buf.identity_basis.double()).reshape(-1, 3))[on(vids)]
     base = base64.float()
     # Neutral edges and UV coefficients in float64, rounded once (see ``sega.uv.frames_from_edges``).
-    corners = base64[torch.as_tensor(local)]  # [U, 3, 3]
+    corners = base64[on(local)]  # [U, 3, 3]
     face_edges = torch.stack([corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]], 1).float()  # [U, 2, 3]
-    uv_coeffs, uv_ok = uv_frame_coefficients(torch.as_tensor(atlas.face_atlas_uvs[dyn_faces_global], dtype=torch.float64))
-    ebasis = basis[:, torch.as_tensor(vids)].reshape(head_model.num_expressions, -1)
+    uv_coeffs, uv_ok = uv_frame_coefficients(on(atlas.face_atlas_uvs[dyn_faces_global], torch.float64))
+    ebasis = basis[:, on(vids)].reshape(head_model.num_expressions, -1)
     face_inv = face_inv.reshape(-1)
-    raw = raw_basis[:, torch.as_tensor(vids)].reshape(head_model.num_expressions, -1)
-    linear = base + (torch.as_tensor(expression, dtype=torch.float32) @ raw).reshape(-1, 3)
-    if not torch.allclose(linear, verts[torch.as_tensor(vids)], atol=LINEARITY_TOLERANCE_M):
+    raw = raw_basis[:, on(vids)].reshape(head_model.num_expressions, -1)
+    linear = base + (on(expression, torch.float32) @ raw).reshape(-1, 3)
+    if not torch.allclose(linear, verts[on(vids)], atol=LINEARITY_TOLERANCE_M):
         raise NotImplementedError(f"head head_model {head_model.name!r} does not deform linearly; the animation rig needs blendshapes")
-    vnp = verts.numpy()
     regions = [r for r in ORBIT_REGIONS if r in head_model.region_names]
     head = vnp[head_model.region_vertex_mask(*regions)] if regions else vnp
     centre = (head.min(0) + head.max(0)) / 2
@@ -174,22 +195,22 @@ def build_rig(
         static = Gaussians.cat([static, hair.detach()])
     return AnimationRig(
         static=static,
-        static_index=torch.as_tensor(sta, dtype=torch.int64),
-        dynamic_index=torch.as_tensor(dyn, dtype=torch.int64),
+        static_index=on(sta, torch.int64),
+        dynamic_index=on(dyn, torch.int64),
         num_moving=num_moving,
         dynamic_maps=maps.subset(dyn).detach(),
         texel_scale_cap=cap,
-        dynamic_scale_cap=cap[torch.as_tensor(dyn)].contiguous(),
+        dynamic_scale_cap=cap[on(dyn)].contiguous(),
         base_vertices=base.contiguous(),
         expression_basis=ebasis.contiguous(),
-        faces=torch.as_tensor(local, dtype=torch.int64),
+        faces=on(local, torch.int64),
         face_edges=face_edges,
         face_uv_coeffs=uv_coeffs.float(),
         face_uv_ok=uv_ok,
-        texel_face=torch.as_tensor(face_inv, dtype=torch.int64),
-        texel_tri=torch.as_tensor(local[face_inv], dtype=torch.int64),
-        texel_bary=torch.as_tensor(atlas.texel_bary[dyn], dtype=torch.float32),
-        pivot=torch.as_tensor(head_model.pivot, dtype=torch.float32),
+        texel_face=on(face_inv, torch.int64),
+        texel_tri=on(local[face_inv], torch.int64),
+        texel_bary=on(atlas.texel_bary[dyn], torch.float32),
+        pivot=on(head_model.pivot, torch.float32),
         head_centre=centre.astype(np.float64),
         head_radius=float(np.linalg.norm(head - centre, axis=1).max()),
         num_hair=0 if hair is None else len(hair),

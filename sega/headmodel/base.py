@@ -100,8 +100,8 @@ class HeadModel:
         return out
 
     # ---- deformation (torch, differentiable) ----------------------------------
-    def torch_buffers(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "HeadModelTensors":
-        """The arrays needed for deformation as torch tensors (build once, reuse)."""
+    def torch_buffers(self, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32) -> "HeadModelTensors":
+        """The arrays needed for deformation as torch tensors on ``device`` (None: torch's default; build once, reuse)."""
         return HeadModelTensors(
             vertices=torch.as_tensor(self.vertices, dtype=dtype, device=device),
             faces=torch.as_tensor(self.faces, dtype=torch.int64, device=device),

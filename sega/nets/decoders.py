@@ -30,6 +30,7 @@ resolution, R residual-map resolution, N sampled texels, A = ``NUM_ATTRIBUTES``.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,12 +246,15 @@ class _SampledDecoder(nn.Module):
         return int(self.texel_grid.shape[0])
 
     def set_texel_uv(self, uv) -> _SampledDecoder:
-        """Where the residual map is sampled: uv [N, 2] atlas UVs of the texels (``Atlas.texel_uv`` rows). Returns self."""
-        self.texel_grid = uv_to_grid(torch.as_tensor(np.asarray(uv), dtype=torch.float32))
+        """Where the residual map is sampled: uv [N, 2] atlas UVs of the texels (``Atlas.texel_uv`` rows), on the
+        module's device. Returns self."""
+        dev = self.units.device
+        self.texel_grid = uv_to_grid(torch.as_tensor(np.asarray(uv), dtype=torch.float32, device=dev))
         self.tap_index, self.tap_weight = bilinear_taps(self.texel_grid, self.config.map_resolution)
         rows = upsampled_row_taps(self.texel_grid, self.config.map_resolution)
         if rows is None:
-            self.row_factor, self.row_tap_index, self.row_tap_weight = 0, torch.zeros(2, 0, dtype=torch.int64), torch.zeros(0)
+            self.row_factor, self.row_tap_index = 0, torch.zeros(2, 0, dtype=torch.int64, device=dev)
+            self.row_tap_weight = torch.zeros(0, device=dev)
         else:
             self.row_factor, self.row_tap_index, self.row_tap_weight = rows
         return self
@@ -408,7 +412,8 @@ def raw_residual(decoder: _SampledDecoder, attrs: Tensor) -> Tensor:
 
 @dataclass(eq=False)
 class AvatarDecoders:
-    """The learned branches an avatar carries (all three modules live on the CPU, eval mode)."""
+    """The learned branches an avatar carries (all three modules on one device, ``to``; eval mode). They are
+    always created and loaded on the CPU (a seeded initialisation gives the same weights on every machine)."""
 
     encoder: ExpressionEncoder  # expr -> expression feature (the displacement VAE's encoder, frozen)
     dynamic: DynamicDecoder  # per frame: expression feature -> dynamic texels' residuals
@@ -417,8 +422,9 @@ class AvatarDecoders:
 
     @classmethod
     def create(cls, model: HeadModel, checkpoint: str | Path | None = None, dynamic: DynamicDecoderOptions | None = None,
-               static: StaticDecoderOptions | None = None) -> AvatarDecoders:
-        """Untrained (neutral) decoders and the encoder of the displacement VAE checkpoint (default: the shipped one).
+               static: StaticDecoderOptions | None = None, device: torch.device | str | None = None) -> AvatarDecoders:
+        """Untrained (neutral) decoders and the encoder of the displacement VAE checkpoint (default: the shipped one),
+        initialised on the CPU (seeded) and then moved to ``device`` (None: left where torch made them).
 
         If the checkpoint is missing or was trained on another expression basis, an *untrained* encoder
         (the VAE config's defaults for this model, seeded) stands in and a warning says so; its provenance
@@ -443,7 +449,14 @@ class AvatarDecoders:
             raise ValueError(f"dynamic decoder takes {dyn_cfg.latent_dim}-d features, the encoder makes {encoder.config.latent_dim}")
         for p in encoder.parameters():
             p.requires_grad_(False)
-        return cls(encoder, DynamicDecoder(dyn_cfg).eval(), StaticDecoder(static or StaticDecoderOptions()).eval(), prov)
+        return cls(encoder, DynamicDecoder(dyn_cfg).eval(), StaticDecoder(static or StaticDecoderOptions()).eval(), prov)._moved(device)
+
+    def _moved(self, device: torch.device | str | None) -> AvatarDecoders:
+        """self with its (new, unshared) modules moved in place to ``device`` (None: unchanged)."""
+        if device is not None:
+            for module in (self.encoder, self.dynamic, self.static):
+                module.to(device)
+        return self
 
     def header(self) -> dict:
         """JSON-able: the three configs and the VAE provenance (for the avatar file's header)."""
@@ -459,8 +472,8 @@ class AvatarDecoders:
         return out
 
     @classmethod
-    def from_saved(cls, header: dict, arrays: dict[str, np.ndarray]) -> AvatarDecoders:
-        """Inverse of ``header`` + ``arrays`` (exact float32 weights)."""
+    def from_saved(cls, header: dict, arrays: dict[str, np.ndarray], device: torch.device | str | None = None) -> AvatarDecoders:
+        """Inverse of ``header`` + ``arrays`` (exact float32 weights), on ``device`` (None: where torch makes them)."""
         encoder = ExpressionEncoder(DisplacementVAEOptions.from_dict(header["encoder"]))
         dynamic = DynamicDecoder(DynamicDecoderOptions.from_dict(header["dynamic"]))
         static = StaticDecoder(StaticDecoderOptions.from_dict(header["static"]))
@@ -471,7 +484,18 @@ class AvatarDecoders:
             module.eval()
         for p in encoder.parameters():
             p.requires_grad_(False)
-        return cls(encoder, dynamic, static, dict(header.get("displacement_vae", {})))
+        return cls(encoder, dynamic, static, dict(header.get("displacement_vae", {})))._moved(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.dynamic.units.device
+
+    def to(self, device: torch.device | str) -> AvatarDecoders:
+        """Copies of the three modules on ``device`` (self when they are there already; ``nn.Module.to`` would
+        move them in place, under any avatar that shares them)."""
+        if torch.device(device) == self.device:
+            return self
+        return AvatarDecoders(*(copy.deepcopy(m).to(device) for m in (self.encoder, self.dynamic, self.static)), dict(self.vae_provenance))
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What personalisation fits: both decoders' parameters (the encoder stays frozen)."""

@@ -4,7 +4,8 @@
 * ``browser``:        ``launch_chromium`` with the flags every browser test and bench uses;
 * ``bundle_fixture``: a small synthetic avatar bundle written from scratch (``make_test_bundle``);
 * ``arkit_names``:    the 52 ARKit blendshape names (for synthetic head models and bundles);
-* ``flame_synthetic``: a synthetic FLAME-layout pickle for the FLAME loader tests.
+* ``flame_synthetic``: a synthetic FLAME-layout pickle for the FLAME loader tests;
+* ``device_trap``:    ``DeviceTrap``, tensors made off the chosen device caught on a CPU (imports torch: not here).
 """
 
 from __future__ import annotations

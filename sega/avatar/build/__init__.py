@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from ... import __version__
 from ...camera import Camera
+from ...devices import device_label, resolve_device
 from ...headmodel.base import HeadModel
 from ...imaging import polygon_mask
 from ...meshraster import render_mesh
@@ -83,12 +84,19 @@ def build_avatar(
     progress: Callable[[str, float], None] | None = None,
     detector=None,
 ) -> tuple[Avatar, BuildData]:
-    """``Avatar.build`` plus its intermediate data (``BuildData``)."""
+    """``Avatar.build`` plus its intermediate data (``BuildData``).
+
+    ``options.device`` ("auto", "cpu", "cuda") is resolved first (``sega.devices.resolve_device``; a
+    ``DeviceError`` before any work when CUDA is asked for and missing) and the avatar's options record the
+    resolved name. Fitting, the maps, the decoders, the optimisation, the hair and the precompute make their
+    tensors there; MediaPipe, the numba mesh rasteriser and the numpy steps of the initialisation stay on the CPU."""
     from ...face import FaceDetector, head_crop
     from ...fit import FitOptions, fit_landmarks
     from ...track import with_closing_blinks
     from ...landmarks import mediapipe_groups
 
+    options = replace(options, device=resolve_device(options.device))
+    dev = torch.device(options.device)
     secs: dict[str, float] = {}
     own = detector is None
     det = FaceDetector() if own else detector
@@ -101,7 +109,7 @@ def build_avatar(
 
         t0 = time.perf_counter()
         _report(progress, "fit", 0.0)
-        fit = fit_landmarks(model, detection.landmarks, photo.shape[:2], FitOptions.preset(options.fit_preset))
+        fit = fit_landmarks(model, detection.landmarks, photo.shape[:2], FitOptions.preset(options.fit_preset), device=dev)
         fit = with_closing_blinks(fit, model, detection.landmarks)  # a squint's lids where the photo has them
         secs["fit"] = time.perf_counter() - t0
         _report(progress, "fit", 1.0)
@@ -124,7 +132,7 @@ def build_avatar(
     atlas = Atlas.build(model, options.atlas_resolution, regions=atlas_regions(model))
     static_mask = ~dynamic_texels(model, atlas, options.dynamic_threshold_m)
     _report(progress, "initialise", 0.3)
-    init = initial_maps(model, atlas, vertices, photo, person, fit.camera, options, detection.landmarks, fit.expression)
+    init = initial_maps(model, atlas, vertices, photo, person, fit.camera, options, detection.landmarks, fit.expression, device=dev)
     crop = head_crop(detection, photo.shape, size=options.render_size)
     cam = crop_camera(fit.camera, crop)
     target = crop.apply(photo).astype(np.float32) / 255.0
@@ -133,7 +141,7 @@ def build_avatar(
     lms = crop.landmarks_to_crop(detection.landmarks[:, :2])
     face_mask = polygon_mask(lms[list(mediapipe_groups()["face_oval"])], options.render_size, options.render_size) & (pmask >= 0.5)
 
-    decoders = AvatarDecoders.create(model, dynamic=dynamic_decoder_options(options)) if options.decoders else None
+    decoders = AvatarDecoders.create(model, dynamic=dynamic_decoder_options(options), device=dev) if options.decoders else None
     secs["initialise"] = time.perf_counter() - t0
     _report(progress, "initialise", 1.0)
 
@@ -141,7 +149,7 @@ def build_avatar(
     data = BuildData(fit, detection, crop, target, pmask, sil, face_mask, init.confidence, secs)
     maps = optimise_maps(init, atlas, vertices, cam, target, pmask, options, lambda f: _report(progress, "optimise", f), data.losses,
                          decoders=decoders, static_mask=static_mask, expression=fit.expression)
-    hair = hair_gaussians(vertices, model, cam, target, pmask, lms, sil) if options.hair_volume else None
+    hair = hair_gaussians(vertices, model, cam, target, pmask, lms, sil, device=dev) if options.hair_volume else None
     secs["optimise"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -154,6 +162,7 @@ def build_avatar(
         "fit_nme": fit.nme,
         "build_seconds": {k: round(v, 3) for k, v in secs.items()},
         "torch_threads": torch.get_num_threads(),
+        "device": device_label(dev),  # the resolved device with the GPU's name (``options.device`` is the bare name)
         "displacement_vae": None if decoders is None else decoders.vae_provenance,
     }
     avatar = Avatar(
@@ -171,10 +180,10 @@ def build_avatar(
         hair=hair,
     )
     if init.photo_weight is not None:  # trust the fitted colours only as far as the photo saw them (``unseen``)
-        fitted = avatar.texel_maps().color.numpy()  # the maps plus the decoders' residuals at the fitted expression
+        fitted = avatar.texel_maps().color.cpu().numpy()  # the maps plus the decoders' residuals at the fitted expression
         target_rgb = blend_unseen(fitted, init.photo_weight, init.mirror, init.fill)
         with torch.no_grad():
-            avatar.maps.color += torch.as_tensor(target_rgb - fitted)
+            avatar.maps.color += torch.as_tensor(target_rgb - fitted, device=dev)
         avatar.precompute()
     secs["precompute"] = time.perf_counter() - t0
     avatar.provenance["build_seconds"] = {k: round(v, 3) for k, v in secs.items()}

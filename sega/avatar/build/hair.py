@@ -158,8 +158,9 @@ def behind_neck(hair: np.ndarray, silhouette: np.ndarray, hang_row: int) -> np.n
 
 
 def hair_gaussians(vertices: np.ndarray, model: HeadModel, camera: Camera, target: np.ndarray, person: np.ndarray,
-                   landmarks: np.ndarray, silhouette: np.ndarray) -> Gaussians | None:  # fmt: skip
-    """The hair volume's Gaussians (canonical), or None when the photo shows no hair beyond the head.
+                   landmarks: np.ndarray, silhouette: np.ndarray, device: torch.device | str | None = None) -> Gaussians | None:  # fmt: skip
+    """The hair volume's Gaussians (canonical, on ``device``; None: torch's default), or None when the photo
+    shows no hair beyond the head. The work is numpy on the CPU; only the result moves.
 
     vertices: [V, 3] the fitted mesh; camera: the head-crop camera; target: [S, S, 3] float the photo
     crop; person: [S, S] its person mask; landmarks: [478, 2+] in crop px; silhouette: [S, S] bool the
@@ -210,11 +211,11 @@ def hair_gaussians(vertices: np.ndarray, model: HeadModel, camera: Camera, targe
     quats = np.zeros((n, 4), np.float32)
     quats[:, 0] = 1.0
     return Gaussians(
-        means=torch.as_tensor(means),
-        quats=torch.as_tensor(quats),
-        scales=torch.full((n, 3), HAIR_SCALE_VOXELS * HAIR_VOXEL_M),
-        opacities=torch.full((n,), HAIR_OPACITY),
-        colors=torch.as_tensor(colors),
+        means=torch.as_tensor(means, device=device),
+        quats=torch.as_tensor(quats, device=device),
+        scales=torch.full((n, 3), HAIR_SCALE_VOXELS * HAIR_VOXEL_M, device=device),
+        opacities=torch.full((n,), HAIR_OPACITY, device=device),
+        colors=torch.as_tensor(colors, device=device),
     )
 
 

@@ -200,8 +200,10 @@ def initial_maps(
     options: AvatarOptions,
     landmarks: np.ndarray | None = None,
     expression: np.ndarray | None = None,
+    device: torch.device | str | None = None,
 ) -> TexelInit:
-    """Initial maps on the fitted mesh.
+    """Initial maps on the fitted mesh; the maps' tensors on ``device`` (None: torch's default). The rest is
+    numpy work on the CPU (projections, the photo's colours, numba rasterising), whatever the device.
 
     photo: [H, W, 3] uint8; person_mask: [H, W] float; vertices: [V, 3] fitted (unposed) mesh;
     camera: the fitted photo camera.
@@ -284,7 +286,7 @@ def initial_maps(
     in_plane = np.log(options.init_scale_texels * splat_spacing)
     log_scale = np.stack([in_plane, in_plane, in_plane + math.log(options.init_normal_scale_ratio)], 1)
     logit = math.log(options.init_opacity / (1.0 - options.init_opacity))
-    maps = GaussianMaps.initial(atlas.num_texels, torch.as_tensor(log_scale), torch.as_tensor(colors.astype(np.float32)), logit)
+    maps = GaussianMaps.initial(atlas.num_texels, torch.as_tensor(log_scale), torch.as_tensor(colors.astype(np.float32)), logit, device=device)
     # Eyes and mouth keep their fitted colours (their own rules above), and so does the input view's face: it
     # needs every fitted colour there (its grazing slivers add up to ~2 dB).
     weight[eyes | mouth] = 1.0

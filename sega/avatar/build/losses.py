@@ -80,17 +80,18 @@ def coverage_loss(
     g: Gaussians, vertices: np.ndarray, faces: np.ndarray, face_mask: np.ndarray, gen: torch.Generator, options: AvatarOptions
 ) -> Tensor:
     """mean(1 - alpha) over the silhouette of the ``face_mask`` triangles at a random orbit view
-    (yaw in +-180 degrees, pitch in +-COVERAGE_PITCH_DEG)."""
-    r = torch.rand(2, generator=gen)
+    (yaw in +-180 degrees, pitch in +-COVERAGE_PITCH_DEG), rendered where ``g`` lives; ``gen`` a CPU generator."""
+    dev = g.means.device
+    r = torch.rand(2, generator=gen)  # on the CPU: the same views on every device
     yaw = float(360.0 * r[0] - 180.0)
     pitch = float((2 * r[1] - 1) * COVERAGE_PITCH_DEG)
     centre = vertices.mean(0)
     radius = float(np.linalg.norm(vertices - centre, axis=1).max())
     dist = radius / (ORBIT_HEAD_FILL * math.tan(math.radians(ORBIT_FOV_DEG) / 2))
     cam = orbit_camera(yaw, pitch, dist, centre, ORBIT_FOV_DEG, options.coverage_size, options.coverage_size)
-    sil = torch.as_tensor(render_mesh(vertices, faces, cam, face_mask=face_mask).mask)
+    sil = torch.as_tensor(render_mesh(vertices, faces, cam, face_mask=face_mask).mask, device=dev)
     if not bool(sil.any()):
-        return torch.zeros(())
-    K, viewmat = cam.torch()
+        return torch.zeros((), device=dev)
+    K, viewmat = cam.torch(device=dev)
     out = render_gaussians(g.means, g.quats, g.scales, g.opacities, g.colors, K, viewmat, cam.width, cam.height, None, backend="auto")
     return (1.0 - out.alpha[..., 0][sil]).mean()

@@ -49,6 +49,10 @@ def optimise_maps(
     init: from ``initial_maps``; vertices: [V, 3] fitted mesh (fixed); camera: the crop camera (S x S);
     target: [S, S, 3] photo crop; person_mask: [S, S] in [0, 1]. Returns detached optimised maps.
 
+    Runs where ``init.maps`` live (``AvatarOptions.device``; the decoders must be there too): every tensor of
+    the fit is made there, and ``render(backend="auto")`` picks gsplat on CUDA. The random draws (novel
+    views, random expressions) come from CPU generators, so every device sees the same ones.
+
     decoders (optional, with static_mask [T] bool and the fitted expression [E]): their parameters
     (feature maps + conv weights; not the frozen expression encoder) are fitted jointly with the maps,
     in place. The rendered maps are then maps + static residuals (static texels) + the dynamic
@@ -58,14 +62,19 @@ def optimise_maps(
     of both decoders' raw outputs is penalised (``w_residual``): residuals stay small everywhere.
     """
     maps, spacing, pairs = init.maps, init.spacing, init.pairs
+    dev = maps.device
+
+    def on(a, dtype: torch.dtype | None = None) -> Tensor:
+        return torch.as_tensor(a, dtype=dtype, device=dev)
+
     gen = torch.Generator().manual_seed(options.seed)
     size = options.render_size
-    verts_t = torch.as_tensor(vertices, dtype=torch.float32)
+    verts_t = on(vertices, torch.float32)
     points = atlas.texel_points(verts_t).detach()
     frames = atlas.texel_frames(verts_t).detach()
     frame_quats = matrix_to_quat(frames)  # the mesh is fixed here: convert once
-    K, viewmat = camera.torch()
-    bg = torch.tensor(options.background, dtype=torch.float32)
+    K, viewmat = camera.torch(device=dev)
+    bg = torch.tensor(options.background, dtype=torch.float32, device=dev)
     frags = render_mesh(vertices, atlas.faces, camera)
     silhouette = frags.mask
 
@@ -74,47 +83,47 @@ def optimise_maps(
     near_head = dilate(silhouette, margin_px)
     m = person_mask
     rgb_w = near_head & ~(silhouette & (m < VISIBILITY_MIN_MASK))  # mesh pixels the photo calls background: no colour target
-    target_rgb = torch.as_tensor(target * m[..., None] + np.asarray(options.background, np.float32) * (1 - m[..., None]))
-    target_alpha = torch.as_tensor(np.where(silhouette, 1.0, m).astype(np.float32))[..., None]
-    w_rgb = torch.as_tensor(rgb_w.astype(np.float32))[..., None]
-    w_alpha = torch.as_tensor(near_head.astype(np.float32))[..., None]
+    target_rgb = on(target * m[..., None] + np.asarray(options.background, np.float32) * (1 - m[..., None]))
+    target_alpha = on(np.where(silhouette, 1.0, m).astype(np.float32))[..., None]
+    w_rgb = on(rgb_w.astype(np.float32))[..., None]
+    w_alpha = on(near_head.astype(np.float32))[..., None]
     n_rgb = max(float(w_rgb.sum()), 1.0)
     n_alpha = max(float(w_alpha.sum()), 1.0)
 
     # Regulariser constants.
-    log_max_scale = scale_cap(options, spacing)  # [T, 1]: the penalty's bound and the hard cap at binding
-    unseen = torch.as_tensor(np.flatnonzero(init.confidence < 1.0))
+    log_max_scale = scale_cap(options, spacing, dev)  # [T, 1]: the penalty's bound and the hard cap at binding
+    unseen_np = np.flatnonzero(init.confidence < 1.0)
     priors = RegulariserInputs(
         options=options,
-        spacing=torch.as_tensor(spacing, dtype=torch.float32),
+        spacing=on(spacing, torch.float32),
         log_max_scale=log_max_scale,
         log_min_scale=math.log(options.min_scale_m),
-        hair=torch.as_tensor(region_mask(atlas, *HAIR_REGIONS)),
-        unseen=unseen,
-        mirror=torch.as_tensor(init.mirror[unseen.numpy()]),
-        no_evidence=torch.as_tensor(1.0 - init.confidence)[unseen],  # symmetry weight: 1 - photo confidence
-        pair_a=torch.as_tensor(pairs[:, 0]),
-        pair_b=torch.as_tensor(pairs[:, 1]),
+        hair=on(region_mask(atlas, *HAIR_REGIONS)),
+        unseen=on(unseen_np),
+        mirror=on(init.mirror[unseen_np]),
+        no_evidence=on((1.0 - init.confidence)[unseen_np]),  # symmetry weight: 1 - photo confidence
+        pair_a=on(pairs[:, 0]),
+        pair_b=on(pairs[:, 1]),
     )
     # The coverage term renders the outer surface only: hidden parts (mouth, eyeballs) must not grow
     # through the skin to fill the silhouette.
     outer_mask = region_mask(atlas, *COVERAGE_REGIONS)
     if not outer_mask.any():
         outer_mask = np.ones_like(outer_mask)
-    outer_index = torch.as_tensor(np.flatnonzero(outer_mask))
+    outer_index = on(np.flatnonzero(outer_mask))
     outer_faces = np.zeros(atlas.faces.shape[0], dtype=bool)
     outer_faces[atlas.texel_face[outer_mask]] = True
 
     # Texels far behind the visible surface, well inside the silhouette, cannot show in the input view:
     # leave them out of its render (they still get the coverage and prior terms); about halves the work
     # per step. Texels near the silhouette stay: with their offsets they form the hair outline.
-    xy, z = project_vertices(points.numpy(), camera)
+    xy, z = project_vertices(points.cpu().numpy(), camera)
     col, row = np.floor(xy[:, 0]).astype(np.int64), np.floor(xy[:, 1]).astype(np.int64)
     inside = (col >= 0) & (col < size) & (row >= 0) & (row < size)
     interior = ~dilate(~silhouette, margin_px)  # silhouette eroded by the hair margin
     zbuf = np.full(z.shape, -np.inf)
     zbuf[inside] = np.where(interior[row[inside], col[inside]], frags.depth[row[inside], col[inside]], np.inf)
-    front = torch.as_tensor(np.flatnonzero(z <= zbuf + INPUT_VIEW_OCCLUSION_M))
+    front = on(np.flatnonzero(z <= zbuf + INPUT_VIEW_OCCLUSION_M))
 
     # Step size per texel: the photo's evidence for a texel seen at a grazing angle is a sliver of pixels.
     # Letting the photometric loss freely repaint such texels (or fade them to reveal what is behind)
@@ -123,15 +132,15 @@ def optimise_maps(
     # appearance moves at most ``step`` times the learning rate per iteration, step = max(confidence,
     # photo_min_step). Geometry keeps the full rate (silhouette texels must grow out to form the hair).
     # Texels outside the input render (only priors act on them) keep the full step.
-    confidence = torch.as_tensor(init.confidence)
-    in_front = torch.zeros(points.shape[0], dtype=torch.bool)
+    confidence = on(init.confidence)
+    in_front = torch.zeros(points.shape[0], dtype=torch.bool, device=dev)
     in_front[front] = True
     step = torch.where(in_front, confidence.clamp_min(options.photo_min_step), torch.ones_like(confidence))
     if init.locked is not None:
-        step[torch.as_tensor(init.locked)] = 0.0
+        step[on(init.locked)] = 0.0
     geometry_step = torch.ones_like(step)  # the geometry fields' step: 0 where the init fixed it
     if init.fixed_geometry is not None:
-        geometry_step[torch.as_tensor(init.fixed_geometry)] = 0.0
+        geometry_step[on(init.fixed_geometry)] = 0.0
     # The photo loss must not reach what the init fixed through the decoders either (a squint's dark slit
     # painted back onto a locked eyeball by its colour residual): their residuals there are left out of the
     # render, and the residual regulariser keeps them near zero.
@@ -150,9 +159,9 @@ def optimise_maps(
         texel_uv = atlas.texel_uv
         decoders.dynamic.set_texel_uv(texel_uv[dyn]).train()
         decoders.static.set_texel_uv(texel_uv[sta]).train()
-        order = torch.as_tensor(np.argsort(np.concatenate([sta, dyn])))  # rows of cat([static, dynamic]) -> texel order
+        order = on(np.argsort(np.concatenate([sta, dyn])))  # rows of cat([static, dynamic]) -> texel order
         with torch.no_grad():
-            z_fit = decoders.encoder(torch.as_tensor(np.asarray(expression), dtype=torch.float32)[None])  # [1, Z]
+            z_fit = decoders.encoder(on(np.asarray(expression), torch.float32)[None])  # [1, Z]
         expr_gen = torch.Generator().manual_seed(options.seed + 1)
         groups.append({"params": decoders.trainable_parameters(), "lr": options.lr_decoder, "name": "decoders"})
     opt = torch.optim.Adam(groups, eps=1e-15)
@@ -169,13 +178,14 @@ def optimise_maps(
         res_d = decoders.dynamic(z_fit)[0]  # [Td, A]
         reg = raw_residual(decoders.static, res_s).pow(2).mean() + raw_residual(decoders.dynamic, res_d).pow(2).mean()
         if options.residual_expressions > 0 and options.residual_every > 0 and it % options.residual_every == 0:
-            expr_r = sample_expressions(options.residual_expressions, decoders.encoder.config, expr_gen)
+            expr_r = sample_expressions(options.residual_expressions, decoders.encoder.config, expr_gen).to(dev)  # drawn on the CPU
             with torch.no_grad():
                 z_r = decoders.encoder(expr_r)
             reg = reg + raw_residual(decoders.dynamic, decoders.dynamic(z_r)).pow(2).mean()
         both = torch.index_select(torch.cat([res_s, res_d], 0), 0, order)  # [T, A]
         return residual_to_maps(both if residual_keep is None else both * residual_keep), reg
 
+    step_losses = []  # read back once at the end: a float() per step would wait for the GPU every step
     for it in range(options.iterations):
         opt.zero_grad(set_to_none=True)
         maps_now = cur()
@@ -204,9 +214,11 @@ def optimise_maps(
         opt.step()
         sched.step()
         if losses is not None:
-            losses.append(float(loss.detach()))
+            step_losses.append(loss.detach())
         if progress is not None:
             progress((it + 1) / options.iterations)
+    if losses is not None:
+        losses.extend(float(v) for v in step_losses)
     if decoders is not None:
         decoders.dynamic.eval()
         decoders.static.eval()
