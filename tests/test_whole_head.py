@@ -82,6 +82,22 @@ def test_smooth_field_copies_no_features_and_falls_back_to_the_prior():
     assert np.allclose(field[-1], [0.2, 0.3, 0.4], atol=1e-6)
 
 
+def test_hair_thickness_is_taken_per_direction_from_the_head():
+    """``thickness_by_direction``: a head disc of radius 50 px with hair out to 70 px over its upper half stands
+    20 px thick above the head, on every pixel in that direction (near the head too: per pixel, the rays through
+    the top of tall hair made a flat-topped slab, a fin from the side), and 0 below it."""
+    from sega.avatar.build.hair import thickness_by_direction
+
+    rows, cols = np.indices((200, 200))
+    r = np.hypot(cols + 0.5 - 100, rows + 0.5 - 100)
+    head = r <= 50
+    hair = (r > 50) & (r <= 70) & (rows < 100)
+    t = thickness_by_direction(hair, head, np.array([100.0, 100.0]), 0.002)
+    assert t[20, 100] == pytest.approx(0.04, abs=0.004) and t[45, 100] == t[20, 100]  # 20 px x 2 mm, along the ray
+    assert t[180, 100] < 0.002 and t[100, 100] >= 0.0
+    assert t[30, 30] == pytest.approx(0.04, abs=0.004)  # up and to the side: the same hair
+
+
 @pytest.fixture(scope="module")
 def long_hair(ict_model, face_detector):
     """hallo_1 (a painted girl with long hair hanging below her shoulders), fast preset."""

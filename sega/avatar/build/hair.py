@@ -36,7 +36,9 @@ HAIR_REACH_M = 0.12  # the volume's box reaches this far beyond the head mesh's 
 HAIR_DROP_M = 0.25  # ... and this far below the head model's lowest point (long hair over the shoulders)
 HAIR_FRONT_FRACTION = 0.4  # hair outside the silhouette starts this far back through the head's depth (the ears' plane) ...
 HAIR_CROWN_FRACTION = 0.75  # ... rising to this at the top of the head (hair on top reaches the hairline: a round front, not a wall)
-HAIR_BASE_M = 0.01  # hair lies within the distance it stands out from the head in the photo (per pixel) plus this
+HAIR_BASE_M = 0.01  # hair lies within the distance it stands out from the head in the photo (per pixel) plus this ...
+HAIR_SHELL_BASE_M = HAIR_VOXEL_M  # ... above the ears plus this: more flattens the shell's top where the photo's outline
+# clips it (a plateau 2 sqrt((r + t + base)^2 - (r + t)^2) long over a skull of radius r under hair t thick)
 HAIR_COVER_MIN_M = 0.005  # the hair over the back of the head is at least this thick (short hair) ...
 HAIR_COVER_MAX_M = 0.03  # ... and at most this (the photo's volume above the ears, median, lies between)
 SILHOUETTE_MARGIN_PX = 2  # hair pixels within this of the mesh's silhouette belong to the mesh's own (hair) texels
@@ -49,6 +51,13 @@ FAR_BLUR_PX = 12.0  # far from the hair, its nearest colours are blurred this mu
 MIN_LOCAL_HAIR = 0.05  # where the blurred hair mask is below this, the local mean is the nearest hair's
 HEAD_REGIONS = ("face", "head_neck")
 SLICE_M = 0.01  # horizontal cross-sections of the mesh: the vertices within this height of a level
+# Above the ears, the hair's thickness is taken per direction from the head's centre in the photo (the hair's
+# outline beyond the head's, along that direction), not per pixel: per pixel, the rays through the top of a tall
+# hairdo kept everything within its height of the skull along them, a flat-topped slab 10+ cm long that showed
+# from the side as a fin above the head. Per direction, the hair over the head is a shell as thick as the
+# photo's outline says: round from every side.
+DIRECTION_BINS = 180  # directions (2 degrees apart) ...
+DIRECTION_BLUR_BINS = 3.0  # ... whose thicknesses are smoothed over this many (Gaussian sigma, circular)
 
 
 def hang_height(vertices: np.ndarray, model: HeadModel) -> float:
@@ -82,8 +91,8 @@ def hair_volume_points(vertices: np.ndarray, model: HeadModel, camera: Camera, h
     """[N, 3] canonical centres of the hair volume's surface voxels, behind the ears' plane
     (``HAIR_FRONT_FRACTION``, sloping forward above the ears to ``HAIR_CROWN_FRACTION`` at the top), that project into the hair mask [S, S] bool and lie
 
-    * above the ears (``hang_height``): within ``reach_m`` at their pixel (+ ``HAIR_BASE_M``) of the head
-      mesh (a shell as thick as the hair stands out from the head in the photo);
+    * above the ears (``hang_height``): within ``reach_m`` at their pixel (+ ``HAIR_SHELL_BASE_M``) of the
+      head mesh (a shell as thick as the hair stands out from the head in the photo);
     * below them: within that reach of the head's outline at ear height, in the horizontal plane (hair
       hangs from it, so from the side long hair is a sheet from the ears back), outside the neck.
 
@@ -129,7 +138,7 @@ def hair_volume_points(vertices: np.ndarray, model: HeadModel, camera: Camera, h
         d_ring = cKDTree(ring).query(p[down][:, [0, 2]])[0]
         dist[down] = np.where(Delaunay(ring).find_simplex(p[down][:, [0, 2]]) >= 0, 0.0, d_ring)
         dist[down[_inside_cross_sections(p[down], vertices)]] = np.inf  # never inside the neck or shoulders
-    keep = in_hair & (dist <= reach_m[row[cand], col[cand]] + HAIR_BASE_M)
+    keep = in_hair & (dist <= reach_m[row[cand], col[cand]] + np.where(up, HAIR_SHELL_BASE_M, HAIR_BASE_M))
     keep |= in_behind & (dist <= HAIR_BASE_M)  # hanging straight down from the back of the head
     if in_cover.any():  # a layer as thick as the hair on top of the head in the photo, outside the head
         cover = in_cover & (dist <= cover_m)
@@ -140,6 +149,25 @@ def hair_volume_points(vertices: np.ndarray, model: HeadModel, camera: Camera, h
     occupied = occupied.reshape(grid.shape[:3])
     surface = occupied & ~binary_erosion(occupied, border_value=0)  # voxels with an empty neighbour
     return grid[surface].astype(np.float32)
+
+
+def thickness_by_direction(hair: np.ndarray, silhouette: np.ndarray, centre: np.ndarray, m_per_px: float) -> np.ndarray:
+    """[S, S] metres: for each pixel, how far the photo's hair stands out beyond the head's silhouette in the
+    pixel's direction from ``centre`` [2] (x, y px): the hair's outer radius there minus the silhouette's,
+    over ``DIRECTION_BINS`` directions smoothed circularly; 0 where no hair lies beyond the head.
+    hair, silhouette: [S, S] bool."""
+    from scipy.ndimage import gaussian_filter1d
+
+    rows, cols = np.indices(hair.shape)
+    dx, dy = cols + 0.5 - centre[0], rows + 0.5 - centre[1]
+    radius = np.hypot(dx, dy)
+    bins = ((np.arctan2(dy, dx) + np.pi) / (2 * np.pi) * DIRECTION_BINS).astype(np.int64) % DIRECTION_BINS
+    outer, head = np.zeros(DIRECTION_BINS), np.zeros(DIRECTION_BINS)
+    np.maximum.at(outer, bins[hair], radius[hair])
+    np.maximum.at(head, bins[silhouette], radius[silhouette])
+    thick = np.where(outer > head, outer - head, 0.0)
+    thick = gaussian_filter1d(thick, DIRECTION_BLUR_BINS, mode="wrap")
+    return thick[bins] * m_per_px
 
 
 def behind_neck(hair: np.ndarray, silhouette: np.ndarray, hang_row: int) -> np.ndarray:
@@ -174,9 +202,13 @@ def hair_gaussians(vertices: np.ndarray, model: HeadModel, camera: Camera, targe
     head = vertices[model.region_vertex_mask(*[r for r in HEAD_REGIONS if r in model.region_names])]
     xy_head, _ = project_vertices(head.astype(np.float64), camera)
     m_per_px = float(np.ptp(head[:, 0]) / max(np.ptp(xy_head[:, 0]), 1.0))
-    reach = distance_transform_edt(~silhouette) * m_per_px  # how far the hair stands out of the head, per pixel
     frags = render_mesh(vertices, model.faces, camera)
     hang_xy, _ = project_vertices(np.array([[head[:, 0].mean(), hang_height(vertices, model), head[:, 2].mean()]]), camera)
+    # How far the hair stands out of the head: below the ears per pixel (hanging hair, from the head's outline at
+    # ear height), above them per direction from the head's centre (``thickness_by_direction``).
+    centre_xy, _ = project_vertices(head.mean(0, keepdims=True).astype(np.float64), camera)
+    below = np.arange(hair.shape[0])[:, None] >= int(hang_xy[0, 1])
+    reach = np.where(below, distance_transform_edt(~silhouette) * m_per_px, thickness_by_direction(hair, silhouette, centre_xy[0], m_per_px))
     behind = behind_neck(hair, silhouette, int(hang_xy[0, 1]))
     # The hair's thickness over the hidden back and top of the head: as far as it stands out above the ears in the photo.
     above = hair & (np.arange(hair.shape[0])[:, None] < int(hang_xy[0, 1]))
@@ -219,4 +251,4 @@ def hair_gaussians(vertices: np.ndarray, model: HeadModel, camera: Camera, targe
     )
 
 
-__all__ = ["behind_neck", "hair_gaussians", "hair_volume_points", "hang_height"]
+__all__ = ["behind_neck", "hair_gaussians", "hair_volume_points", "hang_height", "thickness_by_direction"]
