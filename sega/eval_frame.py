@@ -18,7 +18,7 @@ frozen baseline's are under ``"frozen"``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -126,10 +126,10 @@ class FrameScorer:
         if mask.sum() < 100:
             return {"skipped": "the avatar and the person do not overlap"}, {}
         tgt = measure_image(frame, self.detector)
-        video = Measured(video_landmarks, landmark_measures(video_landmarks), teeth_shown(frame, video_landmarks))
+        video = Measured(video_landmarks, landmark_measures(video_landmarks), None)  # teeth only where it is the target
         entry: dict = {}
         if tgt.landmarks is None:  # the static detector missed what the tracker found: its landmarks, its measures
-            tgt = video
+            tgt = replace(video, teeth=teeth_shown(frame, video_landmarks))
         else:  # two readings of one frame: how finely the landmark errors can resolve anything
             entry["target_reread"] = {k: v for k, v in measure_errors(video, tgt).items() if k in REREAD}
         regions = region_masks(tgt.landmarks, *frame.shape[:2])
