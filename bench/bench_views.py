@@ -12,7 +12,8 @@ canonical pose, fitted expression). Per photo and view:
   painted onto the side of the head is. ``mediapipe_boxes``: its box detectors' count, for reference
   (they fire on real profiles as well);
 * the input view: IoU of the avatar's alpha with the photo's person mask above the shoulders
-  (``sega.view_checks.head_window``: hair included, shoulders and clothes not), and PSNR / SSIM inside
+  (``sega.view_checks.scored_window``: hair included, shoulders and clothes not, nor the crop's padding
+  past the photo's edge), and PSNR / SSIM inside
   the face mask (the frontal view must not get worse).
 
 A gallery (source crop | input view | yaw 0, +30, -30, +45, -45, +90, -90, 180; a row per photo) goes to

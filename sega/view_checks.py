@@ -42,13 +42,22 @@ def _uint8(rgb: torch.Tensor) -> np.ndarray:
     return (rgb.cpu().numpy().clip(0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def scored_window(data) -> np.ndarray:
+    """[S, S] bool: where the input view's silhouette is scored: the photo's person above the shoulders
+    (``head_window``), and only where the crop lies inside the photo. A head crop often runs past the
+    photo's edge (a portrait cut at the chest); the padding there says nothing about the person, so
+    the avatar's neck drawn into it is neither right nor wrong. data: the build's ``BuildData``."""
+    lms = data.crop.landmarks_to_crop(data.detection.landmarks[:, :2])
+    return head_window(data.person_mask, lms) & (data.crop.valid_mask() >= MASK_THRESHOLD)
+
+
 def input_view_scores(avatar, data) -> tuple[dict, np.ndarray]:
-    """The avatar at its own photo's crop view against the photo: silhouette IoU above the shoulders,
-    PSNR / SSIM in the face mask. data: the build's ``BuildData``. -> (scores, render [S, S, 3] uint8)."""
+    """The avatar at its own photo's crop view against the photo: silhouette IoU above the shoulders
+    (``scored_window``), PSNR / SSIM in the face mask. data: the build's ``BuildData``.
+    -> (scores, render [S, S, 3] uint8)."""
     out = avatar.render(avatar.expression, camera=avatar.crop_camera)
     rgb, alpha = out.rgb.cpu().numpy().clip(0.0, 1.0), out.alpha.cpu().numpy()[..., 0]
-    lms = data.crop.landmarks_to_crop(data.detection.landmarks[:, :2])
-    window = head_window(data.person_mask, lms)
+    window = scored_window(data)
     ssim = ssim_map(torch.as_tensor(rgb, dtype=torch.float32), torch.as_tensor(data.target, dtype=torch.float32)).numpy()
     scores = {
         "input_iou": round(silhouette_iou(alpha, data.person_mask, window), 4),
@@ -94,4 +103,4 @@ def view_row(target: np.ndarray, renders: dict, size: int) -> np.ndarray:
     return np.concatenate([fit(target), fit(renders["input"])] + [renders[y] for y in VIEW_YAWS_DEG], 1)
 
 
-__all__ = ["VIEW_YAWS_DEG", "face_landmarks_found", "input_view_scores", "silhouette_iou", "view_report", "view_row"]
+__all__ = ["VIEW_YAWS_DEG", "face_landmarks_found", "input_view_scores", "scored_window", "silhouette_iou", "view_report", "view_row"]

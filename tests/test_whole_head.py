@@ -34,6 +34,28 @@ def test_head_window_stops_at_the_shoulders():
     assert head_window(person[:140], _fake_landmarks(100, 70, 130)).all()  # no shoulders in view: all rows
 
 
+def test_the_input_view_is_scored_only_inside_the_photo():
+    """A portrait cut at the chest: its head crop runs 60 px past the photo's bottom edge, where the
+    padded person mask is 0. The avatar's neck drawn there is not scored (it was, as 'outside the person',
+    which took the dev photos' IoU down to 0.67-0.78 though the head matched)."""
+    from types import SimpleNamespace
+
+    from sega.head_crop import HeadCrop
+    from sega.view_checks import scored_window, silhouette_iou
+
+    crop = HeadCrop(np.eye(3), np.eye(3), 200, (140, 200))  # crop px = photo px; the photo is 140 rows tall
+    person = np.zeros((200, 200), np.float32)
+    person[20:140, 60:140] = 1.0  # head and neck down to the photo's edge; padding below
+    lm = _fake_landmarks(100, 70, 130)
+    data = SimpleNamespace(crop=crop, person_mask=person, detection=SimpleNamespace(landmarks=lm))
+    alpha = np.zeros((200, 200), np.float32)
+    alpha[20:190, 60:140] = 1.0  # the avatar: the same head, and its neck on into the padding
+    window = scored_window(data)
+    assert window[:140].all() and not window[140:].any()
+    assert silhouette_iou(alpha, person, window) == 1.0
+    assert silhouette_iou(alpha, person, np.ones_like(window)) < 0.75  # scored over the padding too
+
+
 def test_pillarbox_bars_are_not_the_backdrop():
     """A grey backdrop between black pillarbox bars (a portrait clip padded to a square frame), with dark
     hair reaching the picture's sides: the backdrop is grey, not the bars' black, so the hair is kept."""
