@@ -23,7 +23,9 @@ FACE_MARGIN_IOD = 0.1  # the face oval grown by this (IODs) is the face: hair is
 # build keeps every fitted colour inside it (splats overlap its edge)
 HAIR_SKIN_DISTANCE = 0.15  # RGB distance from the median skin colour beyond which a pixel may be hair
 BORDER_FRACTION = 0.03  # the background's colour is the median of the image's outer ring this wide (fraction of its side) ...
-BACKGROUND_DISTANCE = 0.1  # ... and pixels within this RGB distance of it are not hair
+BACKGROUND_DISTANCE = 0.1  # ... and pixels within this RGB distance of it are not hair ...
+BACKDROP_UNSURE = 0.9  # ... where the segmenter's person probability is below this. Halos of backdrop it lets in
+# along the outline sit at 0.5-0.9; dark hair before a dark backdrop (the backdrop's colour, but hair) sits at ~1.0.
 # Letterbox / pillarbox bars (a portrait video padded to a wider frame) are not the backdrop: they are
 # left out of the ring, which is then taken inside them.
 BAR_MAX_VALUE = 0.08  # a bar line is dark: its brightest channel's mean at most this ...
@@ -67,15 +69,16 @@ def skin_colour(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 
 def hair_mask(photo: np.ndarray, person: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """[H, W] bool: the person above the shoulders, outside the (grown) face oval, neither skin- nor
-    backdrop-coloured (``border_colour``), in pieces that reach above the chin (hair hangs from the head;
+    """[H, W] bool: the person above the shoulders, outside the (grown) face oval, neither skin-coloured
+    nor backdrop-coloured (``border_colour``) where the segmenter is unsure (``BACKDROP_UNSURE``), in pieces that reach above the chin (hair hangs from the head;
     a collar below the chin does not). photo: the head crop (its border is the backdrop)."""
     from scipy.ndimage import label
 
     lm = np.asarray(landmarks, dtype=np.float64)
     face = face_oval(lm, person.shape, FACE_MARGIN_IOD)
     skin = np.linalg.norm(photo - skin_colour(photo, lm)[None, None], axis=-1) <= HAIR_SKIN_DISTANCE
-    background = np.linalg.norm(photo - border_colour(photo, person)[None, None], axis=-1) <= BACKGROUND_DISTANCE
+    backdrop_coloured = np.linalg.norm(photo - border_colour(photo, person)[None, None], axis=-1) <= BACKGROUND_DISTANCE
+    background = backdrop_coloured & (person < BACKDROP_UNSURE)
     mask = (person >= MASK_THRESHOLD) & head_window(person, lm) & ~face & ~skin & ~background
     parts, n = label(mask)
     if n == 0:

@@ -58,11 +58,12 @@ def input_view_scores(avatar, data) -> tuple[dict, np.ndarray]:
     out = avatar.render(avatar.expression, camera=avatar.crop_camera)
     rgb, alpha = out.rgb.cpu().numpy().clip(0.0, 1.0), out.alpha.cpu().numpy()[..., 0]
     window = scored_window(data)
+    person, drawn = (data.person_mask >= MASK_THRESHOLD) & window, (alpha >= MASK_THRESHOLD) & window
     ssim = ssim_map(torch.as_tensor(rgb, dtype=torch.float32), torch.as_tensor(data.target, dtype=torch.float32)).numpy()
     scores = {
         "input_iou": round(silhouette_iou(alpha, data.person_mask, window), 4),
-        "input_missing_person_fraction": round(float(((data.person_mask >= MASK_THRESHOLD) & window & (alpha < MASK_THRESHOLD)).sum()
-                                                     / max(1, ((data.person_mask >= MASK_THRESHOLD) & window).sum())), 4),
+        "input_missing_person_fraction": round(float((person & ~drawn).sum() / max(1, person.sum())), 4),
+        "input_excess_fraction": round(float((drawn & ~person).sum() / max(1, drawn.sum())), 4),  # drawn over the backdrop
         "input_face_psnr_db": round(psnr(rgb, data.target, data.face_mask), 3),
         "input_face_ssim": round(float(ssim[data.face_mask].mean()), 4),
     }  # fmt: skip

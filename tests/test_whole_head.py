@@ -76,6 +76,28 @@ def test_pillarbox_bars_are_not_the_backdrop():
     assert np.allclose(border_colour(plain), 0.03) and max(edge_bars(plain)) == int(0.35 * 50)
 
 
+def test_backdrop_coloured_hair_is_kept_where_the_segmenter_is_sure(astronaut, face_detector):
+    """Dark hair before a backdrop of the same colour (a dev photo's hair was left out this way: IoU 0.84):
+    where the segmenter is sure of the person it is hair; a halo of backdrop it is unsure of is not."""
+    from sega.person_regions import BACKDROP_UNSURE, CHIN, FACE_MARGIN_IOD, face_oval, hair_mask
+
+    lm = face_detector.detect(astronaut).landmarks[:, :2]
+    shape = astronaut.shape[:2]
+    backdrop = np.array([0.31, 0.26, 0.33], np.float32)
+    rng = np.random.default_rng(0)
+    img = backdrop + rng.normal(0, 0.01, (*shape, 3)).astype(np.float32)
+    face = face_oval(lm, shape)
+    img[face] = astronaut[face] / 255.0
+    head = face_oval(lm, shape, 1.0)  # the face and the hair around it, the backdrop's colour
+    halo = face_oval(lm, shape, 1.3) & ~head
+    person = np.where(head, 1.0, np.where(halo, 0.5 * (0.5 + BACKDROP_UNSURE), 0.0)).astype(np.float32)
+    hair = hair_mask(img, person, lm)
+    around = head & ~face_oval(lm, shape, FACE_MARGIN_IOD + 0.05)
+    around[int(lm[CHIN, 1]):] = False  # above the chin (below it this blob widens into 'shoulders')
+    assert hair[around].mean() > 0.95, hair[around].mean()
+    assert not hair[halo].any()
+
+
 def test_photo_weight_trusts_square_views_away_from_the_silhouette():
     from sega.avatar.build.unseen import photo_weight
 
@@ -133,7 +155,7 @@ def long_hair(ict_model, face_detector):
 
 
 def test_long_hair_fills_the_photo_silhouette_and_covers_the_back(long_hair):
-    """Measured (fast): input-view IoU above the shoulders 0.74 with no hair Gaussians, 0.95 with them;
+    """Measured (fast): input-view IoU above the shoulders 0.74 with no hair Gaussians, 0.955 with them;
     the back view shows the hair's colour where the bald head showed skin."""
     from sega.face import segment_person
     from sega.meshraster import project_vertices, render_mesh
@@ -143,7 +165,10 @@ def test_long_hair_fills_the_photo_silhouette_and_covers_the_back(long_hair):
     photo, avatar, data = long_hair
     assert avatar.num_hair > 1000
     scores, _ = input_view_scores(avatar, data)
-    assert scores["input_iou"] >= 0.9, scores
+    assert scores["input_iou"] >= 0.93, scores
+    # The hair's outline lands on the photo's: 1.3 % of the drawn pixels over the backdrop (3.3 % while the
+    # voxels filled the hair mask to its edge and their splats reached 1-4 px past it).
+    assert scores["input_excess_fraction"] <= 0.02, scores
     # No hair Gaussian lands on the face in the input view: those that project there are behind the head.
     xy, depth = project_vertices(avatar.hair.means.numpy().astype(np.float64), avatar.crop_camera)
     px = np.clip(np.floor(xy).astype(int), 0, data.face_mask.shape[0] - 1)

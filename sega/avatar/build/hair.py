@@ -27,7 +27,7 @@ from ...gaussians import Gaussians
 from ...headmodel.base import HeadModel
 from ...imaging import bilinear_sample, dilate
 from ...meshraster import project_vertices, render_mesh
-from ...person_regions import hair_mask
+from ...person_regions import MASK_THRESHOLD, hair_mask
 
 HAIR_VOXEL_M = 0.004  # voxel side of the hair volume (metres): a Gaussian per surface voxel
 HAIR_SCALE_VOXELS = 0.6  # each Gaussian's standard deviation, in voxel sides (neighbours overlap)
@@ -41,6 +41,10 @@ HAIR_SHELL_BASE_M = HAIR_VOXEL_M  # ... above the ears plus this: more flattens 
 # clips it (a plateau 2 sqrt((r + t + base)^2 - (r + t)^2) long over a skull of radius r under hair t thick)
 HAIR_COVER_MIN_M = 0.005  # the hair over the back of the head is at least this thick (short hair) ...
 HAIR_COVER_MAX_M = 0.03  # ... and at most this (the photo's volume above the ears, median, lies between)
+# A splat reaches past its centre: where the volume's outline grazes the view, a stack of ~10 splats at
+# HAIR_OPACITY still sums to alpha 0.5 this many standard deviations out. Voxels are kept only if their centre
+# lies this far (less half a voxel) inside the person, so the hair's outline lands on the photo's, not 1-4 px out.
+HAIR_OUTLINE_REACH_SIGMAS = 2.3
 SILHOUETTE_MARGIN_PX = 2  # hair pixels within this of the mesh's silhouette belong to the mesh's own (hair) texels
 COLOUR_BLUR_PX = 1.0  # the photo is blurred by this (Gaussian sigma, px) before hair colours are taken (no aliasing)
 DEEP_BLUR_PX = 6.0  # voxels behind the front layer take the hair's colour blurred this much (px) ...
@@ -213,7 +217,12 @@ def hair_gaussians(vertices: np.ndarray, model: HeadModel, camera: Camera, targe
     # The hair's thickness over the hidden back and top of the head: as far as it stands out above the ears in the photo.
     above = hair & (np.arange(hair.shape[0])[:, None] < int(hang_xy[0, 1]))
     cover_m = float(np.clip(np.median(reach[above]) if above.any() else 0.0, HAIR_COVER_MIN_M, HAIR_COVER_MAX_M))
-    means = hair_volume_points(vertices, model, camera, hair, reach, behind, np.where(frags.mask, frags.depth, np.inf), cover_m)
+    # Voxel centres stay inside the person by as far as their splats reach beyond them (HAIR_OUTLINE_REACH_SIGMAS);
+    # only against the backdrop: next to the face and neck the hair meets the mesh's own splats.
+    inset_m = HAIR_OUTLINE_REACH_SIGMAS * HAIR_SCALE_VOXELS * HAIR_VOXEL_M - HAIR_VOXEL_M / 2
+    inset_px = max(0, int(round(inset_m / m_per_px)))
+    fill = hair & ~dilate(person < MASK_THRESHOLD, inset_px)
+    means = hair_volume_points(vertices, model, camera, fill, reach, behind, np.where(frags.mask, frags.depth, np.inf), cover_m)
     if len(means) == 0:
         return None
     xy, depth = project_vertices(means.astype(np.float64), camera)
