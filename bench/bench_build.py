@@ -17,8 +17,13 @@ For each preset (fast, default) this prints:
   ``sega.nets.decoders``), whose own median time is printed too, with the displacement VAE the
   encoder came from (trained checkpoint or the untrained stand-in).
 
-Run: ``python -m bench.bench_build [--presets fast default]`` from the repository root; writes
-``bench/results/bench_build.json`` (``bench.record``).
+With ``--device cuda`` (or "auto" on a GPU machine) the builds and renders run there (MediaPipe stays on
+the CPU); the face detector is made before the timed builds (models loaded), and CUDA is synchronised
+before each clock read. ``--photos`` adds photos (e.g. dev portraits) built at each preset, under
+``photos`` in the record.
+
+Run: ``python -m bench.bench_build [--presets fast default] [--device auto] [--photos P ...]`` from the
+repository root; writes ``bench/results/bench_build.json`` (``bench.record``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import sega  # noqa: F401  first: sets OMP_WAIT_POLICY before torch / numba load libgomp
@@ -54,21 +60,32 @@ TARGETS = {"build_s": "<= 60", "input_view_psnr_db": ">= 30", "input_view_ssim":
            "alpha_in_silhouette_min": ">= 0.99", "animate_ms": "<= 20", "animate_with_head_pose_ms": "<= 20"}  # fmt: skip
 
 
-def warm_up() -> None:
-    """Load the numba kernels (disk cache or JIT) outside the timed region."""
+def warm_up(device: str) -> None:
+    """Load the numba kernels (disk cache or JIT) and, on CUDA, the context and gsplat's extension,
+    outside the timed region."""
     n = 64
     g = torch.Generator().manual_seed(0)
     means = torch.randn(n, 3, generator=g) * 0.05 + torch.tensor([0.0, 0.0, 1.0])
-    params = [means.requires_grad_(True), torch.randn(n, 4, generator=g), torch.full((n, 3), 0.01), torch.full((n,), 0.5), torch.rand(n, 3, generator=g)]
+    params = [means, torch.randn(n, 4, generator=g), torch.full((n, 3), 0.01), torch.full((n,), 0.5), torch.rand(n, 3, generator=g)]
     k = torch.tensor([[64.0, 0, 32], [0, 64.0, 32], [0, 0, 1]])
-    out = render(*params, k, torch.eye(4), 64, 64, backend="cpu")
-    out.rgb.sum().backward()
+    for dev in dict.fromkeys(("cpu", device)):
+        leaves = [p.to(dev).requires_grad_(True) for p in params]
+        out = render(*leaves, k.to(dev), torch.eye(4, device=dev), 64, 64, backend="auto")
+        out.rgb.sum().backward()
+    _sync(device)
 
 
-def bench_preset(name: str, photo: np.ndarray, model) -> dict:
-    """Build at preset ``name``, print its figures and return them (``figures[name]`` of the record)."""
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bench_preset(name: str, photo: np.ndarray, model, device: str = "cpu", detector=None) -> dict:
+    """Build at preset ``name`` on ``device``, print its figures and return them (``figures[name]`` of the record)."""
+    _sync(device)
     t0 = time.perf_counter()
-    avatar, data = build_avatar(photo, model, AvatarOptions.preset(name))
+    avatar, data = build_avatar(photo, model, replace(AvatarOptions.preset(name), device=device), detector=detector)
+    _sync(device)
     total = time.perf_counter() - t0
     stages = ", ".join(f"{k} {v:.1f}" for k, v in data.seconds.items())
     print(f"[{name}] build {total:.1f} s ({stages}); {avatar.num_gaussians} Gaussians, "
@@ -89,7 +106,7 @@ def bench_preset(name: str, photo: np.ndarray, model) -> dict:
           f"PSNR {value:.2f} dB (target >= 30), SSIM {ssim:.4f} (target >= 0.93)")
     fig.update(input_view_psnr_db=round(value, 2), input_view_ssim=round(ssim, 4), face_mask_px=int(mask.sum()))
 
-    verts = avatar.vertices().numpy()
+    verts = avatar.vertices().cpu().numpy()
     cover = {}
     for yaw in COVERAGE_YAWS:
         cam = avatar.orbit_camera(yaw, size=COVERAGE_SIZE)
@@ -105,8 +122,10 @@ def bench_preset(name: str, photo: np.ndarray, model) -> dict:
         for _ in range(ANIMATE_FRAMES):
             expr = rng.uniform(0.0, 1.0, model.num_expressions).astype(np.float32)
             pose = (rng.normal(0, POSE_STD_RAD, 3), rng.normal(0, POSE_STD_M, 3)) if posed else None
+            _sync(device)
             t0 = time.perf_counter()
             avatar.animate(expr, pose)
+            _sync(device)
             times.append(time.perf_counter() - t0)
         label = "with head pose" if posed else "no head pose"
         print(f"[{name}] animate ({label}): median {1000 * statistics.median(times):.1f} ms over {ANIMATE_FRAMES} random "
@@ -115,9 +134,11 @@ def bench_preset(name: str, photo: np.ndarray, model) -> dict:
     if avatar.decoders is not None:
         times = []
         for _ in range(ANIMATE_FRAMES):
-            expr = torch.as_tensor(rng.uniform(0.0, 1.0, model.num_expressions), dtype=torch.float32)
+            expr = torch.as_tensor(rng.uniform(0.0, 1.0, model.num_expressions), dtype=torch.float32, device=avatar.device)
+            _sync(device)
             t0 = time.perf_counter()
             avatar.dynamic_residual_maps(expr)
+            _sync(device)
             times.append(time.perf_counter() - t0)
         vae = avatar.decoders.vae_provenance
         src = f"checkpoint {vae['checkpoint']} sha256 {vae['checkpoint_sha256'][:12]}" if vae.get("trained") else "UNTRAINED stand-in (no checkpoint)"
@@ -133,18 +154,31 @@ def bench_preset(name: str, photo: np.ndarray, model) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=[QUICK_PRESET, DEFAULT_PRESET], choices=PRESET_NAMES)
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto: CUDA when torch sees it)")
+    ap.add_argument("--photos", nargs="*", type=Path, default=[], help="more photos to build at each preset (figures under 'photos')")
     ap.add_argument("--json", type=Path, default=None, help="record path (default bench/results/bench_build.json)")
     args = ap.parse_args()
-    print(f"# {' '.join([sys.executable, *sys.argv])}")
-    print(f"# {machine_line()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     from skimage import data
 
+    from sega.devices import resolve_device
+    from sega.face import FaceDetector
+    from sega.io import load_photo
+
+    device = resolve_device(args.device)
+    gpu = f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else ""
+    print(f"# {' '.join([sys.executable, *sys.argv])}")
+    print(f"# {machine_line()}, torch {torch.__version__} ({torch.get_num_threads()} threads), device {device}{gpu}")
     model = with_mediapipe_embedding(load_ict())
     t0 = time.perf_counter()
-    warm_up()
-    print(f"numba warm-up {time.perf_counter() - t0:.1f} s (not counted)")
+    warm_up(device)
+    print(f"warm-up (numba kernels{', CUDA, gsplat' if gpu else ''}) {time.perf_counter() - t0:.1f} s (not counted)")
     photo = data.astronaut()
-    figures = {name: bench_preset(name, photo, model) for name in args.presets}
+    with FaceDetector() as detector:
+        figures = {name: bench_preset(name, photo, model, device, detector) for name in args.presets}
+        if args.photos:
+            figures["photos"] = {p.name: {name: bench_preset(name, load_photo(p), model, device, detector) for name in args.presets}
+                                 for p in args.photos}  # fmt: skip
+    figures["device"] = device + gpu
     print(f"wrote {write_record('bench_build', figures, args.json)}")
 
 

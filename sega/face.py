@@ -93,6 +93,7 @@ class Detection:
     notes: list[str] = field(default_factory=list)  # human-readable remarks (several faces, small face, ...)
     detector_box: np.ndarray | None = None  # [4] x0, y0, x1, y1 photo px of the face detector (None if FaceMesh only)
     human: HumanFaceEvidence | None = None  # the human-face check (``sega.face_check``; None when not run)
+    other_boxes: np.ndarray | None = None  # [K, 4] x0, y0, x1, y1 photo px: the other faces found (other people)
 
     @property
     def eye_distance(self) -> float:
@@ -374,6 +375,7 @@ class FaceDetector:
             notes=notes,
             detector_box=None if math.isnan(face.score) else face.box.copy(),
             human=human,
+            other_boxes=np.array([f.box for f in faces[1:]], dtype=np.float32).reshape(-1, 4),
         )
 
     def track(self, img: np.ndarray, passes: int = TRACK_PASSES, mirror: bool = TRACK_MIRROR) -> np.ndarray | None:

@@ -32,6 +32,7 @@ BAR_MAX_VALUE = 0.08  # a bar line is dark: its brightest channel's mean at most
 BAR_MAX_STD = 0.03  # ... and flat: every channel's spread along the line at most this (codec noise stays under ~0.02)
 BAR_MAX_FRACTION = 0.35  # a bar covers at most this fraction of the side it lies on (the rest is the picture)
 MIN_HAIR_PART_IOD2 = 0.05  # pieces smaller than this (IOD^2) are specks, not hair
+GEODESIC_SIDE_PX = 256  # other people are told apart on the person mask shrunk to at most this side
 MIN_HAIR_IOD2 = 0.3  # fewer hair pixels than this (in IOD^2) is no hair shown (a bald head, a hood)
 
 
@@ -47,6 +48,43 @@ def head_window(person: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     rows = np.zeros(person.shape, dtype=bool)
     rows[:stop] = True
     return rows
+
+
+def without_other_people(person: np.ndarray, own_box: np.ndarray, other_boxes: np.ndarray | None) -> np.ndarray:
+    """[H, W] the person mask without the people of the other faces found. In a group photo or a
+    side-by-side composite the segmenter marks every person, and another's hair beside this head became hair
+    Gaussians floating beside it. Each pixel of the mask goes to the face it is nearest to along the mask
+    (geodesic distance through person pixels, in each face's widths: people touch at the shoulders, far from
+    both faces); background pixels go with their nearest person pixel.
+
+    person: [H, W] probability; own_box: [4] x0, y0, x1, y1 photo px; other_boxes: [K, 4] (None or empty:
+    the mask unchanged)."""
+    if other_boxes is None or len(other_boxes) == 0:
+        return person
+    from scipy.ndimage import distance_transform_edt, zoom
+    from skimage.graph import MCP_Geometric
+
+    h, w = person.shape
+    scale = min(1.0, GEODESIC_SIDE_PX / max(h, w))  # the assignment is coarse: a small grid is enough
+    inside = zoom((person >= MASK_THRESHOLD).astype(np.float32), scale, order=0) > 0.5
+    if not inside.any():
+        return person
+    sh, sw = inside.shape
+    cost = np.where(inside, 1.0, np.inf)  # only through the person
+    _, (near_r, near_c) = distance_transform_edt(~inside, return_indices=True)  # each pixel's nearest person pixel
+
+    def distance(box: np.ndarray) -> np.ndarray:  # [sh, sw] geodesic distance from the face centre, in face widths
+        x0, y0, x1, y1 = np.asarray(box, dtype=np.float64) * scale
+        r, c = int(np.clip((y0 + y1) / 2, 0, sh - 1)), int(np.clip((x0 + x1) / 2, 0, sw - 1))
+        d, _ = MCP_Geometric(cost).find_costs([(int(near_r[r, c]), int(near_c[r, c]))])
+        return d / max(x1 - x0, 1.0)
+
+    own = distance(own_box)
+    other = np.min([distance(b) for b in other_boxes], axis=0)
+    theirs = (inside & (other < own))[near_r, near_c]  # background pixels: their nearest person pixel's face
+    rows = np.minimum((np.arange(h) * scale).astype(np.int64), sh - 1)
+    cols = np.minimum((np.arange(w) * scale).astype(np.int64), sw - 1)
+    return np.where(theirs[rows][:, cols], 0.0, person).astype(person.dtype)
 
 
 def face_oval(landmarks: np.ndarray, shape: tuple[int, int], grow_iod: float = 0.0) -> np.ndarray:

@@ -77,8 +77,9 @@ def view_report(avatar, data, photo: np.ndarray, detector, embed, size: int = 38
     embedding or None (``sega.evaluate.identity_embedder``). -> (report, {yaw: render [size, size, 3] uint8})."""
     source = embed(photo)
     views, renders = {}, {}
-    for yaw in VIEW_YAWS_DEG:
-        img = _uint8(avatar.render(avatar.expression, camera=avatar.orbit_camera(yaw, size=size)).rgb)
+    batch = avatar.render_views([avatar.orbit_camera(yaw, size=size) for yaw in VIEW_YAWS_DEG], avatar.expression).rgb
+    for yaw, rgb in zip(VIEW_YAWS_DEG, batch):
+        img = _uint8(rgb)
         renders[yaw] = img
         e = embed(img)
         entry = {"face_found": e is not None,

@@ -185,6 +185,52 @@ def test_static_dynamic_split_matches_binding_the_posed_mesh(built, ict_model):
         assert torch.equal(torch.cat([g.colors[:ns], g.colors[ns + rig.num_hair:]]), maps.color[order])
 
 
+def test_render_views_batches_the_cameras_of_one_frame(built):
+    """Orbit views, previews and the view bench render one frame from several cameras in one batch: on
+    the CPU each view is exactly ``render`` at that camera; cameras of different sizes are refused."""
+    avatar = built[0]
+    yaws = (0.0, 45.0, -90.0)
+    expr = avatar.expression_with(jawOpen=0.6)
+    batch = avatar.render_views([avatar.orbit_camera(y, size=64) for y in yaws], expr)
+    assert batch.rgb.shape == (3, 64, 64, 3) and batch.alpha.shape == (3, 64, 64, 1)
+    for i, y in enumerate(yaws):
+        assert torch.equal(batch.rgb[i], avatar.render(expr, camera=avatar.orbit_camera(y, size=64)).rgb), y
+    views = avatar.orbit_views(yaws, size=64, expression=expr)
+    assert len(views) == 3 and np.array_equal(views[1], batch.rgb[1].numpy())
+    with pytest.raises(ValueError, match="one image size"):
+        avatar.render_views([avatar.orbit_camera(0, size=64), avatar.orbit_camera(0, size=32)])
+
+
+def test_animate_frames_is_animate_frame_by_frame(built):
+    """A batch of frames with different expressions and head poses (the decoders' dynamic branch on): each
+    frame's Gaussians are ``animate``'s at that frame, and ``render_frames`` (the CPU twin of one gsplat
+    call per batch) gives ``render``'s images."""
+    from sega.avatar.frames import render_frames
+
+    avatar = built[0]
+    rng = np.random.default_rng(3)
+    e = avatar.head_model.num_expressions
+    expr = np.clip(avatar.expression[None] + rng.uniform(0, 0.8, (3, e)) * (rng.random((3, e)) < 0.15), 0, 1).astype(np.float32)
+    rot, trans = rng.normal(0, 0.2, (3, 3)).astype(np.float32), rng.normal(0, 0.01, (3, 3)).astype(np.float32)
+    batch = avatar.animate_frames(expr, rot, trans)
+    assert batch.means.shape == (3, avatar.num_gaussians, 3) and batch.opacities.shape == (3, avatar.num_gaussians)
+    for f in range(3):
+        one = avatar.animate(expr[f], (rot[f], trans[f]))
+        for name, tol in (("means", 1e-6), ("quats", 1e-5), ("scales", 1e-7), ("opacities", 1e-6), ("colors", 1e-6)):
+            assert torch.allclose(getattr(batch, name)[f], getattr(one, name), atol=tol), (f, name)
+    assert not torch.allclose(batch.means[0], batch.means[1])
+    canonical = avatar.animate_frames(expr[:1])
+    assert torch.allclose(canonical.means[0], avatar.animate(expr[0]).means, atol=1e-6)
+    cam = avatar.orbit_camera(15.0, size=48)
+    images = render_frames(avatar, batch, cam)
+    assert images.rgb.shape == (3, 48, 48, 3)
+    assert (images.rgb[1] - avatar.render(expr[1], (rot[1], trans[1]), camera=cam).rgb).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="expressions"):
+        avatar.animate_frames(expr[0])
+    with pytest.raises(ValueError, match="rotations"):
+        avatar.animate_frames(expr, rot[:2], trans)
+
+
 def test_save_load_round_trip_renders_identically(built, ict_model, tmp_path):
     avatar, _, _ = built
     path = avatar.save(tmp_path / "avatar.npz")

@@ -54,7 +54,7 @@ def test_astronaut_landmarks(astro_det):
     assert 150 < x0 < x1 < 300 and 40 < y0 < y1 < 220
     assert 70 < d.face_width < 130
     np.testing.assert_allclose(d.box, [*lm[:, :2].min(0), *lm[:, :2].max(0)])
-    assert d.num_faces == 1 and d.score > 0.7
+    assert d.num_faces == 1 and d.score > 0.7 and d.other_boxes.shape == (0, 4)
     assert not any("faces found" in n for n in d.notes)
     assert d.detector_box is not None and 0.0 < d.detector_box[0] < lm[NOSE_TIP, 0] < d.detector_box[2]
 
@@ -144,6 +144,7 @@ def test_two_faces_picks_the_larger(face_detector, astronaut):
     assert d.num_faces == 2
     assert any(n.startswith("2 faces found; using the largest") for n in d.notes)
     assert d.box[2] < 512  # the left (larger) face
+    assert d.other_boxes.shape == (1, 4) and d.other_boxes[0, 0] > 700  # the other person's face, for the person mask
     assert d.landmarks.shape == (NUM_LANDMARKS, 3)
     assert np.isfinite(d.landmarks).all()
     # Same face as the astronaut alone, shifted down by 50 px.

@@ -18,6 +18,7 @@ from sega.render import (
     rasterize_cpu,
     rasterize_reference,
     render,
+    render_views,
     resolve_backend,
 )
 from sega.render.projection import quat_scale_to_covar
@@ -337,6 +338,123 @@ def test_gsplat_backend_call_fits_installed_gsplat(monkeypatch):
     assert args["viewmats"].shape == (1, 4, 4) and args["Ks"].shape == (1, 3, 3) and args["backgrounds"].shape == (1, 3)
     assert out.rgb.shape == (height, width, 3) and out.alpha.shape == (height, width, 1) and out.depth.shape == (height, width, 1)
     assert out.depth[0, 1, 0] == 7.0  # channel 3 of pixel (0, 1)
+
+
+def _camera_batch(width, height, yaws=(-40.0, 0.0, 25.0), dtype=torch.float32):
+    cams = [make_camera(width, height, yaw=y, dtype=dtype) for y in yaws]
+    return cams[1][0], torch.stack([k for _, k, _ in cams]), torch.stack([v for _, _, v in cams])
+
+
+def test_render_views_on_the_cpu_is_render_per_view():
+    """The batched call's CPU twin: every view equals ``render`` at that camera, stacked in order."""
+    width, height = 40, 32
+    cam, Ks, viewmats = _camera_batch(width, height)
+    s = random_scene(4, 150, cam, dtype=torch.float32)
+    bg = torch.tensor([0.1, 0.5, 0.9])
+    out = render_views(s["means"], s["quats"], s["scales"], s["opacities"], s["colors"], Ks, viewmats, width, height, bg)
+    assert out.rgb.shape == (3, height, width, 3) and out.alpha.shape == (3, height, width, 1) and out.depth.shape == (3, height, width, 1)
+    for c in range(3):
+        one = render(s["means"], s["quats"], s["scales"], s["opacities"], s["colors"], Ks[c], viewmats[c], width, height, bg)
+        for name in ("rgb", "alpha", "depth"):
+            assert torch.equal(getattr(out, name)[c], getattr(one, name)), (c, name)
+    assert not torch.equal(out.rgb[0], out.rgb[2])  # the views differ
+    with pytest.raises(ValueError, match="Ks"):
+        render_views(s["means"], s["quats"], s["scales"], s["opacities"], s["colors"], Ks[0], viewmats, width, height)
+
+
+def test_gsplat_batched_call_fits_installed_gsplat(monkeypatch):
+    """Without a GPU: C cameras go to gsplat in one call (viewmats [C, 4, 4], Ks [C, 3, 3], a background
+    per view), and its [C, H, W, 4] output is split into rgb / alpha / depth per view."""
+    import inspect
+
+    import gsplat
+
+    import sega.render.gsplat_backend as gb
+
+    calls = []
+    real_signature = inspect.signature(gsplat.rasterization)
+
+    def fake_rasterization(*args, **kwargs):
+        calls.append(real_signature.bind(*args, **kwargs))
+        c, h, w = kwargs["viewmats"].shape[0], kwargs["height"], kwargs["width"]
+        colors = torch.arange(c * h * w * 4, dtype=torch.float32).reshape(c, h, w, 4)
+        return colors, torch.full((c, h, w, 1), 0.5), {}
+
+    monkeypatch.setattr(gb, "check_gsplat_usable", lambda means: None)
+    monkeypatch.setattr(gsplat, "rasterization", fake_rasterization)
+    monkeypatch.setattr(sega.render, "resolve_backend", lambda backend, means: "gsplat")
+    width, height = 8, 6
+    cam, Ks, viewmats = _camera_batch(width, height)
+    s = random_scene(0, 10, cam, dtype=torch.float32)
+    out = render_views(s["means"], s["quats"], s["scales"], s["opacities"], s["colors"], Ks, viewmats, width, height, torch.ones(3))
+    assert len(calls) == 1
+    args = calls[0].arguments
+    assert args["viewmats"].shape == (3, 4, 4) and args["Ks"].shape == (3, 3, 3) and args["backgrounds"].shape == (3, 3)
+    assert torch.equal(args["viewmats"][2], viewmats[2])
+    assert out.rgb.shape == (3, height, width, 3) and out.depth.shape == (3, height, width, 1)
+    assert out.depth[1, 0, 1, 0] == height * width * 4 + 7.0  # view 1, pixel (0, 1), channel 3
+
+
+def test_gsplat_frame_batch_fits_installed_gsplat(monkeypatch):
+    """Without a GPU: F frames' Gaussians [F, N, ...] go to gsplat in one call on its leading batch axis
+    (one camera per frame), and come back as [F, H, W, ...]."""
+    import inspect
+
+    import gsplat
+
+    import sega.render.gsplat_backend as gb
+    from sega.render import render_frames
+
+    calls = []
+    real_signature = inspect.signature(gsplat.rasterization)
+
+    def fake_rasterization(*args, **kwargs):
+        calls.append(real_signature.bind(*args, **kwargs))
+        f, c = kwargs["viewmats"].shape[:2]
+        return torch.zeros(f, c, kwargs["height"], kwargs["width"], 4), torch.ones(f, c, kwargs["height"], kwargs["width"], 1), {}
+
+    monkeypatch.setattr(gb, "check_gsplat_usable", lambda means: None)
+    monkeypatch.setattr(gsplat, "rasterization", fake_rasterization)
+    monkeypatch.setattr(sega.render, "resolve_backend", lambda backend, means: "gsplat")
+    width, height = 8, 6
+    cam, K, viewmat = make_camera(width, height, dtype=torch.float32)
+    s = random_scene(0, 10, cam, dtype=torch.float32)
+    fields = [s[k][None].expand(4, *s[k].shape) for k in ("means", "quats", "scales", "opacities", "colors")]
+    out = render_frames(*fields, K, viewmat, width, height, torch.ones(3))
+    args = calls[0].arguments
+    assert len(calls) == 1 and args["means"].shape == (4, 10, 3) and args["opacities"].shape == (4, 10)
+    assert args["viewmats"].shape == (4, 1, 4, 4) and args["Ks"].shape == (4, 1, 3, 3) and args["backgrounds"].shape == (4, 1, 3)
+    assert out.rgb.shape == (4, height, width, 3) and out.alpha.shape == (4, height, width, 1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gsplat_frame_batch_matches_cpu_on_cuda():
+    from sega.render import render_frames
+
+    width, height = 64, 48
+    cam, K, viewmat = make_camera(width, height, dtype=torch.float32)
+    scenes = [random_scene(seed, 200, cam, dtype=torch.float32) for seed in (6, 7)]
+    fields = [torch.stack([sc[k] for sc in scenes]) for k in ("means", "quats", "scales", "opacities", "colors")]
+    bg = torch.tensor([0.2, 0.3, 0.4])
+    cpu = render_frames(*fields, K, viewmat, width, height, bg, "cpu")
+    gpu = render_frames(*(f.cuda() for f in fields), K.cuda(), viewmat.cuda(), width, height, bg.cuda(), "auto")
+    for name in ("rgb", "alpha", "depth"):
+        diff = (getattr(gpu, name).cpu() - getattr(cpu, name)).abs()
+        assert diff.mean() < 1e-4 and diff.max() < 2e-2, name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gsplat_batched_views_match_cpu_on_cuda():
+    width, height = 64, 48
+    cam, Ks, viewmats = _camera_batch(width, height)
+    s = random_scene(5, 200, cam, dtype=torch.float32)
+    bg = torch.tensor([0.2, 0.3, 0.4])
+    cpu = render_views(*(s[k] for k in ("means", "quats", "scales", "opacities", "colors")), Ks, viewmats, width, height, bg, "cpu")
+    gpu = render_views(*(s[k].cuda() for k in ("means", "quats", "scales", "opacities", "colors")), Ks.cuda(), viewmats.cuda(),
+                       width, height, bg.cuda(), "auto")  # fmt: skip
+    for name in ("rgb", "alpha", "depth"):
+        diff = (getattr(gpu, name).cpu() - getattr(cpu, name)).abs()
+        assert diff.mean() < 1e-4 and diff.max() < 2e-2, name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -98,6 +98,28 @@ def test_backdrop_coloured_hair_is_kept_where_the_segmenter_is_sure(astronaut, f
     assert not hair[halo].any()
 
 
+def test_another_persons_hair_is_not_this_persons():
+    """Two people side by side, touching at the shoulders; the other's hair reaches nearer this face (in
+    straight-line face widths) than their own. Along the person mask it is theirs, so it leaves the mask;
+    this head, neck and shoulders stay; with no other face the mask is unchanged."""
+    from sega.person_regions import without_other_people
+
+    rows, cols = np.indices((220, 300))
+    own_head = np.hypot(rows - 80, cols - 200) < 45
+    other_head = np.hypot(rows - 90, cols - 60) < 35
+    other_hair = (rows >= 60) & (rows < 130) & (cols >= 60) & (cols < 126)  # reaches to 74 px from this face's centre
+    bodies = (rows >= 140) & (cols >= 10) & (cols < 290)  # shoulders touching
+    necks = (rows >= 120) & (rows < 140) & (((cols >= 180) & (cols < 220)) | ((cols >= 45) & (cols < 75)))
+    person = (own_head | other_head | other_hair | bodies | necks).astype(np.float32)
+    own_box, other_box = np.array([170, 50, 230, 110]), np.array([40, 70, 80, 110])  # 60 and 40 px wide faces
+    # Straight-line distances in face widths put the hair's inner edge with this face: 75/60 < 65/40.
+    assert np.hypot(0, 200 - 125) / 60 < np.hypot(0, 125 - 60) / 40
+    out = without_other_people(person, own_box, other_box[None])
+    assert not out[other_hair | other_head].any()
+    assert (out[own_head] == 1).all() and (out[120:140, 180:220] == 1).all() and (out[150:, 200:290] == 1).all()
+    assert np.array_equal(without_other_people(person, own_box, np.zeros((0, 4))), person)
+
+
 def test_photo_weight_trusts_square_views_away_from_the_silhouette():
     from sega.avatar.build.unseen import photo_weight
 

@@ -31,7 +31,9 @@ from ..headmodel.base import HeadModel
 from ..nets.decoders import AvatarDecoders, residual_to_maps
 from ..render import RenderOutput
 from ..render import render as render_gaussians
+from ..render import render_views as render_gaussian_views
 from ..uv import Atlas, AtlasOptions, frames_from_edges
+from .frames import animate_frames
 from .options import AVATAR_FORMAT_VERSION, AvatarOptions
 from .rig import AnimationRig, build_rig
 
@@ -241,9 +243,41 @@ class Avatar:
                 w, h, bg, backend=backend,
             )
 
+    def render_views(
+        self,
+        cameras,
+        expression=None,
+        head_pose: tuple | None = None,
+        background: tuple[float, float, float] | None = None,
+        backend: str = "auto",
+    ) -> RenderOutput:
+        """One frame seen by several cameras of one image size (orbit views, previews, a turntable): animated
+        once, rendered as one camera batch (one gsplat call on a GPU; view by view on the CPU, which gives
+        ``render``'s images exactly). -> RenderOutput of [C, H, W, ...] tensors on the avatar's device."""
+        cams = list(cameras)
+        if not cams:
+            raise ValueError("render_views needs at least one camera")
+        sizes = {(c.width, c.height) for c in cams}
+        if len(sizes) != 1:
+            raise ValueError(f"render_views needs cameras of one image size, got {sorted(sizes)}")
+        (w, h), = sizes
+        g = self.animate(expression, head_pose)
+        dev = g.device
+        bg = torch.tensor(self.options.background if background is None else background, dtype=torch.float32, device=dev)
+        ks = torch.as_tensor(np.stack([c.K for c in cams]), dtype=torch.float32, device=dev)
+        views = torch.as_tensor(np.stack([c.viewmat for c in cams]), dtype=torch.float32, device=dev)
+        with torch.no_grad():
+            return render_gaussian_views(g.means, g.quats, g.scales, g.opacities, g.colors, ks, views, w, h, bg, backend=backend)
+
+    def animate_frames(self, expressions, rotations=None, translations=None) -> Gaussians:
+        """F frames at once: [F, N, ...] Gaussians, frame f equal to ``animate(expressions[f], (rotations[f],
+        translations[f]))`` (``sega.avatar.frames``). expressions [F, E]; rotations, translations [F, 3] or None."""
+        return animate_frames(self, expressions, rotations, translations)
+
     def orbit_views(self, yaws_deg, size: int = 256, pitch_deg: float = 0.0, expression=None) -> list[np.ndarray]:
-        """Renders [size, size, 3] float32 around the head, one per yaw (degrees)."""
-        return [self.render(expression, camera=self.orbit_camera(y, pitch_deg, size)).rgb.cpu().numpy() for y in yaws_deg]
+        """Renders [size, size, 3] float32 around the head, one per yaw (degrees), as one camera batch."""
+        rgb = self.render_views([self.orbit_camera(y, pitch_deg, size) for y in yaws_deg], expression).rgb
+        return list(rgb.cpu().numpy())
 
     def expression_with(self, **weights: float) -> np.ndarray:
         """[E] the fitted (neutral) expression with the named weights set, e.g. ``expression_with(jawOpen=1.0)``."""

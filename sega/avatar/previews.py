@@ -22,9 +22,8 @@ TURNTABLE_FPS = 12
 def preview_images(avatar: Avatar, size: int = 256) -> dict[str, np.ndarray]:
     """Named [size, size, 3] float32 renders: ``yaw{+-d}`` at the neutral expression, then each of
     ``PREVIEW_EXPRESSIONS`` frontally (expressions whose names the head model lacks are skipped)."""
-    out = {}
-    for yaw in PREVIEW_YAWS:
-        out[f"yaw{yaw:+d}"] = avatar.render(camera=avatar.orbit_camera(yaw, size=size)).rgb.cpu().numpy()
+    views = avatar.orbit_views(PREVIEW_YAWS, size=size)
+    out = {f"yaw{yaw:+d}": img for yaw, img in zip(PREVIEW_YAWS, views)}
     known = set(avatar.head_model.expression_names)
     for name, weights in PREVIEW_EXPRESSIONS.items():
         if set(weights) <= known:
@@ -35,8 +34,5 @@ def preview_images(avatar: Avatar, size: int = 256) -> dict[str, np.ndarray]:
 
 def turntable_frames(avatar: Avatar, frames: int = TURNTABLE_FRAMES, size: int = 256) -> list[np.ndarray]:
     """One full turn around the head at the neutral expression: ``frames`` [size, size, 3] uint8 images."""
-    out = []
-    for k in range(frames):
-        rgb = avatar.render(camera=avatar.orbit_camera(360.0 * k / frames, size=size)).rgb.cpu().numpy()
-        out.append(np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8))
-    return out
+    views = avatar.orbit_views([360.0 * k / frames for k in range(frames)], size=size)
+    return [np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8) for rgb in views]

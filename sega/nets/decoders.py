@@ -394,13 +394,14 @@ class ExpressionEncoder(nn.Module):
 
 
 def residual_to_maps(attrs: Tensor) -> GaussianMaps:
-    """attrs: [N, A] (channels ``ATTRIBUTES``) -> residual ``GaussianMaps`` (zero rotation residual)."""
+    """attrs: [..., N, A] (channels ``ATTRIBUTES``) -> residual ``GaussianMaps`` (zero rotation residual) with
+    the same leading axes (one frame's [N, A], or a batch of frames' [F, N, A])."""
     parts = dict(zip([n for n, _ in ATTRIBUTES], attrs.split([c for _, c in ATTRIBUTES], dim=-1)))
     return GaussianMaps(
         offset=parts["offset"],
-        rotation=attrs.new_zeros(attrs.shape[0], 4),
+        rotation=attrs.new_zeros(*attrs.shape[:-1], 4),
         log_scale=parts["log_scale"],
-        opacity_logit=parts["opacity_logit"][:, 0],
+        opacity_logit=parts["opacity_logit"][..., 0],
         color=parts["color"],
     )
 

@@ -21,6 +21,7 @@ from ...headmodel.base import HeadModel
 from ...imaging import polygon_mask
 from ...meshraster import render_mesh
 from ...nets.decoders import AvatarDecoders, DynamicDecoderOptions
+from ...person_regions import without_other_people
 from ...uv import Atlas
 from ..avatar import Avatar
 from ..options import AvatarOptions
@@ -116,7 +117,8 @@ def build_avatar(
 
         t0 = time.perf_counter()
         _report(progress, "segment", 0.0)
-        person = det.segment_person(photo)
+        own_box = detection.detector_box if detection.detector_box is not None else detection.box
+        person = without_other_people(det.segment_person(photo), own_box, detection.other_boxes)
         secs["segment"] = time.perf_counter() - t0
         _report(progress, "segment", 1.0)
     finally:
