@@ -313,6 +313,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Videos / frame folders -> a prepared training set (``sega.train.prepare``)."""
+    from tqdm import tqdm
+
+    from .train.prepare import PrepareOptions, prepare
+
+    missing = [str(p) for p in args.sources if not Path(p).exists()]
+    if missing:
+        raise SegaError(f"not found: {', '.join(missing[:5])}")
+    options = PrepareOptions(size=args.size, every=args.every, max_frames=args.max_frames, source_frames=args.source_frames,
+                             atlas_resolution=args.atlas_resolution, workers=args.workers, head_model=args.head_model)  # fmt: skip
+    with tqdm(total=len(args.sources), unit="clip", disable=args.quiet) as bar:
+        def progress(done: int, total: int, cid: str | None) -> None:
+            bar.update(done - bar.n)
+
+        manifest = prepare(args.sources, args.output, options, progress)
+    frames = sum(c["frames"] for c in manifest["clips"].values())
+    print(f"wrote {args.output}: {len(manifest['clips'])} clips, {frames} frames")
+    for cid, why in sorted(manifest["failed"].items()):
+        print(f"failed: {cid}: {why}")
+    return 0 if manifest["clips"] else EXIT_USER_ERROR
+
+
 def cmd_headmodel(args: argparse.Namespace) -> int:
     if args.action == "download":
         from .headmodel.download import download_ict
@@ -422,6 +445,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_arg(p)
     _add_headmodel_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("prepare", help="videos or frame folders -> a training set for the prior (tracked, cropped, masked, unwrapped shards)")
+    p.add_argument("sources", nargs="+", type=Path, help="video files or folders of frames, one clip each")
+    p.add_argument("-o", "--output", required=True, type=Path, help="dataset folder (resumed when it holds a set of the same options)")
+    p.add_argument("--size", type=positive_int, default=256, help="training resolution: head-crop side in px (default: 256)")
+    p.add_argument("--every", type=positive_int, default=1, help="keep every K-th frame (default: 1)")
+    p.add_argument("--max-frames", type=int, default=0, help="at most this many frames per clip (default: 0 = all)")
+    p.add_argument("--source-frames", type=positive_int, default=2, help="frames per clip unwrapped into UV space (default: 2)")
+    p.add_argument("--atlas-resolution", type=positive_int, default=128, help="UV atlas of the unwraps, texels per side (default: 128)")
+    p.add_argument("--workers", type=positive_int, default=1, help="clips prepared in parallel processes (default: 1)")
+    p.add_argument("--head-model", choices=("ict",), default="ict", help="head model (default: ict)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("headmodel", help="head-model data: show info or download ICT-FaceKit into the cache")
     p.add_argument("action", choices=("info", "download"))
