@@ -117,7 +117,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise SegaError("give a PHOTO or --example (not both)")
     photo_path = example_photo() if args.example else args.photo
     pipe = BuildPipeline(HeadModelOptions(args.head_model, args.ict_dir, args.num_identity, not args.no_download, args.flame, args.flame_uv))
-    options = BuildOptions(preset=args.preset, seed=args.seed, preview_size=args.preview_size, bundle=args.bundle, device=device)
+    if args.prior is not None and not args.prior.is_file():
+        raise SegaError(f"prior file not found: {args.prior}")
+    options = BuildOptions(preset=args.preset, seed=args.seed, preview_size=args.preview_size, bundle=args.bundle, device=device,
+                           prior=None if args.prior is None else str(args.prior))  # fmt: skip
     stages = [s for s in pipeline_stages() if args.bundle or s != "export"]
     with tqdm(total=len(stages), unit="stage", bar_format="{l_bar}{bar}| {elapsed}", disable=args.quiet) as bar:
         shown = {"stage": ""}
@@ -277,7 +280,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .video import write_video
 
     frames, model, avatar = _video_model_avatar(args, required=False, device=device)
-    options = EvalOptions(source_frame=args.source_frame, every=args.every, preset=args.preset, device=device)
+    if args.prior is not None and args.avatar is not None:
+        raise SegaError("give --prior (the avatar is built here from it) or --avatar, not both")
+    options = EvalOptions(source_frame=args.source_frame, every=args.every, preset=args.preset, device=device,
+                          prior=None if args.prior is None else str(args.prior))  # fmt: skip
     if args.max_scored is not None:
         options = replace(options, max_scored=args.max_scored)
     with FaceDetector() as detector, tqdm(unit="frame", disable=args.quiet) as bar:
@@ -334,6 +340,28 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     for cid, why in sorted(manifest["failed"].items()):
         print(f"failed: {cid}: {why}")
     return 0 if manifest["clips"] else EXIT_USER_ERROR
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """A prepared set -> a trained prior (``sega.train.loop``); under torchrun every process runs this."""
+    from .train.loop import FINAL_PRIOR, train
+    from .train.options import TrainOptions
+
+    if not Path(args.dataset).is_dir():
+        raise SegaError(f"not a folder: {args.dataset} (give the folder `python -m sega prepare` wrote)")
+    defaults = TrainOptions()
+    options = TrainOptions(steps=args.steps, static_steps=defaults.static_steps if args.static_steps is None else args.static_steps,
+                           batch=args.batch, lr=args.lr, preset=args.preset, val_clips=tuple(args.val_clips or ()),
+                           val_every=args.val_every, val_frames=args.val_frames, checkpoint_every=args.checkpoint_every, seed=args.seed,
+                           device=_device_from_args(args), threads=args.threads)  # fmt: skip
+    summary = train(args.dataset, args.output, options, resume=args.resume, show_progress=not args.quiet)
+    if summary["world_size"] == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
+        val = summary["validation"]
+        shown = "; ".join(f"{r['clip']}: {r['psnr_db']:.2f} dB (zero residuals {r['psnr_db_zero']:.2f})" for r in val) or "no validation clips"
+        print(f"trained {summary['steps']} steps ({summary['samples_per_s']:.2f} samples/s on {summary['world_size']} process(es)); "
+              f"validation: {shown}")
+        print(f"wrote {Path(args.output) / FINAL_PRIOR} (use: python -m sega build PHOTO --prior {Path(args.output) / FINAL_PRIOR})")
+    return 0
 
 
 def cmd_headmodel(args: argparse.Namespace) -> int:
@@ -395,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview-size", type=int, default=256, help="side (px) of preview images and turntable frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--bundle", action="store_true", help="also export the avatar bundle (bundle.zip) for the web viewer")
+    p.add_argument("--prior", type=Path, help="a trained prior (sega train's prior.npz): the decoders start from its prediction")
     _add_device_arg(p)
     _add_headmodel_args(p)
     p.set_defaults(func=cmd_build)
@@ -441,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESET_NAMES, default=DEFAULT_PRESET, help=f"avatar preset (default: {DEFAULT_PRESET}; {QUICK_PRESET} for a quick look)")
     p.add_argument("--avatar", type=Path, help="use this avatar (built from the source frame) instead of building one")
     p.add_argument("--video-out", action="store_true", help="also write side_by_side.mp4 of the scored frames")
+    p.add_argument("--prior", type=Path, help="build the avatar from a trained prior (sega train's prior.npz)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device_arg(p)
     _add_headmodel_args(p)
@@ -458,6 +488,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head-model", choices=("ict",), default="ict", help="head model (default: ict)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
+
+    from .train.options import TrainOptions
+
+    p = sub.add_parser("train", help="train the prior on a prepared set (run it under torchrun for several processes)")
+    p.add_argument("dataset", type=Path, help="the folder `python -m sega prepare` wrote")
+    p.add_argument("-o", "--output", required=True, type=Path, help="run folder: log.csv, val.csv, checkpoints/, prior.npz, summary.json")
+    p.add_argument("--steps", type=positive_int, default=TrainOptions().steps, help=f"optimiser steps in all (default: {TrainOptions().steps})")
+    p.add_argument("--static-steps", type=int, help=f"first steps with the static branch only (default: {TrainOptions().static_steps})")
+    p.add_argument("--batch", type=positive_int, default=TrainOptions().batch, help=f"samples per step per process (default: {TrainOptions().batch})")
+    p.add_argument("--lr", type=float, default=TrainOptions().lr, help=f"Adam learning rate (default: {TrainOptions().lr})")
+    p.add_argument("--preset", choices=PRESET_NAMES, default=DEFAULT_PRESET, help="the avatar preset the prior is made for (default: %(default)s)")
+    p.add_argument("--val-clips", nargs="*", help="clips or persons to validate on (default: the last person, when there are two or more)")
+    p.add_argument("--val-every", type=int, default=TrainOptions().val_every, help="validate every N steps (0: at the end only)")
+    p.add_argument("--val-frames", type=positive_int, default=TrainOptions().val_frames, help="frames per validation clip")
+    p.add_argument("--checkpoint-every", type=int, default=TrainOptions().checkpoint_every, help="checkpoint every N steps (and at the end)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--threads", type=int, default=0, help="torch / numba threads per process (default: torch's; torchrun sets 1)")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device_arg(p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("headmodel", help="head-model data: show info or download ICT-FaceKit into the cache")
     p.add_argument("action", choices=("info", "download"))

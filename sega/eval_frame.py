@@ -93,6 +93,13 @@ def measure_errors(render: Measured, target: Measured) -> dict:
     return out
 
 
+def photo_scores(rgb: np.ndarray, target: np.ndarray, mask: np.ndarray) -> tuple[dict, np.ndarray]:
+    """rgb, target [H, W, 3] float in [0, 1], mask [H, W] bool -> ({psnr_db, ssim, l1} inside the mask, the SSIM
+    map [H, W]): the head-mask scores of every eval frame (and of ``sega train``'s validation)."""
+    ssim = ssim_map(torch.from_numpy(np.ascontiguousarray(rgb, np.float32)), torch.from_numpy(np.ascontiguousarray(target, np.float32))).numpy()
+    return {"psnr_db": psnr(rgb, target, mask), "ssim": float(ssim[mask].mean()), "l1": float(np.abs(rgb - target)[mask].mean())}, ssim
+
+
 def _region_scores(rgb: np.ndarray, target: np.ndarray, ssim: np.ndarray, regions: dict[str, np.ndarray]) -> dict:
     out = {}
     for name, key in (("mouth", "mouth"), ("eyes", "eye")):
@@ -136,10 +143,8 @@ class FrameScorer:
         entry |= {"teeth_target": tgt.teeth, "target_measures": tgt.measures}
         frozen: dict = {}
         for name, img, img8, dest in (("driven", rgb, render8, entry), ("frozen", frozen_rgb, frozen8, frozen)):
-            ssim = ssim_map(torch.from_numpy(img), torch.from_numpy(target)).numpy()
-            dest["psnr_db"] = psnr(img, target, mask)
-            dest["ssim"] = float(ssim[mask].mean())
-            dest["l1"] = float(np.abs(img - target)[mask].mean())
+            scores, ssim = photo_scores(img, target, mask)
+            dest.update(scores)
             dest.update(_region_scores(img, target, ssim, regions))
             measured = measure_image(img8, self.detector)
             dest.update(measure_errors(measured, tgt))
@@ -176,4 +181,4 @@ class FrameScorer:
         entry["identity_similarity"] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-__all__ = ["MEASURES", "FrameScorer", "Measured", "group_error", "measure_errors", "measure_image", "rotation_angle_deg"]
+__all__ = ["MEASURES", "FrameScorer", "Measured", "group_error", "measure_errors", "measure_image", "photo_scores", "rotation_angle_deg"]

@@ -95,6 +95,7 @@ class EvalOptions:
     # only; None: REFINE_BY_PRESET for the avatar's preset)
     refine_size: int | None = None  # px, side of the refinement's face crop (None: REFINE_BY_PRESET)
     device: str = DEFAULT_DEVICE  # where the build, the renders and the refinement run ("auto", "cpu", "cuda"; resolved in the report)
+    prior: str | None = None  # a trained prior file the avatar built here starts from (``sega build --prior``)
 
     def resolved(self, avatar_preset: str | None) -> "EvalOptions":
         """These options with the refinement filled in for an avatar of ``avatar_preset`` and the device resolved."""
@@ -330,7 +331,12 @@ def evaluate_frames(frames: Frames, model, detector, options: EvalOptions = Eval
     source = frames.frames[options.source_frame]
     device = resolve_device(options.device)
     if avatar is None:
-        avatar = Avatar.build(source, model, AvatarOptions.preset(options.preset, device=device), detector=detector)
+        prior = None
+        if options.prior is not None:
+            from .nets.prior_file import load_prior
+
+            prior = load_prior(options.prior, model)
+        avatar = Avatar.build(source, model, AvatarOptions.preset(options.preset, device=device), detector=detector, prior=prior)
     avatar = avatar.to(device)  # a given avatar is rendered and refined on the device asked for
     options = options.resolved(avatar.options.preset_name)
     t = lap("build", t0)

@@ -70,6 +70,7 @@ class BuildOptions:
     keep_bundle_folder: bool = False  # also keep the unzipped bundle in out/bundle/ (the app serves it to the viewer)
     timeout_s: float | None = None  # stop with BuildTimeoutError past this many seconds (None: no limit)
     device: str = DEFAULT_DEVICE  # where the build and the previews run: "auto" (CUDA when torch sees it), "cpu", "cuda"
+    prior: str | None = None  # a trained prior file (``sega train``'s prior.npz): the decoders start from its prediction
 
 
 @dataclass
@@ -105,6 +106,7 @@ class BuildPipeline:
     def __init__(self, head_model: HeadModelOptions = HeadModelOptions()):
         self.head_model = head_model
         self._models: dict[tuple, object] = {}
+        self._priors: dict[tuple, object] = {}
         self._lock = threading.Lock()
 
     # ---- head models ---------------------------------------------------------------------------
@@ -137,6 +139,19 @@ class BuildPipeline:
                     self._models[key] = with_mediapipe_embedding(
                         load_ict(cfg.ict_dir, num_identity=cfg.num_identity, download=cfg.allow_download))
             return self._models[key]
+
+    def prior(self, path: str | Path, model):
+        """The prior file at ``path``, checked against ``model`` (``sega.nets.prior_file.load_prior``); cached while
+        the file is unchanged. Raises ``PriorFileError`` (a ``SegaError``) with a one-line reason."""
+        from .nets.prior_file import load_prior
+
+        p = Path(path)
+        stat = p.stat() if p.is_file() else None
+        key = (str(p.resolve()), model.name, None if stat is None else (stat.st_size, stat.st_mtime_ns))
+        with self._lock:
+            if key not in self._priors:
+                self._priors[key] = load_prior(p, model)
+            return self._priors[key]
 
     # ---- the build -----------------------------------------------------------------------------
     def run(
@@ -185,7 +200,8 @@ class BuildPipeline:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
 
-        avatar, data = build_avatar(img, model, avatar_options, report)
+        prior = None if options.prior is None else self.prior(options.prior, model)
+        avatar, data = build_avatar(img, model, avatar_options, report, prior=prior)
         seconds = dict(avatar.provenance["build_seconds"])
         avatar_path = avatar.save(out / "avatar.npz")
         fit_path = out / "fit.json"

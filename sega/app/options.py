@@ -28,11 +28,12 @@ class AppOptions:
     flame_path: Path | None = None  # FLAME .pkl or folder; enables the FLAME choice
     flame_uv: Path | None = None  # FLAME UV file
     dist_dir: Path | None = None  # built web viewer (None: web/dist or $SEGA_WEB_DIST)
+    prior: Path | None = None  # a trained prior (``sega train``'s prior.npz) every build starts from (None: none)
 
     @classmethod
     def from_env(cls, **overrides) -> AppOptions:
         """Defaults, then SEGA_APP_CONCURRENCY / _MAX_QUEUE / _MAX_FILE_SIZE / _BUILD_TIMEOUT / _SESSION_TTL /
-        _WORK_DIR, SEGA_FLAME / SEGA_FLAME_UV, SEGA_APP_ALLOW_DOWNLOAD=1, then ``overrides``."""
+        _WORK_DIR, SEGA_FLAME / SEGA_FLAME_UV, SEGA_PRIOR, SEGA_APP_ALLOW_DOWNLOAD=1, then ``overrides``."""
         env = os.environ
         cfg = cls()
         conv = {
@@ -44,6 +45,7 @@ class AppOptions:
             "SEGA_APP_WORK_DIR": ("work_dir", Path),
             "SEGA_FLAME": ("flame_path", Path),
             "SEGA_FLAME_UV": ("flame_uv", Path),
+            "SEGA_PRIOR": ("prior", Path),
         }
         for var, (name, typ) in conv.items():
             if env.get(var):

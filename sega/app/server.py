@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import posixpath
+import sys
 from pathlib import Path
 
 from .options import AppOptions
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-download", action="store_true", default=None, help="download ICT-FaceKit when it is missing")
     p.add_argument("--flame", type=Path, dest="flame_path", help="FLAME .pkl or folder (adds the FLAME choice)")
     p.add_argument("--flame-uv", type=Path, help="FLAME UV file")
+    p.add_argument("--prior", type=Path, help="a trained prior (sega train's prior.npz) every build starts from ($SEGA_PRIOR)")
     return p
 
 
@@ -108,6 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     args = vars(build_parser().parse_args(argv))
     config = AppOptions.from_env(**args)
+    if config.prior is not None:  # a bad prior is refused at start, not at the first user's build
+        from ..errors import SegaError
+        from ..nets.prior_file import load_prior
+
+        try:
+            load_prior(config.prior)
+        except SegaError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

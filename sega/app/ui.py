@@ -278,7 +278,7 @@ def build_ui(config: AppOptions, pipeline=None, store: SessionStore | None = Non
             progress(overall_fraction(stage, fraction), desc=stage)
 
         options = BuildOptions(preset=preset, preview_size=config.preview_size, keep_bundle_folder=True,
-                               timeout_s=config.build_timeout_s)  # fmt: skip
+                               timeout_s=config.build_timeout_s, prior=None if config.prior is None else str(config.prior))  # fmt: skip
         try:
             result = pipeline.run(photo, folder / "out", options, head_model=head_model, progress=report)
         except SegaError as err:

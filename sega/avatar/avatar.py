@@ -382,14 +382,15 @@ class Avatar:
         options: AvatarOptions = AvatarOptions(),
         progress: Callable[[str, float], None] | None = None,
         detector=None,
+        prior=None,
     ) -> Avatar:
         """One photo -> avatar. photo: [H, W, 3] uint8 RGB; head_model: with a "mediapipe478" landmark embedding.
 
         progress(stage, fraction) is called with the stages of ``sega.avatar.build.BUILD_STAGES``
         (fraction in [0, 1] within the stage). detector: a ``sega.face.FaceDetector`` to reuse (else one
-        is made and closed). ``sega.avatar.build.build_avatar`` (imported here, on use: the runtime
-        avatar does not depend on the build).
+        is made and closed). prior: a ``sega.nets.prior_file.LoadedPrior`` the decoders start from (None: zero).
+        ``sega.avatar.build.build_avatar`` (imported here, on use: the runtime avatar does not depend on the build).
         """
         from .build import build_avatar
 
-        return build_avatar(photo, head_model, options, progress, detector)[0]
+        return build_avatar(photo, head_model, options, progress, detector, prior=prior)[0]

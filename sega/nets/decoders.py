@@ -320,17 +320,21 @@ class DynamicDecoder(_SampledDecoder):
         """[A] saturation bound of the residuals in attribute units (``residual_bound_units``), None: unbounded."""
         return self.residual_bound if self.saturated else None
 
-    def residual_map(self, z: Tensor) -> Tensor:
-        """z: Tensor  # [B, Z] -> raw residual map: Tensor  # [B, A, R, R] in attribute units (channels ``ATTRIBUTES``)."""
+    def residual_map(self, z: Tensor, identity: Tensor | None = None) -> Tensor:
+        """z: Tensor  # [B, Z] -> raw residual map: Tensor  # [B, A, R, R] in attribute units (channels ``ATTRIBUTES``).
+
+        identity: Tensor  # [B, C, r, r] per-frame identity feature maps in place of the avatar's own (a prior's
+        identity encoder predicts them per person, ``sega.nets.prior``); None: ``self.identity``."""
         c = self.config
         r = c.feature_resolution
         expr_map = F.leaky_relu(self.from_latent(z).reshape(z.shape[0], c.expression_channels, r, r), c.leaky_slope)
-        ident = self.identity[None].expand(z.shape[0], -1, -1, -1)
+        ident = self.identity[None].expand(z.shape[0], -1, -1, -1) if identity is None else identity
         return saturate(self.trunk(torch.cat([ident, expr_map], dim=1)) * self.units[None, :, None, None], self.bound)
 
-    def forward(self, z: Tensor) -> Tensor:
-        """z: Tensor  # [B, Z] expression features -> Tensor  # [B, N, A] residuals at the dynamic texels."""
-        return self.sample(self.residual_map(z))
+    def forward(self, z: Tensor, identity: Tensor | None = None) -> Tensor:
+        """z: Tensor  # [B, Z] expression features -> Tensor  # [B, N, A] residuals at the dynamic texels
+        (identity: see ``residual_map``)."""
+        return self.sample(self.residual_map(z, identity))
 
 
 class StaticDecoder(_SampledDecoder):
@@ -348,13 +352,15 @@ class StaticDecoder(_SampledDecoder):
             self.features = nn.Parameter(torch.randn(c.feature_channels, c.feature_resolution, c.feature_resolution) * c.feature_init_std)
             self.trunk = _UVTrunk(c.feature_channels, c.channels, c.leaky_slope)
 
-    def residual_map(self) -> Tensor:
-        """-> Tensor  # [1, A, R, R] residual map in attribute units."""
-        return self.trunk(self.features[None]) * self.units[None, :, None, None]
+    def residual_map(self, features: Tensor | None = None) -> Tensor:
+        """-> Tensor  # [B, A, R, R] residual map in attribute units: B = 1 from the avatar's own feature map, or
+        one per map of ``features``: Tensor  # [B, C, r, r] (a prior's prediction, ``sega.nets.prior``)."""
+        return self.trunk(self.features[None] if features is None else features) * self.units[None, :, None, None]
 
-    def forward(self) -> Tensor:
-        """-> Tensor  # [N, A] residuals at the static texels."""
-        return self.sample(self.residual_map())[0]
+    def forward(self, features: Tensor | None = None) -> Tensor:
+        """-> Tensor  # [N, A] residuals at the static texels; [B, N, A] for ``features`` [B, C, r, r]."""
+        out = self.sample(self.residual_map(features))
+        return out[0] if features is None else out
 
 
 class ExpressionEncoder(nn.Module):

@@ -30,11 +30,11 @@ import numpy as np
 
 from .. import __version__
 from ..errors import SegaError
+from ..avatar.build.unwrap import MASK_SCALE, unwrap_frame
 from .dataset import (FORMAT, FORMAT_VERSION, SHARD_ARRAYS, SHARD_FRAMES, UNWRAP_ARRAYS, DatasetError, clip_files_ok, clip_id,
                       read_manifest, write_manifest, write_npz)  # fmt: skip
 
 RUN_ONLY_OPTIONS = ("workers",)  # options that change how a set is made, not what it holds: a resume may change them
-MASK_SCALE = 255  # masks and confidences are stored as uint8: value x this
 FRAME_NUMBER = re.compile(r"(\d+)$")  # the trailing number of an image-sequence frame's file name
 
 
@@ -86,29 +86,6 @@ def clip_crop(landmarks: list, image_shape: tuple[int, int], size: int):
     pts = np.concatenate([lm[:, :2] for lm in landmarks if lm is not None])
     box = np.array([*pts.min(0), *pts.max(0)], np.float32)
     return head_crop(SimpleNamespace(box=box, image_size=tuple(image_shape[:2])), size=size)
-
-
-def unwrap_frame(model, atlas, buffers, identity: np.ndarray, expression: np.ndarray, pose: np.ndarray, camera, frame: np.ndarray,
-                 person: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """One frame in UV: (colors [T, 3] uint8, confidence [T] uint8 x 255) at the atlas texels of the tracked,
-    posed mesh; confidence = seen (in the frame, unoccluded, facing, on the person) x photo_weight."""
-    import torch
-
-    from ..avatar.build.init import project_texels
-    from ..avatar.build.unseen import photo_weight
-    from ..face_measures import interocular
-    from ..geometry import apply_head_pose
-
-    with torch.no_grad():
-        verts = model.deform(buffers, torch.as_tensor(identity), torch.as_tensor(expression))
-        verts = apply_head_pose(verts, torch.as_tensor(pose[:3]), torch.as_tensor(pose[3:]), buffers.pivot)
-        points = atlas.texel_points(verts).numpy().astype(np.float64)
-        normals = atlas.texel_frames(verts)[..., 2].numpy().astype(np.float64)
-    img = frame.astype(np.float32) / 255.0
-    colors, visible, cos, edge_px = project_texels(img, person, camera, verts.numpy(), atlas.faces, points, normals)
-    weight = np.where(visible, photo_weight(cos, edge_px / max(interocular(landmarks), 1.0)), 0.0)
-    return (np.clip(np.rint(colors * 255.0), 0, 255).astype(np.uint8),
-            np.clip(np.rint(weight * MASK_SCALE), 0, MASK_SCALE).astype(np.uint8))  # fmt: skip
 
 
 def prepare_clip(path: Path, model, detector, atlas, options: PrepareOptions) -> tuple[dict, list[dict], dict]:

@@ -78,19 +78,38 @@ def crop_camera(camera: Camera, crop) -> Camera:
     return Camera(crop.photo_to_crop @ camera.K, camera.viewmat.copy(), crop.size, crop.size)
 
 
+def _decoders_from_prior(prior, model: HeadModel, options: AvatarOptions, fit, photo: np.ndarray, person: np.ndarray,
+                         landmarks: np.ndarray, buffers, device: torch.device) -> AvatarDecoders:
+    """The decoders a prior predicts for this photo: the photo unwrapped at the prior's atlas resolution (as the
+    training set's source frames were, ``sega.train.prepare``), through its identity encoder."""
+    from ...nets.prior import uv_input
+    from ...nets.prior_file import decoders_from_prior
+    from .unwrap import unwrap_frame
+
+    atlas = Atlas.build(model, prior.atlas_resolution, regions=atlas_regions(model))
+    colors, confidence = unwrap_frame(model, atlas, buffers, fit.identity, fit.expression, np.zeros(6, np.float32), fit.camera, photo,
+                                      person, landmarks)  # fmt: skip
+    return decoders_from_prior(prior, model, dynamic_decoder_options(options), uv_input(atlas, colors, confidence), device)
+
+
 def build_avatar(
     photo: np.ndarray,
     model: HeadModel,
     options: AvatarOptions = AvatarOptions(),
     progress: Callable[[str, float], None] | None = None,
     detector=None,
+    prior=None,
 ) -> tuple[Avatar, BuildData]:
     """``Avatar.build`` plus its intermediate data (``BuildData``).
 
     ``options.device`` ("auto", "cpu", "cuda") is resolved first (``sega.devices.resolve_device``; a
     ``DeviceError`` before any work when CUDA is asked for and missing) and the avatar's options record the
     resolved name. Fitting, the maps, the decoders, the optimisation, the hair and the precompute make their
-    tensors there; MediaPipe, the numba mesh rasteriser and the numpy steps of the initialisation stay on the CPU."""
+    tensors there; MediaPipe, the numba mesh rasteriser and the numpy steps of the initialisation stay on the CPU.
+
+    prior: a ``sega.nets.prior_file.LoadedPrior`` (``sega build --prior``): the decoders start from its prediction for
+    this photo (``decoders_from_prior``) instead of zero, and the same personalisation follows; the avatar's
+    provenance records the prior's file name and SHA-256. None: decoders start at zero."""
     from ...face import FaceDetector, head_crop
     from ...fit import FitOptions, fit_landmarks
     from ...track import with_closing_blinks
@@ -143,7 +162,11 @@ def build_avatar(
     lms = crop.landmarks_to_crop(detection.landmarks[:, :2])
     face_mask = polygon_mask(lms[list(mediapipe_groups()["face_oval"])], options.render_size, options.render_size) & (pmask >= 0.5)
 
-    decoders = AvatarDecoders.create(model, dynamic=dynamic_decoder_options(options), device=dev) if options.decoders else None
+    decoders = None
+    if options.decoders and prior is not None:
+        decoders = _decoders_from_prior(prior, model, options, fit, photo, person, detection.landmarks, buf, dev)
+    elif options.decoders:
+        decoders = AvatarDecoders.create(model, dynamic=dynamic_decoder_options(options), device=dev)
     secs["initialise"] = time.perf_counter() - t0
     _report(progress, "initialise", 1.0)
 
@@ -166,6 +189,7 @@ def build_avatar(
         "torch_threads": torch.get_num_threads(),
         "device": device_label(dev),  # the resolved device with the GPU's name (``options.device`` is the bare name)
         "displacement_vae": None if decoders is None else decoders.vae_provenance,
+        "prior": None if prior is None else prior.provenance(),
     }
     avatar = Avatar(
         head_model=model,
