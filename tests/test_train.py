@@ -224,3 +224,17 @@ def test_train_cli_errors(tmp_path, capsys):
     assert "not a prepared set" in err and len(err.splitlines()) == 1
     assert main(["build", "--example", "-o", str(tmp_path / "b"), "--prior", str(tmp_path / "none.npz")]) == 2
     assert "prior file not found" in capsys.readouterr().err
+
+
+def test_app_takes_a_prior_and_refuses_a_bad_one(tmp_path, capsys, monkeypatch):
+    """The app reads its prior from --prior or SEGA_PRIOR and refuses a bad one at start, before it serves."""
+    from sega.app.options import AppOptions
+    from sega.app.server import main
+
+    monkeypatch.setenv("SEGA_PRIOR", str(tmp_path / "p.npz"))
+    assert AppOptions.from_env().prior == tmp_path / "p.npz"
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    assert main(["--prior", str(bad), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bad.npz" in err and "not a readable prior file" in err and len(err.splitlines()) == 1

@@ -306,6 +306,9 @@ def build_ui(config: AppOptions, pipeline=None, store: SessionStore | None = Non
         device = result.avatar.provenance.get("device", result.avatar.options.device)  # e.g. "cpu", "cuda (NVIDIA H100 ...)"
         status = (f"Built **{result.num_gaussians:,}** Gaussians with the **{preset}** preset in "
                   f"**{result.total_seconds:.1f} s** on **{device}** ({', '.join(f'{k} {v:.1f}' for k, v in result.seconds.items())}).")  # fmt: skip
+        prior = result.avatar.provenance.get("prior")
+        if prior:  # which trained prior the decoders started from (the file name: never the server's path)
+            status += f" Started from the prior **{prior['file']}** ({prior['sha256'][:12]})."
         notes = list(result.notes)
         if _same_file(photo, example):
             notes = [n for n in notes if not _is_small_face_note(n)] + [EXAMPLE_NOTE]
