@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper
 from torch import Tensor, nn
 
-from sega.gaussians import QUAT_NORM_EPS
+from sega.gaussians import AREA_EPS, QUAT_NORM_EPS
 from sega.geometry import axis_angle_to_matrix, matrix_to_quat, quat_multiply
 from sega.uv import FRAME_NORM_EPS, frames_from_edges
 
@@ -320,6 +320,12 @@ class DynamicBranchGraph(nn.Module):
         self.register_buffer("offset_extra", maps.offset[num_faces:nt].T.contiguous())  # [3, De]
         self.register_buffer("log_scale", maps.log_scale.T.contiguous())  # [3, D]
         self.register_buffer("log_scale_cap", rig.dynamic_scale_cap.T.contiguous())  # [1, D] (sega.avatar.scale_cap)
+        # Splats grow with their triangle's stretch (sega.gaussians.stretch_log_scale), compared as squared doubled
+        # areas: k = (|e1 x e2|^2 / rest^2)^(1/4), two Sqrts (no Log: bundle_checks.EXPORTER_OPS stays as it is).
+        self.max_stretch = float(rig.max_stretch)
+        if self.max_stretch > 1.0 and nt > 0:
+            self.register_buffer("rest_area2_sq", (rig.face_rest_area2[used].clamp_min(AREA_EPS) ** 2)[None].contiguous())  # [1, Um]
+            self.register_buffer("no_stretch", torch.ones(1, rig.texel_face.numel() - nt))  # [1, Dk] the never-moving texels
         self.register_buffer("opacity_logit", maps.opacity_logit.clone())  # [D]
         self.register_buffer("color", maps.color.T.contiguous())  # [3, D]
         self.register_buffer("pivot", rig.pivot.clone())  # [3]
@@ -357,13 +363,20 @@ class DynamicBranchGraph(nn.Module):
         motion = self.vertex_motion(expression)  # [3, Vd]
         res = self.decoder.sample_rows_upsampled(self.residual_map(expression_feature)).reshape(-1, self.num_dynamic)  # [A, D] rows sega.nets.decoders.ATTRIBUTES
         res_offset = res[0:3]
-        scales = torch.exp(torch.minimum(self.log_scale + res[3:6], self.log_scale_cap))
+        log_scale = torch.minimum(self.log_scale + res[3:6], self.log_scale_cap)  # [3, D]
         opacities = torch.sigmoid(self.opacity_logit + res[6])
         colors = self.color + res[7:10]
         if nt == 0:  # no texel moves: constant points, frames and rotations
             fixed_means = self.fixed_points + self.column_sum @ (self.fixed_frames * res_offset[self.offset_rows])
-            return self._outputs(fixed_means, self.fixed_quats, scales, colors, opacities, head_pose)
+            return self._outputs(fixed_means, self.fixed_quats, torch.exp(log_scale), colors, opacities, head_pose)
         p0, e1, e2 = face_corners_rows(motion, self.faces, self.base_p0, self.base_e1, self.base_e2)  # [3, Um] each
+        scales = torch.exp(log_scale)
+        if self.max_stretch > 1.0:
+            c = _cross_rows(e1, e2)
+            k = (_sum_rows(c * c) / self.rest_area2_sq).clamp(1.0, self.max_stretch**4).sqrt().sqrt()  # [1, Um]
+            parts = [k] + ([gather_columns(k, self.extra_face)] if nt > self.num_primary else [])
+            parts += [self.no_stretch] if nt < self.num_dynamic else []
+            scales = scales * torch.cat(parts, 1)
         t, b, n = face_frames_rows(e1, e2, self.uv_coeffs, self.uv_ok if self.uv_any_degenerate else None)  # [3, Um] each
         frames = torch.cat([t, b, n])  # [9, Um]: rows t_xyz, b_xyz, n_xyz
         # Relative rotation R = F F0^T as the unnormalised quaternion (1 + trace, skew) = 4 w q_rel:

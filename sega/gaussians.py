@@ -36,6 +36,7 @@ from .geometry import matrix_to_quat, quat_multiply
 GAUSSIAN_MAP_FIELDS = ("offset", "rotation", "log_scale", "opacity_logit", "color")
 IDENTITY_QUAT = (1.0, 0.0, 0.0, 0.0)  # wxyz
 QUAT_NORM_EPS = 1e-12  # clamp of quaternion norms before normalising
+AREA_EPS = 1e-14  # m^2: clamp of a rest triangle's (doubled) area, so degenerate ones do not divide by zero
 
 
 def rgb_to_sh_dc(rgb: Tensor) -> Tensor:
@@ -116,6 +117,10 @@ class GaussianMaps:
         keeps any splat from growing past what its texel may cover, at every expression."""
         return GaussianMaps(self.offset, self.rotation, torch.minimum(self.log_scale, log_max), self.opacity_logit, self.color)
 
+    def with_log_scale_added(self, log_factor: Tensor) -> GaussianMaps:
+        """The same maps with every scale multiplied by exp(log_factor): Tensor  # [..., T, 1] (``stretch_log_scale``)."""
+        return GaussianMaps(self.offset, self.rotation, self.log_scale + log_factor, self.opacity_logit, self.color)
+
     def to_numpy(self) -> dict[str, np.ndarray]:
         """float32 arrays keyed by field name (for ``.npz`` files)."""
         return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in self.tensors().items()}
@@ -176,6 +181,24 @@ class Gaussians:
             opacities=self.opacities,
             colors=self.colors,
         )
+
+
+def triangle_area2(e1: Tensor, e2: Tensor) -> Tensor:
+    """Twice the triangles' areas: e1, e2: Tensor  # [..., U, 3] edges p1 - p0, p2 - p0 -> [..., U]."""
+    return torch.linalg.cross(e1, e2, dim=-1).norm(dim=-1)
+
+
+def stretch_log_scale(e1: Tensor, e2: Tensor, rest_area2: Tensor, max_stretch: float) -> Tensor:
+    """log of how much each triangle's splats grow with it: sqrt(area / rest area), clamped to [1, max_stretch].
+
+    e1, e2: Tensor  # [..., U, 3] the triangles' edges now; rest_area2: Tensor  # [U] ``triangle_area2`` where
+    the splats were fitted. Returns Tensor  # [..., U]. Why: splats keep their fitted size while their triangle
+    stretches, and a closing lid (its triangles up to 4.6x their open area) left gaps that showed the eyeball
+    through a blink (the lid's alpha under 0.9 on 32% of the open eye's pixels; 7% grown). Never below 1: a
+    compressed triangle's splats only overlap more, and a squinting photo's lids are sized for the open eye
+    (``sega.avatar.build.init.LID_SPLAT_GROWTH``)."""
+    ratio = triangle_area2(e1, e2) / rest_area2.clamp_min(AREA_EPS)
+    return 0.5 * torch.log(ratio.clamp(1.0, max_stretch * max_stretch))
 
 
 def bind_frames(maps: GaussianMaps, points: Tensor, frames: Tensor, frame_quats: Tensor | None = None) -> Gaussians:

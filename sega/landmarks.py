@@ -96,14 +96,60 @@ def _shipped_arrays(model: HeadModel, name: str) -> dict[str, np.ndarray] | None
 
 
 _SPLIT_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # (file, model key) -> split_inner_lips result
+SPLIT_CACHE_VERSION = 1  # bump when split_inner_lips changes what it computes: older cache files are then unused
+SPLIT_CACHE_FOLDER = "landmark_splits"  # under ``sega.headmodel.cache.cache_dir()``
+
+
+def _split_digest(model: HeadModel, name: str, face_ids: np.ndarray, barycentrics: np.ndarray) -> str:
+    """What ``split_inner_lips`` depends on, hashed: the file's arrays, the mesh, the jaw's motion, the search's settings."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps([SPLIT_CACHE_VERSION, name, model.name, LIP_SEARCH_RADIUS_M, LOWER_LIP_MIN_FRACTION,
+                                   UPPER_LIP_MAX_FRACTION]).encode())  # fmt: skip
+    jaw = model.expression_basis[model.expression_index(JAW_EXPRESSION)] if JAW_EXPRESSION in model.expression_names else np.zeros(0)
+    for a in (face_ids, barycentrics, model.vertices, model.faces, jaw):
+        arr = np.ascontiguousarray(a)
+        h.update(str((arr.dtype.str, arr.shape)).encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()[:32]
+
+
+def _split_from_disk(path, face_ids: np.ndarray, barycentrics: np.ndarray, num_faces: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A cached split if it reads back whole and fits (same shapes, face ids in range), else None."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            f, b = z["face_ids"].astype(np.int64), z["barycentrics"].astype(np.float32)
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    if f.shape != face_ids.shape or b.shape != barycentrics.shape or f.min(initial=0) < 0 or f.max(initial=0) >= num_faces:
+        return None
+    return f, b
 
 
 def _split_cached(model: HeadModel, name: str, face_ids: np.ndarray, barycentrics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``split_inner_lips`` of a shipped file, once per process and head model (~2 s for the view bins)."""
+    """``split_inner_lips`` of a shipped file, once per process and head model, and kept in the cache folder
+    between runs (~2 s for the view bins: every tracker, eval and prepare worker started paid it)."""
     jaw = model.expression_basis[model.expression_index(JAW_EXPRESSION)] if JAW_EXPRESSION in model.expression_names else 0.0
     key = (name, model.name, model.num_vertices, model.num_faces, float(np.asarray(jaw, np.float64).sum()))
     if key not in _SPLIT_CACHE:
-        _SPLIT_CACHE[key] = split_inner_lips(model, face_ids, barycentrics)
+        import os
+
+        from .headmodel.cache import cache_dir
+
+        path = cache_dir() / SPLIT_CACHE_FOLDER / f"{_split_digest(model, name, face_ids, barycentrics)}.npz"
+        found = _split_from_disk(path, face_ids, barycentrics, model.num_faces) if path.is_file() else None
+        if found is None:
+            found = split_inner_lips(model, face_ids, barycentrics)
+            try:  # best effort: a read-only cache only costs the 2 s again
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+                np.savez(tmp, face_ids=found[0], barycentrics=found[1])
+                os.replace(tmp, path)
+            except OSError:
+                pass
+        _SPLIT_CACHE[key] = found
     f, b = _SPLIT_CACHE[key]
     return f.copy(), b.copy()
 

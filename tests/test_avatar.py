@@ -377,8 +377,9 @@ def test_no_floaters_at_random_expressions(built):
 
 def test_a_runaway_dynamic_decoder_cannot_make_floaters(built, ict_model, tmp_path):
     """Even a decoder whose residuals are huge at every expression (as fitted decoders were at unseen
-    ones) leaves every splat within its texel's scale cap and near the head: the residuals saturate
-    and binding caps the scales (torch and the exported graph alike)."""
+    ones) leaves every splat within its texel's scale cap (grown at most ``max_stretch`` times with its
+    triangle) and near the head: the residuals saturate and binding caps the scales (torch and the exported
+    graph alike)."""
     from sega.metrics import floater_report
 
     avatar, _, _ = built
@@ -392,9 +393,13 @@ def test_a_runaway_dynamic_decoder_cannot_make_floaters(built, ict_model, tmp_pa
     report = floater_report(wild, _random_expressions(wild, 40, seed=8), renders=3)
     assert report["max_scale_head_fraction"] <= MAX_SPLAT_HEAD_FRACTION, report
     assert report["alpha_outside_max_mean"] <= MAX_OFF_HEAD_ALPHA_RUNAWAY, report
-    cap = torch.exp(wild.rig.dynamic_scale_cap)
+    rig = wild.rig
+    cap = torch.exp(rig.dynamic_scale_cap)
     g = wild.animate(wild.expression_with(jawOpen=1.0))
-    assert bool((g.scales[len(wild.rig.static):] <= cap * (1 + 1e-5)).all())
+    grown = g.scales[len(rig.static):] / cap
+    assert bool((grown <= rig.max_stretch * (1 + 1e-5)).all()) and rig.max_stretch == wild.options.max_stretch > 1.0
+    still = ~torch.isin(torch.arange(len(rig.texel_face)), torch.arange(rig.num_moving))  # never-moving texels never grow
+    assert bool((grown[still] <= 1 + 1e-5).all()) and float(grown.max()) > 1.05  # the jaw stretches some triangles
 
 
 def test_eyes_and_mouth_appear_only_where_they_open(built):

@@ -40,9 +40,11 @@ MAX_WEIGHT_MAE = 0.10  # issue target
 # did not grow: echomimic_a 1.02 degrees against 1.09). Taking the backdrop colour inside letterbox bars and
 # without the person (person_regions.border_colour) moved the test avatar's hair edge: 2.44 -> 2.451. The hair's
 # outline pulled in to the photo's (hair.HAIR_OUTLINE_REACH_SIGMAS: it spilled 1-4 px past it) moves MediaPipe's
-# readings of these renders again: 2.45 -> 2.53 (2.45 with the inset off, same code). Kept close (0.05 above the
-# measured figure) so that a further slip shows.
-MAX_POSE_ERROR_DEG = 2.58
+# readings of these renders again: 2.45 -> 2.53 (2.45 with the inset off, same code). Splats growing with their
+# stretched triangles (AvatarOptions.max_stretch: a blink now hides the eyeball) change them once more: 2.53 -> 2.64
+# (2.53 with max_stretch 1, 2.63 at 2, same code; on the real clips bench_fidelity measures the pose error). Kept
+# close (0.05 above the measured figure) so that a further slip shows.
+MAX_POSE_ERROR_DEG = 2.69
 MIN_EVAL_PSNR_DB = 35.0  # issue target, in the head mask
 MAX_YAW_ERROR_DEG = 3.0  # tracked yaw change from the source frame against the known one
 MAX_JITTER_STD = 0.02  # issue target, smoothed weights of a still face with 1 px landmark noise

@@ -108,6 +108,34 @@ def test_inner_lip_landmarks_part_when_the_jaw_opens(ict_model):
     assert lower_motion.min() > upper_motion.max()
 
 
+def test_inner_lip_split_is_kept_on_disk_and_a_bad_cache_file_is_recomputed(ict_model, tmp_path, monkeypatch):
+    """``split_inner_lips`` (~2 s) is computed once per machine: the cache folder holds it between runs. A
+    truncated or mismatched cache file is not trusted: the split is computed again and the file replaced."""
+    from sega import landmarks as L
+
+    monkeypatch.setenv("SEGA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(L, "_SPLIT_CACHE", {})
+    z = L._shipped_arrays(ict_model, L.embedding_file(ict_model.name))
+    face_ids, bary = z["face_ids"].astype(np.int64), z["barycentrics"].astype(np.float32)
+    want = L.split_inner_lips(ict_model, face_ids, bary)
+    first = L._split_cached(ict_model, "x.npz", face_ids, bary)
+    files = list((tmp_path / L.SPLIT_CACHE_FOLDER).glob("*.npz"))
+    assert len(files) == 1 and all(np.array_equal(a, b) for a, b in zip(first, want))
+    calls = []
+    monkeypatch.setattr(L, "split_inner_lips", lambda *a: calls.append(1) or want)
+    for damage in (None, b"truncated", "shape"):
+        L._SPLIT_CACHE.clear()
+        if damage == b"truncated":
+            files[0].write_bytes(files[0].read_bytes()[:100])
+        elif damage == "shape":
+            np.savez(files[0], face_ids=face_ids[:10], barycentrics=bary[:10])
+        got = L._split_cached(ict_model, "x.npz", face_ids, bary)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want))
+        assert len(calls) == (0 if damage is None else 1 if damage == b"truncated" else 2)  # read back, else recomputed
+    L._SPLIT_CACHE.clear()
+    assert L._split_cached(ict_model, "x.npz", face_ids, bary) is not None and len(calls) == 2  # the rewritten file reads back
+
+
 def _projected(model, identity, expression, camera) -> np.ndarray:
     """[478, 2] the model's landmark points for identity / expression seen by camera (pixels, exact)."""
     from sega.camera import project_points

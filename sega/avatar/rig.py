@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..gaussians import GaussianMaps, Gaussians, bind_frames
+from ..gaussians import GaussianMaps, Gaussians, bind_frames, stretch_log_scale, triangle_area2
 from ..headmodel.base import HeadModel
 from ..nets.decoders import AvatarDecoders, residual_to_maps
 from ..uv import Atlas, face_frames, uv_frame_coefficients
@@ -93,6 +93,7 @@ class AnimationRig:
     face_uv_coeffs: Tensor  # [U, 2] ``sega.uv.uv_frame_coefficients`` of their atlas UVs (frames follow the atlas
     # parameterisation; float64, rounded once)
     face_uv_ok: Tensor  # [U] bool: non-degenerate UVs
+    face_rest_area2: Tensor  # [U] twice each triangle's area at the fitted expression (``sega.gaussians.stretch_log_scale``)
     texel_face: Tensor  # [Td] int64 index into ``faces``
     texel_tri: Tensor  # [Td, 3] int64 vertex ids (into Vd) of each dynamic texel's triangle
     texel_bary: Tensor  # [Td, 3] barycentrics
@@ -100,6 +101,7 @@ class AnimationRig:
     head_centre: np.ndarray  # [3] centre of the head (fitted shape), for framing orbit cameras
     head_radius: float  # metres, radius of the head's bounding sphere around head_centre
     num_hair: int = 0  # H: hair Gaussians at the end of ``static`` (``sega.avatar.build.hair``)
+    max_stretch: float = 1.0  # ``AvatarOptions.max_stretch``: the dynamic splats' growth with their triangles (1: none)
 
     @property
     def num_gaussians(self) -> int:
@@ -109,6 +111,15 @@ class AnimationRig:
     def device(self) -> torch.device:
         """Where the rig's tensors live (``Avatar.animate`` computes there)."""
         return self.base_vertices.device
+
+    def dynamic_maps_at(self, maps: GaussianMaps, e1: Tensor, e2: Tensor) -> GaussianMaps:
+        """The dynamic texels' maps as bound for one frame (or [F] frames): scales capped (``dynamic_scale_cap``),
+        then grown with their triangles' stretch (``stretch_log_scale``). maps: Td rows ([F, Td] with residuals
+        per frame); e1, e2: Tensor  # [..., U, 3] the triangles' edges now."""
+        capped = maps.with_scale_cap(self.dynamic_scale_cap)
+        if self.max_stretch <= 1.0:
+            return capped
+        return capped.with_log_scale_added(stretch_log_scale(e1, e2, self.face_rest_area2, self.max_stretch)[..., self.texel_face, None])
 
     def to(self, device: torch.device | str) -> AnimationRig:
         """The same rig with every tensor on ``device`` (self when they are there already). Moving is exact:
@@ -183,6 +194,9 @@ def build_rig(
     face_edges = torch.stack([corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]], 1).float()  # [U, 2, 3]
     uv_coeffs, uv_ok = uv_frame_coefficients(on(atlas.face_atlas_uvs[dyn_faces_global], torch.float64))
     ebasis = basis[:, on(vids)].reshape(head_model.num_expressions, -1)
+    fitted_motion = (on(expression, torch.float32) @ ebasis).reshape(-1, 3)[on(local)]  # [U, 3 corners, 3], as ``Avatar.animate``
+    rest_area2 = triangle_area2(face_edges[:, 0] + (fitted_motion[:, 1] - fitted_motion[:, 0]),
+                                face_edges[:, 1] + (fitted_motion[:, 2] - fitted_motion[:, 0]))  # fmt: skip
     face_inv = face_inv.reshape(-1)
     raw = raw_basis[:, on(vids)].reshape(head_model.num_expressions, -1)
     linear = base + (on(expression, torch.float32) @ raw).reshape(-1, 3)
@@ -207,6 +221,7 @@ def build_rig(
         face_edges=face_edges,
         face_uv_coeffs=uv_coeffs.float(),
         face_uv_ok=uv_ok,
+        face_rest_area2=rest_area2.contiguous(),
         texel_face=on(face_inv, torch.int64),
         texel_tri=on(local[face_inv], torch.int64),
         texel_bary=on(atlas.texel_bary[dyn], torch.float32),
@@ -214,4 +229,5 @@ def build_rig(
         head_centre=centre.astype(np.float64),
         head_radius=float(np.linalg.norm(head - centre, axis=1).max()),
         num_hair=0 if hair is None else len(hair),
+        max_stretch=float(options.max_stretch),
     )
