@@ -12,7 +12,10 @@ The scripts write them; this module only reads them.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -102,8 +105,6 @@ SPLIT_CACHE_FOLDER = "landmark_splits"  # under ``sega.headmodel.cache.cache_dir
 
 def _split_digest(model: HeadModel, name: str, face_ids: np.ndarray, barycentrics: np.ndarray) -> str:
     """What ``split_inner_lips`` depends on, hashed: the file's arrays, the mesh, the jaw's motion, the search's settings."""
-    import hashlib
-
     h = hashlib.sha256(json.dumps([SPLIT_CACHE_VERSION, name, model.name, LIP_SEARCH_RADIUS_M, LOWER_LIP_MIN_FRACTION,
                                    UPPER_LIP_MAX_FRACTION]).encode())  # fmt: skip
     jaw = model.expression_basis[model.expression_index(JAW_EXPRESSION)] if JAW_EXPRESSION in model.expression_names else np.zeros(0)
@@ -116,8 +117,6 @@ def _split_digest(model: HeadModel, name: str, face_ids: np.ndarray, barycentric
 
 def _split_from_disk(path, face_ids: np.ndarray, barycentrics: np.ndarray, num_faces: int) -> tuple[np.ndarray, np.ndarray] | None:
     """A cached split if it reads back whole and fits (same shapes, face ids in range), else None."""
-    import zipfile
-
     try:
         with np.load(path, allow_pickle=False) as z:
             f, b = z["face_ids"].astype(np.int64), z["barycentrics"].astype(np.float32)
@@ -134,8 +133,6 @@ def _split_cached(model: HeadModel, name: str, face_ids: np.ndarray, barycentric
     jaw = model.expression_basis[model.expression_index(JAW_EXPRESSION)] if JAW_EXPRESSION in model.expression_names else 0.0
     key = (name, model.name, model.num_vertices, model.num_faces, float(np.asarray(jaw, np.float64).sum()))
     if key not in _SPLIT_CACHE:
-        import os
-
         from .headmodel.cache import cache_dir
 
         path = cache_dir() / SPLIT_CACHE_FOLDER / f"{_split_digest(model, name, face_ids, barycentrics)}.npz"

@@ -108,6 +108,14 @@ def uv_frame_coefficients(face_uvs: Tensor) -> tuple[Tensor, Tensor]:
     return torch.stack([d2[:, 1] * sign, d1[:, 1] * sign], -1), det.abs() > DEGENERATE_UV_DET
 
 
+def edges_with_motion(face_edges: Tensor, corner_motion: Tensor) -> tuple[Tensor, Tensor]:
+    """The triangles' edges p1 - p0, p2 - p0 after a motion, as neutral edge + motion difference (see
+    ``frames_from_edges``). face_edges: Tensor  # [U, 2, 3] neutral edges; corner_motion: Tensor  # [..., U, 3 corners, 3]
+    -> e1, e2: Tensor  # [..., U, 3] each."""
+    return (face_edges[:, 0] + (corner_motion[..., 1, :] - corner_motion[..., 0, :]),
+            face_edges[:, 1] + (corner_motion[..., 2, :] - corner_motion[..., 0, :]))  # fmt: skip
+
+
 def frames_from_edges(e1: Tensor, e2: Tensor, coeffs: Tensor, ok: Tensor) -> Tensor:
     """``face_frames`` from the triangles' edges. e1, e2: [..., F, 3] edges p1 - p0, p2 - p0 (metres);
     coeffs [F, 2], ok [F]: ``uv_frame_coefficients``. Returns [..., F, 3, 3] (columns t, b, n).

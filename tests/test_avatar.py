@@ -5,6 +5,7 @@ One library build (module fixture) and one CLI build with the same seed (~10 s e
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -430,8 +431,7 @@ def test_a_blink_hides_the_eyeball(built):
     lid, not eyeball seen through gaps. The test avatar's eyeball makes 0.71 of its open eyes' pixels, and of its
     closed eyes' 0.27 with splats of fixed size, 0.076 grown (a real clip's, retalking_4: 0.83, 0.38, 0.12)."""
     avatar = built[0]
-    fixed = Avatar.__new__(Avatar)
-    fixed.__dict__.update(avatar.__dict__)
+    fixed = copy.copy(avatar)
     fixed.options = replace(avatar.options, max_stretch=1.0)
     fixed.precompute()
     open_share = _eyeball_share(avatar, 0.0)

@@ -32,7 +32,7 @@ from ..nets.decoders import AvatarDecoders, residual_to_maps
 from ..render import RenderOutput
 from ..render import render as render_gaussians
 from ..render import render_views as render_gaussian_views
-from ..uv import Atlas, AtlasOptions, frames_from_edges
+from ..uv import Atlas, AtlasOptions, edges_with_motion, frames_from_edges
 from .frames import animate_frames
 from .options import AVATAR_FORMAT_VERSION, AvatarOptions
 from .rig import AnimationRig, build_rig
@@ -190,9 +190,7 @@ class Avatar:
             pts = (verts[rig.texel_tri] * rig.texel_bary[..., None]).sum(1)
             # Edges as neutral edge + motion difference: float32 p1 - p0 of positions ~0.1 m from the
             # origin would leave 1e-4 relative error in the frames of sub-millimetre triangles (teeth, lids).
-            m = motion[rig.faces]  # [U, 3 corners, 3]
-            e1 = rig.face_edges[:, 0] + (m[:, 1] - m[:, 0])
-            e2 = rig.face_edges[:, 1] + (m[:, 2] - m[:, 0])
+            e1, e2 = edges_with_motion(rig.face_edges, motion[rig.faces])  # [U, 3] each
             frames = frames_from_edges(e1, e2, rig.face_uv_coeffs, rig.face_uv_ok)[rig.texel_face]
             maps = rig.dynamic_maps
             residual = self.dynamic_residual_maps(expr, grad)  # <- the dynamic decoder's residuals

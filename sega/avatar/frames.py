@@ -22,7 +22,7 @@ from ..geometry import axis_angle_to_matrix, matrix_to_quat, quat_multiply
 from ..nets.decoders import residual_to_maps
 from ..render import RenderOutput
 from ..render import render_frames as render_gaussian_frames
-from ..uv import frames_from_edges
+from ..uv import edges_with_motion, frames_from_edges
 
 if TYPE_CHECKING:  # annotations only
     from .avatar import Avatar
@@ -63,9 +63,7 @@ def animate_frames(avatar: Avatar, expressions, rotations=None, translations=Non
             motion = (expr @ rig.expression_basis).reshape(n, -1, 3)  # [F, Vd, 3]
             verts = rig.base_vertices + motion
             pts = (verts[:, rig.texel_tri] * rig.texel_bary[..., None]).sum(-2)  # [F, Td, 3]
-            m = motion[:, rig.faces]  # [F, U, 3 corners, 3]
-            e1 = rig.face_edges[:, 0] + (m[:, :, 1] - m[:, :, 0])
-            e2 = rig.face_edges[:, 1] + (m[:, :, 2] - m[:, :, 0])
+            e1, e2 = edges_with_motion(rig.face_edges, motion[:, rig.faces])  # [F, U, 3] each
             tri_frames = frames_from_edges(e1, e2, rig.face_uv_coeffs, rig.face_uv_ok)[:, rig.texel_face]  # [F, Td, 3, 3]
             maps: GaussianMaps = rig.dynamic_maps
             if avatar.decoders is not None:

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..gaussians import GaussianMaps, Gaussians, bind_frames, stretch_log_scale, triangle_area2
 from ..headmodel.base import HeadModel
 from ..nets.decoders import AvatarDecoders, residual_to_maps
-from ..uv import Atlas, face_frames, uv_frame_coefficients
+from ..uv import Atlas, edges_with_motion, face_frames, uv_frame_coefficients
 from .options import AvatarOptions
 from .texels import texel_spacing
 
@@ -194,9 +194,8 @@ def build_rig(
     face_edges = torch.stack([corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]], 1).float()  # [U, 2, 3]
     uv_coeffs, uv_ok = uv_frame_coefficients(on(atlas.face_atlas_uvs[dyn_faces_global], torch.float64))
     ebasis = basis[:, on(vids)].reshape(head_model.num_expressions, -1)
-    fitted_motion = (on(expression, torch.float32) @ ebasis).reshape(-1, 3)[on(local)]  # [U, 3 corners, 3], as ``Avatar.animate``
-    rest_area2 = triangle_area2(face_edges[:, 0] + (fitted_motion[:, 1] - fitted_motion[:, 0]),
-                                face_edges[:, 1] + (fitted_motion[:, 2] - fitted_motion[:, 0]))  # fmt: skip
+    fitted_motion = (on(expression, torch.float32) @ ebasis).reshape(-1, 3)  # [Vd, 3], as ``Avatar.animate``
+    rest_area2 = triangle_area2(*edges_with_motion(face_edges, fitted_motion[on(local)]))  # [U]
     face_inv = face_inv.reshape(-1)
     raw = raw_basis[:, on(vids)].reshape(head_model.num_expressions, -1)
     linear = base + (on(expression, torch.float32) @ raw).reshape(-1, 3)

@@ -171,15 +171,18 @@ def write_clip(root: Path, cid: str, info: dict, shards: list[dict], unwrap: dic
 _TOOLS: dict = {}  # per process: the head model, the atlas, the face detector (loaded once)
 
 
-def _tools(options: PrepareOptions, pooled: bool = False) -> dict:
-    if not _TOOLS:
-        if pooled:  # share the cores among the pool: each worker's default (every core) oversubscribes them
-            threads = max(1, (os.cpu_count() or 1) // max(options.workers, 1))
-            import cv2
-            import torch
+def _share_cores(workers: int) -> None:
+    """A pool worker's initializer: its share of the cores. Why: each worker's default (every core) oversubscribes them."""
+    import cv2
+    import torch
 
-            torch.set_num_threads(threads)
-            cv2.setNumThreads(threads)
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
+def _tools(options: PrepareOptions) -> dict:
+    if not _TOOLS:
         from ..avatar.build import atlas_regions
         from ..face import FaceDetector
         from ..headmodel import load_head_model
@@ -192,10 +195,10 @@ def _tools(options: PrepareOptions, pooled: bool = False) -> dict:
     return _TOOLS
 
 
-def _run_clip(root: str, source: str, cid: str, options: PrepareOptions, pooled: bool = False) -> tuple[str, dict | None, str | None]:
+def _run_clip(root: str, source: str, cid: str, options: PrepareOptions) -> tuple[str, dict | None, str | None]:
     """(clip id, manifest entry or None, error line or None): a failure never escapes a worker."""
     try:
-        t = _tools(options, pooled)
+        t = _tools(options)
         info, shards, unwrap = prepare_clip(Path(source), t["model"], t["detector"], t["atlas"], options)
         return cid, write_clip(Path(root), cid, info, shards, unwrap), None
     except SegaError as err:
@@ -263,8 +266,9 @@ def prepare(sources: list[str | Path], output: str | Path, options: PrepareOptio
         import multiprocessing
 
         # spawn: MediaPipe's and torch's threads do not survive a fork
-        with ProcessPoolExecutor(options.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_run_clip, str(root), src, cid, options, True) for cid, src in todo]
+        with ProcessPoolExecutor(options.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_share_cores,
+                                 initargs=(options.workers,)) as pool:  # fmt: skip
+            futures = [pool.submit(_run_clip, str(root), src, cid, options) for cid, src in todo]
             for fut in as_completed(futures):
                 record(*fut.result())
     return manifest
