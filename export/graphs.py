@@ -112,19 +112,21 @@ def _split_columns(x: Tensor, sizes: list[int]) -> list[Tensor | None]:
     return [next(blocks) if n > 0 else None for n in sizes]
 
 
-def face_frames_rows(e1: Tensor, e2: Tensor, uv_coeffs: Tensor, uv_ok: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+def face_frames_rows(e1: Tensor, e2: Tensor, uv_coeffs: Tensor, uv_ok: Tensor | None,
+                     normal: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """``sega.uv.face_frames`` in row layout, the fast twin used by the exported graph.
 
     e1, e2: Tensor  # [3, F] edges p1 - p0, p2 - p0 of each face (metres), x, y, z rows
     uv_coeffs: Tensor  # [2, F] (dv2, dv1) * sign(det) of each face's UVs (``sega.uv.uv_frame_coefficients``)
     uv_ok: Tensor  # [1, F] bool, False where the UVs are degenerate (tangent = edge p0 -> p1);
         None when no face is degenerate (the graph then has no Where)
+    normal: Tensor  # [3, F] the unit normals (e1 x e2 normalised) when the caller has them already, else None
     returns tangent, bitangent, normal: Tensor  # [3, F] each, the columns of ``face_frames``.
     Why rows: onnxruntime broadcasts [1, F] against [3, F] with long contiguous spans; the [F, 3]
     layout broadcasts in spans of 3 elements and is several times slower.
     """
     t = e1 * uv_coeffs[0:1] - e2 * uv_coeffs[1:2]
-    n = _normalise_rows(_cross_rows(e1, e2))
+    n = _normalise_rows(_cross_rows(e1, e2)) if normal is None else normal
     if uv_ok is not None:
         t = torch.where(uv_ok, t, e1)
     t = _normalise_rows(t - _sum_rows(t * n) * n)
@@ -371,13 +373,16 @@ class DynamicBranchGraph(nn.Module):
             return self._outputs(fixed_means, self.fixed_quats, torch.exp(log_scale), colors, opacities, head_pose)
         p0, e1, e2 = face_corners_rows(motion, self.faces, self.base_p0, self.base_e1, self.base_e2)  # [3, Um] each
         scales = torch.exp(log_scale)
-        if self.max_stretch > 1.0:
+        normal = None
+        if self.max_stretch > 1.0:  # e1 x e2 once: its squared length is the stretch's, its direction the frames' normal
             c = _cross_rows(e1, e2)
-            k = (_sum_rows(c * c) / self.rest_area2_sq).clamp(1.0, self.max_stretch**4).sqrt().sqrt()  # [1, Um]
+            c_sq = _sum_rows(c * c)  # [1, Um]
+            normal = c / c_sq.sqrt().clamp_min(FRAME_NORM_EPS)  # = _normalise_rows(c)
+            k = (c_sq / self.rest_area2_sq).clamp(1.0, self.max_stretch**4).sqrt().sqrt()  # [1, Um]
             parts = [k] + ([gather_columns(k, self.extra_face)] if nt > self.num_primary else [])
             parts += [self.no_stretch] if nt < self.num_dynamic else []
             scales = scales * torch.cat(parts, 1)
-        t, b, n = face_frames_rows(e1, e2, self.uv_coeffs, self.uv_ok if self.uv_any_degenerate else None)  # [3, Um] each
+        t, b, n = face_frames_rows(e1, e2, self.uv_coeffs, self.uv_ok if self.uv_any_degenerate else None, normal)  # [3, Um] each
         frames = torch.cat([t, b, n])  # [9, Um]: rows t_xyz, b_xyz, n_xyz
         # Relative rotation R = F F0^T as the unnormalised quaternion (1 + trace, skew) = 4 w q_rel:
         # trace = sum_c c0 . c, skew = sum_c c0 x c = sum_c c0[r1] c[r2] - c0[r2] c[r1], as two MatMuls
