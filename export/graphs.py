@@ -330,6 +330,17 @@ class DynamicBranchGraph(nn.Module):
             self.register_buffer("no_stretch", torch.ones(1, rig.texel_face.numel() - nt))  # [1, Dk] the never-moving texels
         self.register_buffer("opacity_logit", maps.opacity_logit.clone())  # [D]
         self.register_buffer("color", maps.color.T.contiguous())  # [3, D]
+        # The lids' colours move to their closed colours with each eye's blink past its fitted weight
+        # (sega.avatar.lids.LidClosing): w = clip((b - b_fit) / (1 - b_fit), 0, 1) per eye, spread to the texels by
+        # a [2, D] one-hot MatMul (no gather).
+        closing = rig.lid_closing
+        self.closing = closing is not None
+        if self.closing:
+            self.closing_columns = closing.columns.tolist()  # the two blink channels' expression columns
+            self.register_buffer("closing_fitted", closing.fitted[None].clone())  # [1, 2]
+            self.register_buffer("closing_inv_range", (1.0 / (1.0 - closing.fitted))[None])  # [1, 2]
+            self.register_buffer("closing_eye_rows", F.one_hot(closing.eye, 2).T.float().contiguous())  # [2, D]
+            self.register_buffer("closing_color", closing.color.T.contiguous())  # [3, D]
         self.register_buffer("pivot", rig.pivot.clone())  # [3]
         head = dec.trunk.head  # last conv, with the output units folded in (the map comes out in attribute units)
         self.register_buffer("head_weight", (head.weight * dec.units[:, None, None, None]).detach().clone())
@@ -368,6 +379,10 @@ class DynamicBranchGraph(nn.Module):
         log_scale = torch.minimum(self.log_scale + res[3:6], self.log_scale_cap)  # [3, D]
         opacities = torch.sigmoid(self.opacity_logit + res[6])
         colors = self.color + res[7:10]
+        if self.closing:
+            blinks = expression[:, self.closing_columns]  # [1, 2]
+            eye_w = ((blinks - self.closing_fitted) * self.closing_inv_range).clamp(0.0, 1.0)
+            colors = colors + self.closing_color * (eye_w @ self.closing_eye_rows)  # [3, D]
         if nt == 0:  # no texel moves: constant points, frames and rotations
             fixed_means = self.fixed_points + self.column_sum @ (self.fixed_frames * res_offset[self.offset_rows])
             return self._outputs(fixed_means, self.fixed_quats, torch.exp(log_scale), colors, opacities, head_pose)

@@ -121,6 +121,10 @@ class GaussianMaps:
         """The same maps with every scale multiplied by exp(log_factor): Tensor  # [..., T, 1] (``stretch_log_scale``)."""
         return GaussianMaps(self.offset, self.rotation, self.log_scale + log_factor, self.opacity_logit, self.color)
 
+    def with_color_added(self, change: Tensor) -> GaussianMaps:
+        """The same maps with ``change``: Tensor  # [..., T, 3] added to the colours (``sega.avatar.lids``)."""
+        return GaussianMaps(self.offset, self.rotation, self.log_scale, self.opacity_logit, self.color + change)
+
     def to_numpy(self) -> dict[str, np.ndarray]:
         """float32 arrays keyed by field name (for ``.npz`` files)."""
         return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in self.tensors().items()}

@@ -196,7 +196,7 @@ class Avatar:
             residual = self.dynamic_residual_maps(expr, grad)  # <- the dynamic decoder's residuals
             if residual is not None:
                 maps = maps.add(residual)
-            dynamic = bind_frames(rig.dynamic_maps_at(maps, e1, e2), pts, frames)
+            dynamic = bind_frames(rig.dynamic_maps_at(maps, e1, e2, expr), pts, frames)
             out = Gaussians.cat([rig.static, dynamic])
             if head_pose is not None:
                 out = self.posed(out, head_pose)

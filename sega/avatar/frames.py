@@ -68,7 +68,7 @@ def animate_frames(avatar: Avatar, expressions, rotations=None, translations=Non
             maps: GaussianMaps = rig.dynamic_maps
             if avatar.decoders is not None:
                 maps = maps.add(residual_to_maps(avatar.decoders.dynamic(avatar.decoders.encoder(expr))))  # [F, Td, ...]
-            dynamic = _frame_axis(bind_frames(rig.dynamic_maps_at(maps, e1, e2), pts, tri_frames), n)
+            dynamic = _frame_axis(bind_frames(rig.dynamic_maps_at(maps, e1, e2, expr), pts, tri_frames), n)
             static = _frame_axis(rig.static, n)
             out = Gaussians(**{k: torch.cat([getattr(static, k), getattr(dynamic, k)], 1) for k in FIELDS})
         if rotations is None and translations is None:

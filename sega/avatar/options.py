@@ -48,6 +48,8 @@ class AvatarOptions:
     # capped here (``scale_cap``; fitting, animate and the exported graph alike), so no splat outgrows its texel
     max_stretch: float = 3.0  # splats grow with their triangle's stretch (sqrt of its area over the fitted one), up to
     # this factor (``sega.gaussians.stretch_log_scale``; animate and the exported graph alike); 1 turns it off
+    closing_lid_skin: bool = True  # the lids' texels turn to lid skin as the eyes close (``sega.avatar.lids``: without,
+    # the lash line and eye corners the photo sees at the lid margins were stretched over the closed eye, a dark band)
     max_thickness_texels: float = 0.3  # largest std-dev along the surface normal (texel spacings): splats stay flat
     min_scale_m: float = 5e-5  # smallest std-dev before the penalty (metres)
     photo_cos_low: float = 0.3  # texels facing the input camera less than this (cosine) change at photo_min_step

@@ -20,6 +20,7 @@ from ..gaussians import GaussianMaps, Gaussians, bind_frames, stretch_log_scale,
 from ..headmodel.base import HeadModel
 from ..nets.decoders import AvatarDecoders, residual_to_maps
 from ..uv import Atlas, edges_with_motion, face_frames, uv_frame_coefficients
+from .lids import LidClosing, lid_closing
 from .options import AvatarOptions
 from .texels import texel_spacing
 
@@ -102,6 +103,7 @@ class AnimationRig:
     head_radius: float  # metres, radius of the head's bounding sphere around head_centre
     num_hair: int = 0  # H: hair Gaussians at the end of ``static`` (``sega.avatar.build.hair``)
     max_stretch: float = 1.0  # ``AvatarOptions.max_stretch``: the dynamic splats' growth with their triangles (1: none)
+    lid_closing: LidClosing | None = None  # the lids' colour as the eyes close (``sega.avatar.lids``; None: unchanged)
 
     @property
     def num_gaussians(self) -> int:
@@ -112,14 +114,17 @@ class AnimationRig:
         """Where the rig's tensors live (``Avatar.animate`` computes there)."""
         return self.base_vertices.device
 
-    def dynamic_maps_at(self, maps: GaussianMaps, e1: Tensor, e2: Tensor) -> GaussianMaps:
+    def dynamic_maps_at(self, maps: GaussianMaps, e1: Tensor, e2: Tensor, expression: Tensor) -> GaussianMaps:
         """The dynamic texels' maps as bound for one frame (or [F] frames): scales capped (``dynamic_scale_cap``),
-        then grown with their triangles' stretch (``stretch_log_scale``). maps: Td rows ([F, Td] with residuals
-        per frame); e1, e2: Tensor  # [..., U, 3] the triangles' edges now."""
-        capped = maps.with_scale_cap(self.dynamic_scale_cap)
-        if self.max_stretch <= 1.0:
-            return capped
-        return capped.with_log_scale_added(stretch_log_scale(e1, e2, self.face_rest_area2, self.max_stretch)[..., self.texel_face, None])
+        then grown with their triangles' stretch (``stretch_log_scale``); the lids' colours moved towards their
+        closed colours as the eyes close (``lid_closing``). maps: Td rows ([F, Td] with residuals per frame);
+        e1, e2: Tensor  # [..., U, 3] the triangles' edges now; expression: Tensor  # [..., E] the weights now."""
+        out = maps.with_scale_cap(self.dynamic_scale_cap)
+        if self.max_stretch > 1.0:
+            out = out.with_log_scale_added(stretch_log_scale(e1, e2, self.face_rest_area2, self.max_stretch)[..., self.texel_face, None])
+        if self.lid_closing is not None:
+            out = out.with_color_added(self.lid_closing.colour_change(expression))
+        return out
 
     def to(self, device: torch.device | str) -> AnimationRig:
         """The same rig with every tensor on ``device`` (self when they are there already). Moving is exact:
@@ -127,8 +132,9 @@ class AnimationRig:
         if torch.device(device) == self.device:
             return self
         moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
+        closing = None if self.lid_closing is None else self.lid_closing.to(device)
         return replace(self, static=Gaussians(**{k: v.to(device) for k, v in self.static.tensors().items()}),
-                       dynamic_maps=self.dynamic_maps.map(lambda t: t.to(device)), **moved)  # fmt: skip
+                       dynamic_maps=self.dynamic_maps.map(lambda t: t.to(device)), lid_closing=closing, **moved)  # fmt: skip
 
 
 def build_rig(
@@ -168,12 +174,19 @@ def build_rig(
     vnp = verts.detach().cpu().numpy()
     cap = scale_cap(options, texel_spacing(atlas, vnp), dev)  # [T, 1]
     static_maps = maps.subset(sta)
+    fitted_colors = maps.color.detach().clone()  # [T, 3] as bound at the fitted expression (for the lids' closed colours)
     if decoders is not None:
         texel_uv = atlas.texel_uv
         decoders.dynamic.set_texel_uv(texel_uv[dyn])
         decoders.static.set_texel_uv(texel_uv[sta])
         with torch.no_grad():  # the static branch runs once per avatar: bake its residuals in
             static_maps = static_maps.add(residual_to_maps(decoders.static()))
+            fitted_colors[on(sta)] = static_maps.color
+            fitted = on(expression, torch.float32)[None]
+            fitted_colors[on(dyn)] += residual_to_maps(decoders.dynamic(decoders.encoder(fitted))[0]).color
+    closing = None
+    if options.closing_lid_skin:
+        closing = lid_closing(head_model, atlas, expression, fitted_colors.cpu().numpy(), dyn, dev)
     static_maps = static_maps.with_scale_cap(cap[on(sta)])
     with torch.no_grad():
         tri = on(atlas.texel_triangles[sta])
@@ -229,4 +242,5 @@ def build_rig(
         head_radius=float(np.linalg.norm(head - centre, axis=1).max()),
         num_hair=0 if hair is None else len(hair),
         max_stretch=float(options.max_stretch),
+        lid_closing=closing,
     )

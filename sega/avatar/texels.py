@@ -64,16 +64,21 @@ def dynamic_texels(model: HeadModel, atlas: Atlas, threshold_m: float) -> np.nda
     return moving
 
 
+def blink_travel(model: HeadModel, atlas: Atlas) -> np.ndarray:
+    """[B, T] metres each texel moves under each of ``BLINK_EXPRESSIONS`` the model has (B of them) at weight 1."""
+    names = [n for n in BLINK_EXPRESSIONS if n in model.expression_names]
+    tri, bary = atlas.texel_triangles, atlas.texel_bary.astype(np.float32)
+    out = np.zeros((len(names), atlas.num_texels), dtype=np.float32)
+    for k, n in enumerate(names):
+        d = np.asarray(model.expression_basis[model.expression_index(n)], dtype=np.float32)
+        out[k] = np.linalg.norm((d[tri] * bary[:, :, None]).sum(1), axis=1)
+    return out
+
+
 def blink_texels(model: HeadModel, atlas: Atlas, threshold_m: float) -> np.ndarray:
     """[T] bool: texels moving more than ``threshold_m`` under ``BLINK_EXPRESSIONS`` at weight 1 (the
     eyelids); none when the model has no such expressions."""
-    names = [n for n in BLINK_EXPRESSIONS if n in model.expression_names]
-    tri, bary = atlas.texel_triangles, atlas.texel_bary.astype(np.float32)
-    out = np.zeros(atlas.num_texels, dtype=bool)
-    for n in names:
-        d = (np.asarray(model.expression_basis[model.expression_index(n)], dtype=np.float32)[tri] * bary[:, :, None]).sum(1)
-        out |= np.linalg.norm(d, axis=1) > threshold_m
-    return out
+    return (blink_travel(model, atlas) > threshold_m).any(0)
 
 
 def region_mask(atlas: Atlas, *names: str) -> np.ndarray:

@@ -20,6 +20,7 @@ from ...meshraster import project_vertices, render_mesh
 from ...person_regions import FACE_MARGIN_IOD, face_oval, hair_colour, hair_mask, skin_colour, skin_mask
 from ...uv import Atlas
 from ..options import AvatarOptions
+from ..lids import LID_MOVE_M  # lid texels get strict visibility (project_texels)
 from ..texels import BLINK_EXPRESSIONS, blink_texels, neighbour_pairs, region_mask, texel_spacing
 from .unseen import photo_weight, scalp_texels, unseen_colours
 
@@ -73,7 +74,6 @@ VISIBILITY_MIN_COS = 0.25  # ... and its normal faces the camera at least this m
 VISIBILITY_MIN_MASK = 0.5  # ... and the person mask there is at least this
 INPAINT_NEIGHBOURS = 8  # seen texels averaged (inverse distance) for an unseen texel's starting colour
 INPAINT_SMOOTH_STEPS = 20  # neighbour-averaging passes over inpainted texels
-LID_MOVE_M = 0.002  # texels moving more than this under a blink are lid texels: strict visibility (project_texels)
 # A photo's closing eye (a squint, a blink: lids closer than ``fit.EYE_REST_GAP`` x IOD) keeps its lids' and painted
 # eyeball's splats as initialised (``TexelInit.fixed_geometry``): fitted to the squint, they grew over the eyeball,
 # and the driven eye stayed shut. The lids' splats are then sized for the open eye times LID_SPLAT_GROWTH, so that
