@@ -34,6 +34,15 @@ BAR_MAX_FRACTION = 0.35  # a bar covers at most this fraction of the side it lie
 MIN_HAIR_PART_IOD2 = 0.05  # pieces smaller than this (IOD^2) are specks, not hair
 GEODESIC_SIDE_PX = 256  # other people are told apart on the person mask shrunk to at most this side
 MIN_HAIR_IOD2 = 0.3  # fewer hair pixels than this (in IOD^2) is no hair shown (a bald head, a hood)
+# Below the mouth, what the person shows beside the face may be clothes (a jacket's shoulders, a collar) as well as
+# hair hanging down: there a pixel is hair only if its colour fits the hair above the eyes (certainly hair when
+# anything is), by squared Mahalanobis distance to their colours' mean and covariance at most HAIR_COLOUR_CHI2 (the
+# chi-square 99% point for 3 degrees of freedom). Without it, retalking_5's red jacket became hair Gaussians down
+# the back and red scalp texels.
+HAIR_COLOUR_CHI2 = 11.34
+MIN_TOP_HAIR_IOD2 = 0.05  # fewer hair pixels than this (IOD^2) above the eyes: no colour to compare with (kept as is)
+COLOUR_COV_EPS = 1e-4  # added to the hair colours' covariance diagonal (a flat-coloured drawing's hair is singular)
+EYE_CORNERS, LOWER_LIP = (33, 263), 14  # MediaPipe landmarks: the eyes' outer corners, the lower inner lip
 
 
 def head_window(person: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -118,6 +127,7 @@ def hair_mask(photo: np.ndarray, person: np.ndarray, landmarks: np.ndarray) -> n
     backdrop_coloured = np.linalg.norm(photo - border_colour(photo, person)[None, None], axis=-1) <= BACKGROUND_DISTANCE
     background = backdrop_coloured & (person < BACKDROP_UNSURE)
     mask = (person >= MASK_THRESHOLD) & head_window(person, lm) & ~face & ~skin & ~background
+    mask &= ~unlike_hair_below_mouth(photo, mask, lm)
     parts, n = label(mask)
     if n == 0:
         return mask
@@ -126,6 +136,22 @@ def hair_mask(photo: np.ndarray, person: np.ndarray, landmarks: np.ndarray) -> n
     sizes = np.bincount(parts.ravel(), minlength=n + 1)
     keep = keep[sizes[keep] >= MIN_HAIR_PART_IOD2 * interocular(lm) ** 2]  # specks of backdrop the segmenter let in
     return np.isin(parts, keep)
+
+
+def unlike_hair_below_mouth(photo: np.ndarray, mask: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """[H, W] bool: pixels below the mouth whose colour does not fit the hair above the eyes (``HAIR_COLOUR_CHI2``);
+    none when ``mask`` (the hair candidates) has too little above the eyes to tell. photo: [H, W, 3] in [0, 1]."""
+    rows = np.arange(mask.shape[0])[:, None]
+    top = mask & (rows < landmarks[list(EYE_CORNERS), 1].mean())
+    if top.sum() < MIN_TOP_HAIR_IOD2 * interocular(landmarks) ** 2:
+        return np.zeros_like(mask)
+    px = photo[top].astype(np.float64)
+    inv = np.linalg.inv(np.cov(px.T) + COLOUR_COV_EPS * np.eye(3))
+    low = mask & (rows > landmarks[LOWER_LIP, 1])  # only these can be cut
+    d = photo[low] - px.mean(0)  # [P, 3]
+    out = np.zeros_like(mask)
+    out[low] = np.einsum("pi,ij,pj->p", d, inv, d) > HAIR_COLOUR_CHI2
+    return out
 
 
 def _bar_lines(lines: np.ndarray) -> int:
@@ -170,4 +196,5 @@ def hair_colour(photo: np.ndarray, hair: np.ndarray, landmarks: np.ndarray) -> n
     return np.median(photo[hair], 0).astype(np.float32)
 
 
-__all__ = ["border_colour", "edge_bars", "face_oval", "hair_colour", "hair_mask", "head_window", "skin_colour", "skin_mask"]
+__all__ = ["border_colour", "edge_bars", "face_oval", "hair_colour", "hair_mask", "head_window", "skin_colour", "skin_mask",
+           "unlike_hair_below_mouth"]

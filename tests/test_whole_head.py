@@ -98,6 +98,36 @@ def test_backdrop_coloured_hair_is_kept_where_the_segmenter_is_sure(astronaut, f
     assert not hair[halo].any()
 
 
+def test_clothes_below_the_mouth_are_not_hair(astronaut, face_detector):
+    """Below the mouth the person beside the face may be hair or clothes: a pixel there is hair only if its colour
+    fits the hair above the eyes (retalking_5's red jacket, joined to her hair at the shoulders, became hair).
+    Brown hair hanging down one side stays; a red jacket on the other, touching it, goes; a bald head (nothing
+    above the eyes to compare with) keeps everything."""
+    from sega.person_regions import CHIN, EYE_CORNERS, LOWER_LIP, face_oval, hair_mask, unlike_hair_below_mouth
+
+    lm = face_detector.detect(astronaut).landmarks[:, :2]
+    shape = astronaut.shape[:2]
+    rng = np.random.default_rng(0)
+    brown = np.array([0.35, 0.22, 0.12], np.float32)
+    img = np.ones((*shape, 3), np.float32)  # white backdrop
+    head = face_oval(lm, shape, 1.2)
+    img[head] = brown + rng.normal(0, 0.04, (int(head.sum()), 3)).astype(np.float32)  # hair all round the face
+    face = face_oval(lm, shape)
+    img[face] = astronaut[face] / 255.0
+    rows, cols = np.indices(shape)
+    mouth_y, centre_x = lm[LOWER_LIP, 1], lm[list(EYE_CORNERS), 0].mean()
+    beside = head & ~face_oval(lm, shape, 0.3) & (rows > mouth_y + 10) & (rows < lm[CHIN, 1])  # (the blob's 'shoulders' below)
+    jacket = beside & (cols > centre_x)
+    img[jacket] = np.array([0.80, 0.08, 0.10], np.float32) + rng.normal(0, 0.03, (int(jacket.sum()), 3)).astype(np.float32)
+    hanging = beside & (cols < centre_x)
+    person = head.astype(np.float32)
+    hair = hair_mask(img.clip(0, 1), person, lm)
+    assert hair[hanging].mean() > 0.95, hair[hanging].mean()
+    assert hair[jacket].mean() < 0.02, hair[jacket].mean()
+    bald = hair_mask(img.clip(0, 1), person, lm) & (rows > lm[list(EYE_CORNERS), 1].mean())
+    assert not unlike_hair_below_mouth(img, bald, lm).any()
+
+
 def test_another_persons_hair_is_not_this_persons():
     """Two people side by side, touching at the shoulders; the other's hair reaches nearer this face (in
     straight-line face widths) than their own. Along the person mask it is theirs, so it leaves the mask;
