@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .face_measures import interocular, region_masks
+from .face_measures import EYE_OUTER, INNER_LIP_LOWER, interocular, region_masks
 from .imaging import dilate, polygon_mask
 from .landmarks import mediapipe_groups
 
@@ -42,7 +42,7 @@ MIN_HAIR_IOD2 = 0.3  # fewer hair pixels than this (in IOD^2) is no hair shown (
 HAIR_COLOUR_CHI2 = 11.34
 MIN_TOP_HAIR_IOD2 = 0.05  # fewer hair pixels than this (IOD^2) above the eyes: no colour to compare with (kept as is)
 COLOUR_COV_EPS = 1e-4  # added to the hair colours' covariance diagonal (a flat-coloured drawing's hair is singular)
-EYE_CORNERS, LOWER_LIP = (33, 263), 14  # MediaPipe landmarks: the eyes' outer corners, the lower inner lip
+EYE_CORNERS = tuple(EYE_OUTER.values())  # MediaPipe landmarks: the eyes' outer corners
 
 
 def head_window(person: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -147,7 +147,7 @@ def unlike_hair_below_mouth(photo: np.ndarray, mask: np.ndarray, landmarks: np.n
         return np.zeros_like(mask)
     px = photo[top].astype(np.float64)
     inv = np.linalg.inv(np.cov(px.T) + COLOUR_COV_EPS * np.eye(3))
-    low = mask & (rows > landmarks[LOWER_LIP, 1])  # only these can be cut
+    low = mask & (rows > landmarks[INNER_LIP_LOWER, 1])  # only these can be cut
     d = photo[low] - px.mean(0)  # [P, 3]
     out = np.zeros_like(mask)
     out[low] = np.einsum("pi,ij,pj->p", d, inv, d) > HAIR_COLOUR_CHI2

@@ -403,11 +403,23 @@ def test_a_runaway_dynamic_decoder_cannot_make_floaters(built, ict_model, tmp_pa
     assert bool((grown[still] <= 1 + 1e-5).all()) and float(grown.max()) > 1.05  # the jaw stretches some triangles
 
 
+def _open_eye_mask(avatar: Avatar) -> np.ndarray:
+    """[H, W] bool: the input view's pixels inside the open eyes' contours (MediaPipe's, on the fitted mesh)."""
+    from sega.face_measures import EYE_CONTOURS
+    from sega.imaging import polygon_mask
+
+    cam = avatar.crop_camera
+    pts = avatar.head_model.landmarks["mediapipe478"].points(avatar.vertices(), torch.as_tensor(avatar.head_model.faces)).numpy()
+    xy, _ = project_vertices(pts, cam)
+    eye = np.zeros((cam.height, cam.width), dtype=bool)
+    for side in ("left", "right"):
+        eye |= polygon_mask(xy[list(EYE_CONTOURS[side])], cam.height, cam.width)
+    return eye
+
+
 def _eyeball_share(avatar: Avatar, blink: float) -> float:
     """How much of the open eye's pixels (MediaPipe's eye contours on the mesh, input view) the eyeball's splats
     make at eyeBlink ``blink``: the mean difference between renders with them white and black."""
-    from sega.face_measures import EYE_CONTOURS
-    from sega.imaging import polygon_mask
     from sega.render import render
 
     rig, cam = avatar.rig, avatar.crop_camera
@@ -418,12 +430,7 @@ def _eyeball_share(avatar: Avatar, blink: float) -> float:
     bg = torch.as_tensor(avatar.options.background, dtype=torch.float32)
     shades = [render(g.means, g.quats, g.scales, g.opacities, torch.where(eyeball[:, None], torch.full_like(g.colors, c), g.colors), k,
                      view, cam.width, cam.height, bg).rgb.numpy() for c in (0.0, 1.0)]  # fmt: skip
-    pts = avatar.head_model.landmarks["mediapipe478"].points(avatar.vertices(), torch.as_tensor(avatar.head_model.faces)).numpy()
-    xy, _ = project_vertices(pts, cam)
-    eye = np.zeros((cam.height, cam.width), dtype=bool)
-    for side in ("left", "right"):
-        eye |= polygon_mask(xy[list(EYE_CONTOURS[side])], cam.height, cam.width)
-    return float(np.abs(shades[1] - shades[0]).mean(-1)[eye].mean())
+    return float(np.abs(shades[1] - shades[0]).mean(-1)[_open_eye_mask(avatar)].mean())
 
 
 def test_a_blink_hides_the_eyeball(built):
@@ -443,17 +450,7 @@ def test_a_blink_hides_the_eyeball(built):
 
 def _closed_eye_pixels(avatar: Avatar, blink: float) -> np.ndarray:
     """[P, 3] the input view's pixels inside the open eyes' contours (MediaPipe's, on the fitted mesh) at eyeBlink ``blink``."""
-    from sega.face_measures import EYE_CONTOURS
-    from sega.imaging import polygon_mask
-
-    cam = avatar.crop_camera
-    rgb = avatar.render(avatar.expression_with(eyeBlink_L=blink, eyeBlink_R=blink)).rgb.numpy()
-    pts = avatar.head_model.landmarks["mediapipe478"].points(avatar.vertices(), torch.as_tensor(avatar.head_model.faces)).numpy()
-    xy, _ = project_vertices(pts, cam)
-    eye = np.zeros((cam.height, cam.width), dtype=bool)
-    for side in ("left", "right"):
-        eye |= polygon_mask(xy[list(EYE_CONTOURS[side])], cam.height, cam.width)
-    return rgb[eye]
+    return avatar.render(avatar.expression_with(eyeBlink_L=blink, eyeBlink_R=blink)).rgb.numpy()[_open_eye_mask(avatar)]
 
 
 def test_a_closed_lid_shows_lid_skin_and_a_lash_line(built, face_detector, monkeypatch):

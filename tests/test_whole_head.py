@@ -103,7 +103,8 @@ def test_clothes_below_the_mouth_are_not_hair(astronaut, face_detector):
     fits the hair above the eyes (retalking_5's red jacket, joined to her hair at the shoulders, became hair).
     Brown hair hanging down one side stays; a red jacket on the other, touching it, goes; a bald head (nothing
     above the eyes to compare with) keeps everything."""
-    from sega.person_regions import CHIN, EYE_CORNERS, LOWER_LIP, face_oval, hair_mask, unlike_hair_below_mouth
+    from sega.face_measures import INNER_LIP_LOWER
+    from sega.person_regions import CHIN, EYE_CORNERS, face_oval, hair_mask, unlike_hair_below_mouth
 
     lm = face_detector.detect(astronaut).landmarks[:, :2]
     shape = astronaut.shape[:2]
@@ -115,7 +116,7 @@ def test_clothes_below_the_mouth_are_not_hair(astronaut, face_detector):
     face = face_oval(lm, shape)
     img[face] = astronaut[face] / 255.0
     rows, cols = np.indices(shape)
-    mouth_y, centre_x = lm[LOWER_LIP, 1], lm[list(EYE_CORNERS), 0].mean()
+    mouth_y, centre_x = lm[INNER_LIP_LOWER, 1], lm[list(EYE_CORNERS), 0].mean()
     beside = head & ~face_oval(lm, shape, 0.3) & (rows > mouth_y + 10) & (rows < lm[CHIN, 1])  # (the blob's 'shoulders' below)
     jacket = beside & (cols > centre_x)
     img[jacket] = np.array([0.80, 0.08, 0.10], np.float32) + rng.normal(0, 0.03, (int(jacket.sum()), 3)).astype(np.float32)

@@ -8,7 +8,7 @@ grows their splats with it), so a closed eye showed a dark smudged band where th
 above and below the opening, seen squarely in any photo of open eyes) plus the texel's own deviation
 from it clamped to ``LID_SKIN_SHADE`` per channel (shading kept, lashes and sclera not); the margin,
 where the closed lids meet, takes the photo's lash colour (``LASH_TRAVEL_FRACTION``). The blend
-weight of each eye is how far its blink has gone past the fitted one (``LidClosing.weights``); the
+weight of each eye is how far its blink has gone past the fitted one (``LidClosing.eye_weights``); the
 fitted expression renders exactly as fitted.
 
 Shapes: T texels, Td dynamic texels, E expressions, F frames.
@@ -32,7 +32,7 @@ LID_MOVE_M = 0.002  # texels moving more than this under a blink are lid texels
 # as the lash line, moves most).
 LID_SKIN_TRAVEL_FRACTION = 0.5
 # The closed lids meet at a lash line, where a closed eye's landmarks sit (MediaPipe read retalking_4's closed eyes
-# as 0.07-0.09 IOD open without it, 0.05-0.07 with it): the texels the blink moves at least this fraction of the
+# as 0.070 / 0.090 IOD open without it, 0.042 / 0.075 with it): the texels the blink moves at least this fraction of the
 # most-moved one (the upper lid's margin, which the closing lid carries down to the lower one) take the lash colour,
 # the median of the eye's darkest LASH_DARKEST_PERCENT lid texels (the photo's lash line and eye corners).
 LASH_TRAVEL_FRACTION = 0.75
