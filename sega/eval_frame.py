@@ -26,7 +26,7 @@ import torch
 from .errors import FaceNotFoundError
 from .face_measures import MEASURES, landmark_measures, region_masks, teeth_shown
 from .landmarks import mediapipe_groups
-from .metrics import psnr, ssim_map
+from .metrics import psnr, ssim_map_within
 
 EXPRESSION_GROUPS = ("lips", "left_eye", "right_eye", "left_eyebrow", "right_eyebrow")
 POSE_REFIT_ITERATIONS = 10  # solver steps when fitting the render's head pose
@@ -93,10 +93,12 @@ def measure_errors(render: Measured, target: Measured) -> dict:
     return out
 
 
-def photo_scores(rgb: np.ndarray, target: np.ndarray, mask: np.ndarray) -> tuple[dict, np.ndarray]:
+def photo_scores(rgb: np.ndarray, target: np.ndarray, mask: np.ndarray, also: tuple[np.ndarray, ...] = ()) -> tuple[dict, np.ndarray]:
     """rgb, target [H, W, 3] float in [0, 1], mask [H, W] bool -> ({psnr_db, ssim, l1} inside the mask, the SSIM
-    map [H, W]): the head-mask scores of every eval frame (and of ``sega train``'s validation)."""
-    ssim = ssim_map(torch.from_numpy(np.ascontiguousarray(rgb, np.float32)), torch.from_numpy(np.ascontiguousarray(target, np.float32))).numpy()
+    map [H, W]): the head-mask scores of every eval frame (and of ``sega train``'s validation). The map is
+    computed over the box of the mask and of the regions ``also`` ([H, W] bool each) and is NaN elsewhere."""
+    where = np.logical_or.reduce((mask, *also)) if also else mask
+    ssim = ssim_map_within(rgb, target, where)
     return {"psnr_db": psnr(rgb, target, mask), "ssim": float(ssim[mask].mean()), "l1": float(np.abs(rgb - target)[mask].mean())}, ssim
 
 
@@ -143,7 +145,7 @@ class FrameScorer:
         entry |= {"teeth_target": tgt.teeth, "target_measures": tgt.measures}
         frozen: dict = {}
         for name, img, img8, dest in (("driven", rgb, render8, entry), ("frozen", frozen_rgb, frozen8, frozen)):
-            scores, ssim = photo_scores(img, target, mask)
+            scores, ssim = photo_scores(img, target, mask, tuple(m for m in regions.values() if m is not None))
             dest.update(scores)
             dest.update(_region_scores(img, target, ssim, regions))
             measured = measure_image(img8, self.detector)

@@ -13,27 +13,45 @@ from scipy.spatial import ConvexHull
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     """Binary dilation of [H, W] bool by a disc of ``radius`` pixels: pixels within ``radius`` of a set
-    pixel (Euclidean distance transform: linear time, where a disc structuring element costs radius^2)."""
+    pixel (Euclidean distance transform: linear time, where a disc structuring element costs radius^2).
+    The transform runs on the set pixels' box grown by ``radius`` only: nothing outside it is that close."""
     if radius <= 0:
         return mask.copy()
     from scipy.ndimage import distance_transform_edt
 
     if not mask.any():
         return mask.copy()
-    return distance_transform_edt(~mask) <= radius
+    (y0, y1), (x0, x1) = (_grown_span(mask.any(axis), radius, n) for axis, n in ((1, mask.shape[0]), (0, mask.shape[1])))
+    out = np.zeros_like(mask, dtype=bool)
+    out[y0:y1, x0:x1] = distance_transform_edt(~mask[y0:y1, x0:x1]) <= radius
+    return out
+
+
+def _grown_span(occupied: np.ndarray, margin: int, size: int) -> tuple[int, int]:
+    """(start, stop) of the set entries of ``occupied`` [N] bool, widened by ``margin`` and clipped to [0, size]."""
+    idx = np.flatnonzero(occupied)
+    return max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, size)
 
 
 def polygon_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
-    """[H, W] bool: pixel centres inside the convex hull of ``points [P, 2]`` (pixels, centres at +0.5)."""
+    """[H, W] bool: pixel centres inside the convex hull of ``points [P, 2]`` (pixels, centres at +0.5).
+    Only the pixels of the hull's bounding box (and one more on each side) are tested: none outside it can be in."""
     hull = points[ConvexHull(points).vertices]
-    yy, xx = np.mgrid[0:height, 0:width]
+    inside = np.zeros((height, width), dtype=bool)
+    lo, hi = np.floor(hull.min(0)).astype(int) - 1, np.ceil(hull.max(0)).astype(int) + 1  # (x, y)
+    x0, y0 = max(lo[0], 0), max(lo[1], 0)
+    x1, y1 = min(hi[0], width), min(hi[1], height)
+    if x1 <= x0 or y1 <= y0:
+        return inside
+    yy, xx = np.mgrid[y0:y1, x0:x1]
     px, py = xx + 0.5, yy + 0.5
-    inside = np.ones((height, width), dtype=bool)
+    box = np.ones(px.shape, dtype=bool)
     n = hull.shape[0]
     # ConvexHull vertices are counter-clockwise in (x, y); with y down that is clockwise on screen.
     for k in range(n):
-        (x0, y0), (x1, y1) = hull[k], hull[(k + 1) % n]
-        inside &= (x1 - x0) * (py - y0) - (y1 - y0) * (px - x0) >= 0
+        (ax, ay), (bx, by) = hull[k], hull[(k + 1) % n]
+        box &= (bx - ax) * (py - ay) - (by - ay) * (px - ax) >= 0
+    inside[y0:y1, x0:x1] = box
     return inside
 
 

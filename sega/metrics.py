@@ -1,6 +1,7 @@
 """Measures that tests, benches and the evaluation share.
 
-``ssim_map`` / ``psnr``: image fidelity (the optimisation's D-SSIM term uses ``ssim_map`` too).
+``ssim_map`` / ``psnr``: image fidelity (the optimisation's D-SSIM term uses ``ssim_map`` too;
+``ssim_map_within`` is the same map over a region's box only, for the eval's per-frame scores).
 
 ``floater_report``: how far an avatar's splats reach beyond its head over many expressions. Floaters
 (splats that grow or drift far off the head at expressions the photo did not show) are the failure
@@ -53,6 +54,26 @@ def ssim_map(a: Tensor, b: Tensor) -> Tensor:
     num = (2 * mu_x * mu_y + SSIM_C1) * (2 * sxy + SSIM_C2)
     den = (mu_x * mu_x + mu_y * mu_y + SSIM_C1) * (sxx + syy + SSIM_C2)
     return (num / den)[0].mean(0)
+
+
+def ssim_map_within(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """``ssim_map`` of a, b [H, W, C] float in [0, 1] computed only over the bounding box of ``where`` [H, W]
+    bool: [H, W] float32, NaN outside that box. Inside it the values are ``ssim_map``'s: the box is cut out
+    with SSIM_WINDOW // 2 pixels of context on every side (fewer only at the image's own border, where both
+    pad with the same zeros). Why: an eval frame's head covers a fraction of the frame, and the blur of the
+    whole frame was a fifth of its scoring time."""
+    h, w = where.shape
+    out = np.full((h, w), np.nan, np.float32)
+    rows, cols = np.flatnonzero(where.any(1)), np.flatnonzero(where.any(0))
+    if not len(rows):
+        return out
+    pad = SSIM_WINDOW // 2
+    y0, y1 = max(int(rows[0]) - pad, 0), min(int(rows[-1]) + 1 + pad, h)  # the box with its context ...
+    x0, x1 = max(int(cols[0]) - pad, 0), min(int(cols[-1]) + 1 + pad, w)
+    crop = ssim_map(*(torch.from_numpy(np.ascontiguousarray(x[y0:y1, x0:x1], np.float32)) for x in (a, b))).numpy()
+    iy0, ix0 = int(rows[0]) - y0, int(cols[0]) - x0  # ... of which the box itself is kept
+    out[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = crop[iy0 : iy0 + rows[-1] + 1 - rows[0], ix0 : ix0 + cols[-1] + 1 - cols[0]]
+    return out
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
