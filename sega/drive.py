@@ -23,7 +23,7 @@ import numpy as np
 from .errors import FaceNotFoundError
 from .headmodel.base import HeadModel
 from .smoothing import OneEuroOptions, one_euro
-from .track import SIDEWAYS_GAZE, Track, TrackOptions, detect_video_landmarks, track_landmarks
+from .track import GAZE_PREFIX, Track, TrackOptions, detect_video_landmarks, track_landmarks
 from .video import Frames
 
 RENDER_BATCH_FRAMES = 8  # frames animated and rendered as one batch (one gsplat call on a GPU; on the CPU the
@@ -40,9 +40,10 @@ class DriveOptions:
     pose_one_euro: OneEuroOptions = OneEuroOptions(beta=30.0)  # of the head pose (radians, metres): with the weights'
     # beta a 25-degree turn in 0.2 s fell 6 degrees behind, with 30 it falls 1.1 behind, and a still head's pose jitter
     # is still about halved (the astronaut with 1 px landmark noise: 0.23 -> 0.11 degrees std)
-    gaze_one_euro: OneEuroOptions = OneEuroOptions(min_cutoff=0.3)  # of the sideways gaze channels: their weak prior
-    # (TrackOptions.gaze_prior_scale) lets 1 px of iris-landmark noise through (astronaut, 1 px noise: weight std
-    # 0.026 with the weights' filter, 0.0187 with this one); eyes settle between looks, so the lag goes unseen
+    gaze_one_euro: OneEuroOptions = OneEuroOptions(min_cutoff=0.3, beta=0.3)  # of the gaze channels (eyeLook*): read
+    # from five iris points an eye (``sega.gaze``), they carry 1 px of landmark noise (astronaut, 1 px noise: max weight
+    # std 0.025 with beta 1, 0.019 at 0.5, 0.017 at 0.3, where the mouth's channels are the noisiest again). A saccade's
+    # speed still lifts the cut-off to ~3 Hz (a 0.3 look in a frame at 30 fps), and eyes settle between looks
     remove_neutral: bool = True  # subtract the driver's resting face (cross-identity driving)
     neutral_calm_fraction: float = 0.25  # the driver's rest: per-channel median over this fraction of the frames, those
     # with the least total expression (a per-channel low percentile undercut the rest where one channel dips while
@@ -82,7 +83,7 @@ def retarget(track: Track, fps: float, options: DriveOptions, single_image: bool
     """Smoothing and neutral removal of a track -> (expressions [T, E], head poses [T, 6], neutral [E] | None)."""
     expr, pose = track.expressions.astype(np.float32), track.head_poses.astype(np.float32)
     if options.smooth and not single_image and len(expr) > 1:
-        gaze = [i for i, n in enumerate(track.expression_names) if n.startswith(SIDEWAYS_GAZE)]
+        gaze = [i for i, n in enumerate(track.expression_names) if n.startswith(GAZE_PREFIX)]
         raw_gaze = expr[:, gaze]
         expr = one_euro(expr, fps, options.one_euro)
         if gaze:

@@ -36,6 +36,7 @@ from .fit import (
     interocular,
     surface_rows,
 )
+from .gaze import gaze_channels, gaze_from_irises
 from .face_measures import EYE_OUTER, INNER_LIP_LOWER, INNER_LIP_UPPER, INNER_LIPS
 from .geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from .headmodel.base import HeadModel, LandmarkEmbedding
@@ -46,6 +47,7 @@ LM_MAX_TRIES = 4  # damping increases tried per iteration before giving up on a 
 LM_DAMPING_FACTOR = 4.0  # damping is multiplied / divided by this after a rejected / accepted step
 LM_MIN_DAMPING = 1e-6
 MP_LEFT_LIDS, MP_RIGHT_LIDS = (386, 374), (159, 145)  # MediaPipe upper / lower lid midpoints of each eye
+GAZE_PREFIX = "eyeLook"  # ARKit gaze channels: eyeLook{In,Out,Up,Down}_{L,R}
 SIDEWAYS_GAZE = ("eyeLookIn", "eyeLookOut")  # ARKit gaze channels (sega.headmodel.eyes turns the eyeballs with them)
 IRIS_CLOSED, IRIS_OPEN = 0.03, 0.07  # lid gap / inter-ocular distance: iris points count 0 below, fully above
 EYE_CLOSED_GAP = 0.015  # MediaPipe's lid gap / inter-ocular distance on a closed eye (0.008-0.018 on the dev clips' blinks)
@@ -86,6 +88,7 @@ class TrackOptions:
     view_rounds: int = 3  # re-interpolations at most: the embedding depends on the pose being solved for, so
     # solve and re-interpolate until the view settles (one round: 2.11 -> 2.03 degrees on turning renders)
     view_tolerance_deg: float = 0.5  # stop once the solved view (yaw and pitch) moved less than this in a round
+    gaze_from_irises: bool = True  # re-read each eye's eyeLook* from its iris points alone after the solve (``sega.gaze``)
     blink_from_gap: bool = True  # close each closing eye's eyeBlink to its lid gap after the solve (``blinks_from_gaps``)
     jaw_from_gap: bool = True  # open the jaw to the lips' gap after the solve where it reads narrower (``jaw_from_gap``)
     close_from_gap: bool = True  # close the lips to their gap after the solve where it reads wider (``close_from_gap``)
@@ -148,6 +151,7 @@ class ExpressionPoseSolver:
             self.iris = {}
             self.lip_extra = 0.0
         names = list(model.expression_names)
+        self.gaze_cols = gaze_channels(names) if self.iris else {}  # {side: (eyeLookOut, In, Up, Down) columns}
         self.blinks = [(self.iris[side][1], names.index(n)) for side, n in BLINKS if side in self.iris and n in names]
         self.jaw = names.index(JAW_CHANNEL) if (JAW_CHANNEL in names and embedding == LANDMARK_SET) else None
         self.close = names.index(CLOSE_CHANNEL) if (CLOSE_CHANNEL in names and embedding == LANDMARK_SET) else None
@@ -243,9 +247,9 @@ class ExpressionPoseSolver:
         target = torch.as_tensor(np.asarray(landmarks)[:, :2], dtype=torch.float32)
         iod = max(interocular(np.asarray(landmarks)), 1.0)
         w = self.base_w.clone()
-        for idx, (upper, lower) in self.iris.values():
-            opening = float((target[upper, 1] - target[lower, 1]).abs()) / iod
-            w[idx] *= min(max((opening - IRIS_CLOSED) / (IRIS_OPEN - IRIS_CLOSED), 0.0), 1.0)
+        trust = self.iris_trust(target, iod)
+        for side, (idx, _) in self.iris.items():
+            w[idx] *= trust[side]
         self.sqrt_w = (w / (w.sum() - self.lip_extra)).sqrt().repeat_interleave(2)
         p = torch.zeros(self.num_e + HEAD_POSE_SIZE) if init is None else torch.as_tensor(np.asarray(init), dtype=torch.float32).clone()
         reg_l2 = torch.zeros(p.shape[0])
@@ -269,6 +273,8 @@ class ExpressionPoseSolver:
                 self._set_view_angles(*view)
                 p = self._lm(p, target, iod, reg_l2, reg_l1, o.view_iterations)
         with torch.no_grad():
+            if o.gaze_from_irises:
+                p = gaze_from_irises(self, p, target, iod, trust)
             if o.blink_from_gap:
                 p = self.blinks_from_gaps(p, target, iod)
             if o.jaw_from_gap and self.jaw is not None:
@@ -278,6 +284,15 @@ class ExpressionPoseSolver:
             err = (self.project(p) - target).norm(dim=-1)
             nme = float(err[self.sqrt_w[::2] > 0].mean() / iod)
         return p.numpy().astype(np.float32), nme
+
+    def iris_trust(self, target: torch.Tensor, iod: float) -> dict[str, float]:
+        """{side: 0..1}: how far each eye's iris points in ``target`` [L, 2] are trusted. The detector places
+        them even on a closing eye, where they are guesses: 0 below a lid gap of IRIS_CLOSED, 1 above IRIS_OPEN."""
+        out = {}
+        for side, (_, (upper, lower)) in self.iris.items():
+            opening = float((target[upper, 1] - target[lower, 1]).abs()) / iod
+            out[side] = min(max((opening - IRIS_CLOSED) / (IRIS_OPEN - IRIS_CLOSED), 0.0), 1.0)
+        return out
 
     def _mouth_gap(self, params: torch.Tensor, iod: float) -> float:
         xy = self.project(params)
@@ -400,6 +415,25 @@ def with_closing_blinks(fit: FitResult, model: HeadModel, landmarks: np.ndarray,
         solver.set_view(params[model.num_expressions :].numpy())
         out = solver.blinks_from_gaps(params, target, max(interocular(np.asarray(landmarks)), 1.0))
     return replace(fit, expression=out[: model.num_expressions].numpy().astype(np.float32).copy())
+
+
+def with_photo_gaze(fit: FitResult, model: HeadModel, landmarks: np.ndarray, options: TrackOptions = TrackOptions()) -> FitResult:
+    """``fit`` with its ``eyeLook*`` channels as the tracker reads them on the same photo (identity and camera
+    as fitted, ``options.first_iterations`` steps from the fit's expression), the rest as fitted.
+
+    Why: the avatar's eyeballs take the photo's irises where the photo shows them, and every driven frame
+    turns them by the tracker's reading of its own gaze. The photo fit left the gaze at zero (its priors hold
+    the eyeLook channels there; the tracker's are weak on purpose), so the photo's own look was added again
+    to every frame: a photo looking 5 degrees aside drove an avatar looking 10 degrees aside."""
+    names = list(model.expression_names)
+    cols = [i for i, n in enumerate(names) if n.startswith(GAZE_PREFIX)]
+    if not cols:
+        return fit
+    solver = ExpressionPoseSolver(model, fit.identity, fit.camera, options)
+    params, _ = solver.solve(landmarks, np.concatenate([fit.expression, np.zeros(HEAD_POSE_SIZE, np.float32)]), options.first_iterations)
+    expression = np.array(fit.expression, dtype=np.float32, copy=True)
+    expression[cols] = params[cols]
+    return replace(fit, expression=expression)
 
 
 def track_landmarks(

@@ -254,26 +254,54 @@ def test_tracker_jacobian_matches_autodiff(ict_model, face_detector, astronaut):
 
 
 def test_tracker_reads_gaze_from_the_irises(ict_model, face_detector, astronaut):
-    """Iris landmarks of eyes turned by eyeLook* (which now turn the eyeballs) are tracked back into the
-    gaze channels, with the right sign and most of the amplitude (the gaze priors are weak on purpose)."""
+    """Iris landmarks of eyes turned by eyeLook* (which turn the eyeballs) are tracked back into the gaze
+    channels: sideways, down, up and a mixed look, each within 15% of its size (``sega.gaze``'s iris-only
+    re-read; the full solve alone read 37-75%: the lid points resist a look), the opposite channels silent."""
     from sega.fit import fit_landmarks
 
     fit = fit_landmarks(ict_model, face_detector.detect(astronaut).landmarks, astronaut.shape[:2])
-    solver = ExpressionPoseSolver(ict_model, fit.identity, fit.camera)
     names = list(ict_model.expression_names)
-    for look, amount in (({"eyeLookOut_L": 0.5, "eyeLookIn_R": 0.5}, 0.5), ({"eyeLookDown_L": 0.4, "eyeLookDown_R": 0.4}, 0.4)):
-        truth = np.zeros(ict_model.num_expressions + 6, np.float32)
-        for name, w in look.items():
-            truth[names.index(name)] = w
-        solver.set_view(truth[-6:])
-        landmarks = solver.project(torch.as_tensor(truth)).numpy()
-        params, _ = solver.solve(landmarks, None, 25)
-        for name, w in look.items():  # sideways within 35%; down at least 40% (ICT's eyeLookDown also lowers the lids,
-            # and its full prior keeps blinks from turning into downward looks)
-            got = params[names.index(name)]
-            assert (got == pytest.approx(w, abs=0.35 * amount)) if "Down" not in name else (got > 0.4 * amount), (name, got)
-        opposite = {"eyeLookOut_L": "eyeLookIn_L", "eyeLookIn_R": "eyeLookOut_R", "eyeLookDown_L": "eyeLookUp_L", "eyeLookDown_R": "eyeLookUp_R"}
-        assert all(params[names.index(opposite[n])] < 0.1 for n in look)
+    looks = ({"eyeLookOut_L": 0.5, "eyeLookIn_R": 0.5}, {"eyeLookDown_L": 0.4, "eyeLookDown_R": 0.4}, {"eyeLookUp_L": 0.3, "eyeLookUp_R": 0.3},
+             {"eyeLookIn_L": 0.25, "eyeLookOut_R": 0.25, "eyeLookUp_L": 0.2, "eyeLookUp_R": 0.2})  # fmt: skip
+    opposite = {"Out": "In", "In": "Out", "Up": "Down", "Down": "Up"}
+    read = {}
+    for flag in (True, False):
+        solver = ExpressionPoseSolver(ict_model, fit.identity, fit.camera, replace(TrackOptions(), gaze_from_irises=flag))
+        for k, look in enumerate(looks):
+            truth = np.zeros(ict_model.num_expressions + 6, np.float32)
+            for name, w in look.items():
+                truth[names.index(name)] = w
+            solver.set_view(truth[-6:])
+            params, _ = solver.solve(solver.project(torch.as_tensor(truth)).numpy(), None, 25)
+            read[flag, k] = {name: float(params[names.index(name)]) for name in look}
+            if flag:
+                for name, w in look.items():
+                    assert read[flag, k][name] == pytest.approx(w, abs=0.15 * w), (name, read[flag, k][name])
+                    direction, side = name[len("eyeLook") :].split("_")
+                    assert params[names.index(f"eyeLook{opposite[direction]}_{side}")] < 0.05
+    assert all(read[True, k][n] > read[False, k][n] + 0.05 for k, look in enumerate(looks) for n in look)  # what the re-read adds
+
+
+def test_the_avatar_keeps_the_photos_gaze(ict_model, face_detector, astronaut):
+    """``with_photo_gaze``: the fit's eyeLook channels become the tracker's reading of the photo (a look the
+    landmarks show is read into the fit; nothing else moves), so that driving adds no second look to it."""
+    from sega.fit import fit_landmarks
+    from sega.track import with_photo_gaze
+
+    fit = fit_landmarks(ict_model, face_detector.detect(astronaut).landmarks, astronaut.shape[:2])
+    names = list(ict_model.expression_names)
+    solver = ExpressionPoseSolver(ict_model, fit.identity, fit.camera)
+    truth = np.concatenate([fit.expression, np.zeros(6, np.float32)])
+    gaze = [i for i, n in enumerate(names) if n.startswith("eyeLook")]
+    truth[gaze] = 0.0
+    truth[[names.index("eyeLookOut_L"), names.index("eyeLookIn_R")]] = 0.35
+    truth[[names.index("eyeLookDown_L"), names.index("eyeLookDown_R")]] = 0.2
+    solver.set_view(truth[-6:])
+    looking = replace(fit, expression=np.where(np.isin(np.arange(len(names)), gaze), 0.0, fit.expression).astype(np.float32))
+    got = with_photo_gaze(looking, ict_model, solver.project(torch.as_tensor(truth)).numpy())
+    np.testing.assert_allclose(got.expression[gaze], truth[gaze], atol=0.06)
+    others = np.setdiff1d(np.arange(len(names)), gaze)
+    assert np.array_equal(got.expression[others], looking.expression[others]) and np.array_equal(got.identity, fit.identity)
 
 
 def test_tracker_solves_pose_and_view_embedding_together(ict_model):

@@ -1,11 +1,13 @@
 """Single-photo fitting: synthetic cases with known answers, and the astronaut photo."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import sega
 from sega.fit import FitOptions, FitResult, fit_landmarks, fit_photo
 from sega.landmarks import MP_NUM_LANDMARKS, mediapipe_groups
 from sega.synthetic import random_case, similarity_align
@@ -48,6 +50,27 @@ def test_embedding_ships_and_matches_model(ict_model):
     buf = ict_model.torch_buffers()
     pts = emb.points(buf.vertices, buf.faces).numpy()
     assert pts[list(mediapipe_groups()["left_eye"]), 0].mean() > 0.02
+
+
+def test_every_iris_point_is_on_its_eyeball_in_every_view(ict_model):
+    """The renders that made the embedding never found the right iris's top and bottom points (470, 472):
+    they are the left iris's (475, 477) mirrored across the head's mid-plane (``mirror_missing``). In the view
+    bins, an iris point few renders found is the static one (``MIN_IRIS_VIEW_HITS``)."""
+    from sega.fit import surface_rows
+    from sega.landmarks import MIN_IRIS_VIEW_HITS, MP_FIRST_IRIS, load_view_embeddings, view_embedding_file
+
+    emb = ict_model.landmarks["mediapipe478"]
+    assert emb.valid.all()
+    pts = np.asarray(surface_rows(ict_model, emb, ict_model.vertices))
+    for right, left in ((470, 475), (472, 477)):
+        assert np.abs(pts[right] - pts[left] * [-1.0, 1.0, 1.0]).max() < 5e-4, (right, left)
+    assert ict_model.region_face_mask("eyeball_right")[emb.face_ids[[470, 472]]].all()
+    views = load_view_embeddings(ict_model)
+    hits = np.load(Path(sega.__file__).parent / "data" / view_embedding_file(ict_model.name))["hits"]
+    weak = hits[..., MP_FIRST_IRIS:] < MIN_IRIS_VIEW_HITS
+    assert weak.any() and (views.face_ids[..., MP_FIRST_IRIS:][weak] == np.broadcast_to(emb.face_ids[MP_FIRST_IRIS:], weak.shape)[weak]).all()
+    eyes = ict_model.region_face_mask("eyeball_left", "eyeball_right")
+    assert eyes[views.face_ids[..., MP_FIRST_IRIS:]].all()
 
 
 @pytest.mark.slow
