@@ -5,7 +5,8 @@ priors. ICT's ``eyeLook*`` shapes also move the lids, and the lid points (weight
 resist every look that the lids do not follow on the model. Rendering an avatar with a known look and
 tracking the render back read a sideways look at 0.54-0.59 of its size and an upward or downward one at
 0.17-0.23 (three dev avatars, ``TrackOptions.gaze_prior_scale`` 0.3): the avatar barely looked where the
-speaker did. Here the look is re-read from the iris points only, with everything else as solved:
+speaker did (0.74 and 0.37 with this re-read; 0.96 and 0.90 on the model's own landmarks). Here the look is
+re-read from the iris points only, with everything else as solved:
 
 * one look for both eyes: horizontal ``h`` (towards the subject's left: the left eye's eyeLookOut, the right
   eye's eyeLookIn) and vertical ``v = eyeLookUp - eyeLookDown`` (at most one of each pair is non-zero);

@@ -47,7 +47,7 @@ LM_MAX_TRIES = 4  # damping increases tried per iteration before giving up on a 
 LM_DAMPING_FACTOR = 4.0  # damping is multiplied / divided by this after a rejected / accepted step
 LM_MIN_DAMPING = 1e-6
 MP_LEFT_LIDS, MP_RIGHT_LIDS = (386, 374), (159, 145)  # MediaPipe upper / lower lid midpoints of each eye
-GAZE_PREFIX = "eyeLook"  # ARKit gaze channels: eyeLook{In,Out,Up,Down}_{L,R}
+GAZE_PREFIX = "eyeLook"  # ARKit gaze channels: eyeLook{In,Out,Up,Down}_{L,R} (the drive filters them together)
 SIDEWAYS_GAZE = ("eyeLookIn", "eyeLookOut")  # ARKit gaze channels (sega.headmodel.eyes turns the eyeballs with them)
 IRIS_CLOSED, IRIS_OPEN = 0.03, 0.07  # lid gap / inter-ocular distance: iris points count 0 below, fully above
 EYE_CLOSED_GAP = 0.015  # MediaPipe's lid gap / inter-ocular distance on a closed eye (0.008-0.018 on the dev clips' blinks)
@@ -415,25 +415,6 @@ def with_closing_blinks(fit: FitResult, model: HeadModel, landmarks: np.ndarray,
         solver.set_view(params[model.num_expressions :].numpy())
         out = solver.blinks_from_gaps(params, target, max(interocular(np.asarray(landmarks)), 1.0))
     return replace(fit, expression=out[: model.num_expressions].numpy().astype(np.float32).copy())
-
-
-def with_photo_gaze(fit: FitResult, model: HeadModel, landmarks: np.ndarray, options: TrackOptions = TrackOptions()) -> FitResult:
-    """``fit`` with its ``eyeLook*`` channels as the tracker reads them on the same photo (identity and camera
-    as fitted, ``options.first_iterations`` steps from the fit's expression), the rest as fitted.
-
-    Why: the avatar's eyeballs take the photo's irises where the photo shows them, and every driven frame
-    turns them by the tracker's reading of its own gaze. The photo fit left the gaze at zero (its priors hold
-    the eyeLook channels there; the tracker's are weak on purpose), so the photo's own look was added again
-    to every frame: a photo looking 5 degrees aside drove an avatar looking 10 degrees aside."""
-    names = list(model.expression_names)
-    cols = [i for i, n in enumerate(names) if n.startswith(GAZE_PREFIX)]
-    if not cols:
-        return fit
-    solver = ExpressionPoseSolver(model, fit.identity, fit.camera, options)
-    params, _ = solver.solve(landmarks, np.concatenate([fit.expression, np.zeros(HEAD_POSE_SIZE, np.float32)]), options.first_iterations)
-    expression = np.array(fit.expression, dtype=np.float32, copy=True)
-    expression[cols] = params[cols]
-    return replace(fit, expression=expression)
 
 
 def track_landmarks(
