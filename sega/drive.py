@@ -23,7 +23,8 @@ import numpy as np
 from .errors import FaceNotFoundError
 from .headmodel.base import HeadModel
 from .smoothing import OneEuroOptions, one_euro
-from .track import GAZE_PREFIX, Track, TrackOptions, detect_video_landmarks, track_landmarks
+from .gaze import gaze_channels
+from .track import Track, TrackOptions, detect_video_landmarks, track_landmarks
 from .video import Frames
 
 RENDER_BATCH_FRAMES = 8  # frames animated and rendered as one batch (one gsplat call on a GPU; on the CPU the
@@ -83,7 +84,7 @@ def retarget(track: Track, fps: float, options: DriveOptions, single_image: bool
     """Smoothing and neutral removal of a track -> (expressions [T, E], head poses [T, 6], neutral [E] | None)."""
     expr, pose = track.expressions.astype(np.float32), track.head_poses.astype(np.float32)
     if options.smooth and not single_image and len(expr) > 1:
-        gaze = [i for i, n in enumerate(track.expression_names) if n.startswith(GAZE_PREFIX)]
+        gaze = sorted(i for cols in gaze_channels(list(track.expression_names)).values() for i in cols)
         raw_gaze = expr[:, gaze]
         expr = one_euro(expr, fps, options.one_euro)
         if gaze:

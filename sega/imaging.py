@@ -21,14 +21,14 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
 
     if not mask.any():
         return mask.copy()
-    (y0, y1), (x0, x1) = (_grown_span(mask.any(axis), radius, n) for axis, n in ((1, mask.shape[0]), (0, mask.shape[1])))
+    (y0, y1), (x0, x1) = (grown_span(mask.any(axis), radius, n) for axis, n in ((1, mask.shape[0]), (0, mask.shape[1])))
     out = np.zeros_like(mask, dtype=bool)
     out[y0:y1, x0:x1] = distance_transform_edt(~mask[y0:y1, x0:x1]) <= radius
     return out
 
 
-def _grown_span(occupied: np.ndarray, margin: int, size: int) -> tuple[int, int]:
-    """(start, stop) of the set entries of ``occupied`` [N] bool, widened by ``margin`` and clipped to [0, size]."""
+def grown_span(occupied: np.ndarray, margin: int, size: int) -> tuple[int, int]:
+    """(start, stop) of the set entries of ``occupied`` [N] bool (at least one), widened by ``margin`` and clipped to [0, size]."""
     idx = np.flatnonzero(occupied)
     return max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, size)
 

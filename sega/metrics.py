@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .imaging import dilate
+from .imaging import dilate, grown_span
 
 SSIM_WINDOW = 11  # SSIM Gaussian window (pixels)
 SSIM_SIGMA = 1.5  # SSIM window standard deviation (pixels)
@@ -68,8 +68,7 @@ def ssim_map_within(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> np.ndarr
     if not len(rows):
         return out
     pad = SSIM_WINDOW // 2
-    y0, y1 = max(int(rows[0]) - pad, 0), min(int(rows[-1]) + 1 + pad, h)  # the box with its context ...
-    x0, x1 = max(int(cols[0]) - pad, 0), min(int(cols[-1]) + 1 + pad, w)
+    (y0, y1), (x0, x1) = grown_span(where.any(1), pad, h), grown_span(where.any(0), pad, w)  # the box with its context ...
     crop = ssim_map(*(torch.from_numpy(np.ascontiguousarray(x[y0:y1, x0:x1], np.float32)) for x in (a, b))).numpy()
     iy0, ix0 = int(rows[0]) - y0, int(cols[0]) - x0  # ... of which the box itself is kept
     out[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = crop[iy0 : iy0 + rows[-1] + 1 - rows[0], ix0 : ix0 + cols[-1] + 1 - cols[0]]

@@ -47,7 +47,6 @@ LM_MAX_TRIES = 4  # damping increases tried per iteration before giving up on a 
 LM_DAMPING_FACTOR = 4.0  # damping is multiplied / divided by this after a rejected / accepted step
 LM_MIN_DAMPING = 1e-6
 MP_LEFT_LIDS, MP_RIGHT_LIDS = (386, 374), (159, 145)  # MediaPipe upper / lower lid midpoints of each eye
-GAZE_PREFIX = "eyeLook"  # ARKit gaze channels: eyeLook{In,Out,Up,Down}_{L,R} (the drive filters them together)
 SIDEWAYS_GAZE = ("eyeLookIn", "eyeLookOut")  # ARKit gaze channels (sega.headmodel.eyes turns the eyeballs with them)
 IRIS_CLOSED, IRIS_OPEN = 0.03, 0.07  # lid gap / inter-ocular distance: iris points count 0 below, fully above
 EYE_CLOSED_GAP = 0.015  # MediaPipe's lid gap / inter-ocular distance on a closed eye (0.008-0.018 on the dev clips' blinks)
@@ -88,7 +87,7 @@ class TrackOptions:
     view_rounds: int = 3  # re-interpolations at most: the embedding depends on the pose being solved for, so
     # solve and re-interpolate until the view settles (one round: 2.11 -> 2.03 degrees on turning renders)
     view_tolerance_deg: float = 0.5  # stop once the solved view (yaw and pitch) moved less than this in a round
-    gaze_from_irises: bool = True  # re-read each eye's eyeLook* from its iris points alone after the solve (``sega.gaze``)
+    gaze_from_irises: bool = True  # re-read the look (both eyes' eyeLook*) from the iris points alone after the solve (``sega.gaze``)
     blink_from_gap: bool = True  # close each closing eye's eyeBlink to its lid gap after the solve (``blinks_from_gaps``)
     jaw_from_gap: bool = True  # open the jaw to the lips' gap after the solve where it reads narrower (``jaw_from_gap``)
     close_from_gap: bool = True  # close the lips to their gap after the solve where it reads wider (``close_from_gap``)
