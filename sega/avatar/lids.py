@@ -4,12 +4,14 @@ Why: a photo of open eyes sees the lids' margins as the lash line, the dark eye 
 sclera; the blink stretches those few texels over the whole closed eye (``sega.gaussians.stretch_log_scale``
 grows their splats with it), so a closed eye showed a dark smudged band where the lid skin should be
 (retalking_4: the bottom third of the closed lid at lash colour). Each lid texel therefore also has a
-*closed* colour: the lid's skin colour (the median of its texels that the blink moves least: lid skin
-above and below the opening, seen squarely in any photo of open eyes) plus the texel's own deviation
-from it clamped to ``LID_SKIN_SHADE`` per channel (shading kept, lashes and sclera not); the margin,
-where the closed lids meet, takes the photo's lash colour (``LASH_TRAVEL_FRACTION``). The blend
-weight of each eye is how far its blink has gone past the fitted one (``LidClosing.eye_weights``); the
-fitted expression renders exactly as fitted.
+*closed* colour: a skin colour (the skin around the eye, which the blink does not move, and the lid's own least
+moved skin: ``SKIN_RING_SHARE``) plus the texel's own deviation from it clamped to
+``LID_SKIN_SHADE`` per channel (shading kept, lashes, sclera and the fold's shadow not); the margin, where the
+closed lids meet, takes the photo's lash colour (``LASH_TRAVEL_FRACTION``). The eyeball's texels take the same
+skin colour late in the blink (``EYEBALL_CLOSING_ONSET``): ICT's closed lids leave slits and thin splats through
+which the iris and sclera showed, and MediaPipe read such an eye as open. The blend weight of each eye is how far
+its blink has gone past the fitted one (``LidClosing.eye_weights``); the fitted expression renders exactly as
+fitted.
 
 Shapes: T texels, Td dynamic texels, E expressions, F frames.
 """
@@ -24,12 +26,20 @@ from torch import Tensor
 
 from ..headmodel.base import HeadModel
 from ..uv import Atlas
-from .texels import BLINK_EXPRESSIONS, blink_travel
+from .texels import BLINK_EXPRESSIONS, blink_travel, region_mask
 
-LID_MOVE_M = 0.002  # texels moving more than this under a blink are lid texels
-# The lid's skin colour is the median of its texels that the blink moves less than this fraction of the
-# most-moved one on that eye (the lid skin near the brow and below the eye; the margin, which the photo sees
-# as the lash line, moves most).
+LID_MOVE_M = 0.002  # texels moving more than this under a blink are lid texels (1 mm, which takes in the lid's
+# fold, read closed eyes as 0.040 IOD open on the test avatar against 0.020)
+# The closed lid's skin colour is the mean of two medians: the skin around the eye (face texels within
+# SKIN_RING_RADIUS_M of the eye's lid texels' centre at the fitted shape that the blink moves less than
+# SKIN_RING_STILL_M) and the lid's own texels that the blink moves less than LID_SKIN_TRAVEL_FRACTION of the
+# most-moved one (the lid skin near the brow and below the eye). The lid's own alone are the fold's shadow and
+# the eye's dark corners in a photo: the closed eye came out as a dark oval that MediaPipe read as open. Mean
+# lid gap at eyeBlink 1 over five dev avatars (four clips' frame 0 and the test avatar; with the eyeballs'
+# change): 0.039 IOD with the lid's own, 0.036 with the ring's, 0.034 with the mean (0.060 before either).
+SKIN_RING_RADIUS_M = 0.022
+SKIN_RING_STILL_M = 0.0003
+SKIN_RING_SHARE = 0.5  # the ring's weight in that mean
 LID_SKIN_TRAVEL_FRACTION = 0.5
 # The closed lids meet at a lash line, where a closed eye's landmarks sit (MediaPipe read retalking_4's closed eyes
 # as 0.070 / 0.090 IOD open without it, 0.042 / 0.075 with it): the texels the blink moves at least this fraction of the
@@ -37,7 +47,11 @@ LID_SKIN_TRAVEL_FRACTION = 0.5
 # the median of the eye's darkest LASH_DARKEST_PERCENT lid texels (the photo's lash line and eye corners).
 LASH_TRAVEL_FRACTION = 0.75
 LASH_DARKEST_PERCENT = 15.0
-MIN_SKIN_TEXELS = 8  # fewer skin texels than this on an eye: that eye's lids keep their colours
+MIN_SKIN_TEXELS = 8  # fewer skin texels than this around an eye: that eye's lids keep their colours
+# The eyeball's texels start towards the skin colour when the eye has closed this far (of its closing weight):
+# until then the opening shows the iris and sclera as they are; at a full blink nothing of them may show.
+EYEBALL_CLOSING_ONSET = 0.5
+EYEBALL_REGIONS = ("eyeball_left", "eyeball_right")
 LID_SKIN_SHADE = 0.05  # a closed lid texel keeps its deviation from the lid's skin colour up to this per channel
 OPEN_FITTED_MAX = 0.95  # a fitted blink above this leaves no closing to blend in (the eye is shut already)
 
@@ -46,16 +60,18 @@ OPEN_FITTED_MAX = 0.95  # a fitted blink above this leaves no closing to blend i
 class LidClosing:
     """The lid texels' colour change at a fully closed eye, and how far each eye has closed.
 
-    color: Tensor  # [Td, 3] closed colour minus the fitted colour (zero off the lids)
+    color: Tensor  # [Td, 3] closed colour minus the fitted colour (zero off the lids and eyeballs)
     eye: Tensor  # [Td] int64, which of the two blink channels closes the texel's eye (0 where no change)
     columns: Tensor  # [2] int64 expression columns of ``BLINK_EXPRESSIONS``
     fitted: Tensor  # [2] their fitted weights
+    onset: Tensor  # [Td] the eye's closing weight at which the texel starts to change (0 on the lids, < 1)
     """
 
     color: Tensor
     eye: Tensor
     columns: Tensor
     fitted: Tensor
+    onset: Tensor
 
     def eye_weights(self, expression: Tensor) -> Tensor:
         """expression: Tensor  # [..., E] -> [..., 2] in [0, 1]: how far each blink has gone from the fitted
@@ -66,48 +82,68 @@ class LidClosing:
     def colour_change(self, expression: Tensor) -> Tensor:
         """expression: Tensor  # [..., E] -> [..., Td, 3] colour added to the dynamic texels."""
         w = self.eye_weights(expression)[..., self.eye]  # [..., Td]
+        w = ((w - self.onset) / (1.0 - self.onset)).clamp(0.0, 1.0)
         return self.color * w[..., None]
 
     def to(self, device: torch.device | str) -> LidClosing:
-        return LidClosing(self.color.to(device), self.eye.to(device), self.columns.to(device), self.fitted.to(device))
+        return LidClosing(self.color.to(device), self.eye.to(device), self.columns.to(device), self.fitted.to(device),
+                          self.onset.to(device))  # fmt: skip
 
 
-def closed_lid_colors(model: HeadModel, atlas: Atlas, expression: np.ndarray, colors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The lids' closed colours (see the module docstring).
+def closed_lid_colors(model: HeadModel, atlas: Atlas, expression: np.ndarray, colors: np.ndarray,
+                      points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """The lids' and eyeballs' closed colours (see the module docstring).
 
-    expression: [E] the fitted expression; colors: [T, 3] the texels' fitted colours.
-    returns (closed [T, 3] float32 (equal to colors off the lids), eye [T] int64: 0 / 1 the blink channel
-    that moves the texel most, -1 off the lids).
+    expression: [E] the fitted expression; colors: [T, 3] the texels' fitted colours; points: [T, 3] the
+    texels' surface points at the fitted shape (metres).
+    returns (closed [T, 3] float32 (equal to colors off the lids and eyeballs), eye [T] int64: 0 / 1 the blink
+    channel that closes the texel's eye, -1 elsewhere, onset [T] float32: ``EYEBALL_CLOSING_ONSET`` on the
+    eyeballs, 0 elsewhere).
     """
     travel = blink_travel(model, atlas)  # [2, T] metres at weight 1
     eye = np.where(travel.max(0) > LID_MOVE_M, travel.argmax(0), -1)
+    onset = np.zeros(atlas.num_texels, dtype=np.float32)
     closed = np.asarray(colors, dtype=np.float32).copy()
     fitted = np.asarray(expression, dtype=np.float64)[[model.expression_index(n) for n in BLINK_EXPRESSIONS]]
+    face = region_mask(atlas, "face")
+    still = travel.max(0) < SKIN_RING_STILL_M
+    eyeballs = [region_mask(atlas, r) for r in EYEBALL_REGIONS]
+    eyeballs = [m for m in eyeballs if m.any()]
     for k in (0, 1):
         on = eye == k
         if not on.any() or fitted[k] > OPEN_FITTED_MAX:
+            eye[on] = -1
             continue
-        skin_texels = on & (travel[k] < LID_SKIN_TRAVEL_FRACTION * travel[k][on].max())
-        if skin_texels.sum() < MIN_SKIN_TEXELS:
+        centre = points[on].mean(0)
+        ring = face & still & (np.linalg.norm(points - centre, axis=1) < SKIN_RING_RADIUS_M)
+        if ring.sum() < MIN_SKIN_TEXELS:
+            eye[on] = -1
             continue
-        skin = np.median(closed[skin_texels], axis=0)
+        own = on & (travel[k] < LID_SKIN_TRAVEL_FRACTION * travel[k][on].max())
+        skin = np.median(closed[ring], axis=0)
+        if own.sum() >= MIN_SKIN_TEXELS:
+            skin = SKIN_RING_SHARE * skin + (1.0 - SKIN_RING_SHARE) * np.median(closed[own], axis=0)
         value = closed[on].mean(1)
         lash = np.median(closed[on][value <= np.percentile(value, LASH_DARKEST_PERCENT)], axis=0)
+        moved_most = on & (travel[k] >= LASH_TRAVEL_FRACTION * travel[k][on].max())
         closed[on] = skin + np.clip(closed[on] - skin, -LID_SKIN_SHADE, LID_SKIN_SHADE)
-        closed[on & (travel[k] >= LASH_TRAVEL_FRACTION * travel[k][on].max())] = lash
-    return closed, eye
+        closed[moved_most] = lash
+        if eyeballs:  # the eyeball behind these lids: the one whose centre is nearest theirs
+            ball = min(eyeballs, key=lambda m: float(np.linalg.norm(points[m].mean(0) - centre)))
+            closed[ball], eye[ball], onset[ball] = skin, k, EYEBALL_CLOSING_ONSET
+    return closed, eye, onset
 
 
-def lid_closing(model: HeadModel, atlas: Atlas, expression: np.ndarray, colors: np.ndarray, dynamic_index: np.ndarray,
-                device: torch.device | str) -> LidClosing | None:  # fmt: skip
+def lid_closing(model: HeadModel, atlas: Atlas, expression: np.ndarray, colors: np.ndarray, points: np.ndarray,
+                dynamic_index: np.ndarray, device: torch.device | str) -> LidClosing | None:  # fmt: skip
     """The ``LidClosing`` of an avatar's dynamic texels (``dynamic_index`` [Td] texel ids), from its fitted
-    expression [E] and texel colours [T, 3]; None when the head model has no blink channels or no lid
-    texel is dynamic."""
+    expression [E], texel colours [T, 3] and texel points [T, 3] (fitted shape); None when the head model has no
+    blink channels or no lid texel is dynamic."""
     if any(n not in model.expression_names for n in BLINK_EXPRESSIONS):
         return None
-    closed, eye = closed_lid_colors(model, atlas, expression, colors)
+    closed, eye, onset = closed_lid_colors(model, atlas, expression, colors, points)
     delta = (closed - np.asarray(colors, dtype=np.float32))[dynamic_index]
-    eye = eye[dynamic_index]
+    eye, onset = eye[dynamic_index], onset[dynamic_index]
     if not np.any(delta):
         return None
     columns = [model.expression_index(n) for n in BLINK_EXPRESSIONS]
@@ -117,6 +153,7 @@ def lid_closing(model: HeadModel, atlas: Atlas, expression: np.ndarray, colors: 
         eye=torch.as_tensor(np.maximum(eye, 0), dtype=torch.int64, device=device),
         columns=torch.as_tensor(columns, dtype=torch.int64, device=device),
         fitted=torch.as_tensor(fitted, dtype=torch.float32, device=device),
+        onset=torch.as_tensor(onset, dtype=torch.float32, device=device),
     )
 
 

@@ -186,7 +186,8 @@ def build_rig(
             fitted_colors[on(dyn)] += residual_to_maps(decoders.dynamic(decoders.encoder(fitted))[0]).color
     closing = None
     if options.closing_lid_skin:
-        closing = lid_closing(head_model, atlas, expression, fitted_colors.cpu().numpy(), dyn, dev)
+        points = atlas.texel_points(verts.detach().cpu()).numpy()  # [T, 3] fitted shape
+        closing = lid_closing(head_model, atlas, expression, fitted_colors.cpu().numpy(), points, dyn, dev)
     static_maps = static_maps.with_scale_cap(cap[on(sta)])
     with torch.no_grad():
         tri = on(atlas.texel_triangles[sta])
