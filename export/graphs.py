@@ -332,8 +332,8 @@ class DynamicBranchGraph(nn.Module):
         self.register_buffer("color", maps.color.T.contiguous())  # [3, D]
         # The lids' colours move to their closed colours with each eye's blink past its fitted weight
         # (sega.avatar.lids.LidClosing): w = clip((b - b_fit) / (1 - b_fit), 0, 1) per eye, spread to the texels by
-        # a [2, D] one-hot MatMul (no gather), then clip((w - onset) / (1 - onset), 0, 1) per texel (the eyeballs
-        # change late in the blink).
+        # a [2, D] one-hot MatMul (no gather), then clip((w - onset) / span, 0, 1) per texel (the lids change early
+        # in the blink, the eyeballs late).
         closing = rig.lid_closing
         self.closing = closing is not None
         if self.closing:
@@ -343,7 +343,7 @@ class DynamicBranchGraph(nn.Module):
             self.register_buffer("closing_eye_rows", F.one_hot(closing.eye, 2).T.float().contiguous())  # [2, D]
             self.register_buffer("closing_color", closing.color.T.contiguous())  # [3, D]
             self.register_buffer("closing_onset", closing.onset[None].clone())  # [1, D]
-            self.register_buffer("closing_inv_onset_range", (1.0 / (1.0 - closing.onset))[None])  # [1, D]
+            self.register_buffer("closing_inv_span", (1.0 / closing.span)[None])  # [1, D]
         self.register_buffer("pivot", rig.pivot.clone())  # [3]
         head = dec.trunk.head  # last conv, with the output units folded in (the map comes out in attribute units)
         self.register_buffer("head_weight", (head.weight * dec.units[:, None, None, None]).detach().clone())
@@ -385,7 +385,7 @@ class DynamicBranchGraph(nn.Module):
         if self.closing:
             blinks = expression[:, self.closing_columns]  # [1, 2]
             eye_w = ((blinks - self.closing_fitted) * self.closing_inv_range).clamp(0.0, 1.0)
-            texel_w = (((eye_w @ self.closing_eye_rows) - self.closing_onset) * self.closing_inv_onset_range).clamp(0.0, 1.0)
+            texel_w = (((eye_w @ self.closing_eye_rows) - self.closing_onset) * self.closing_inv_span).clamp(0.0, 1.0)
             colors = colors + self.closing_color * texel_w  # [3, D]
         if nt == 0:  # no texel moves: constant points, frames and rotations
             fixed_means = self.fixed_points + self.column_sum @ (self.fixed_frames * res_offset[self.offset_rows])

@@ -36,6 +36,7 @@ LOWER_LIP_MIN_FRACTION = 0.5  # ... lower-lip triangles at least this fraction
 MP_MIRROR_FILE = "mediapipe_mirror.json"
 MP_FIRST_IRIS = 468  # the 10 iris points follow the 468 face-mesh points
 MIN_IRIS_VIEW_HITS = 8  # of a view bin's 16 renders (``scripts/make_view_embeddings.py``)
+MIRROR_SNAP_M = 0.003  # a mirrored point snaps to the surface within this (ICT is symmetric to ~0.1 mm)
 
 
 @lru_cache(maxsize=1)
@@ -174,13 +175,48 @@ def load_view_embeddings(model: HeadModel) -> ViewEmbeddings | None:
 
 
 def load_embedding(model: HeadModel) -> LandmarkEmbedding | None:
-    """The shipped MediaPipe embedding for ``model`` if one matches its mesh, else None (inner lips split)."""
+    """The shipped MediaPipe embedding for ``model`` if one matches its mesh, else None (inner lips split;
+    points no render found mirrored from their partners: ``mirror_missing``)."""
     name = embedding_file(model.name)
     z = _shipped_arrays(model, name)
     if z is None:
         return None
     face_ids, bary = _split_cached(model, name, z["face_ids"].astype(np.int64), z["barycentrics"].astype(np.float32))
-    return LandmarkEmbedding(face_ids, bary, z["valid"].astype(bool))
+    valid = z["valid"].astype(bool)
+    face_ids, bary, valid = mirror_missing(model, face_ids, bary, ~valid, face_ids, bary, valid)
+    return LandmarkEmbedding(face_ids, bary, valid)
+
+
+def mirror_missing(model: HeadModel, face_ids: np.ndarray, bary: np.ndarray, missing: np.ndarray, partner_faces: np.ndarray,
+                   partner_bary: np.ndarray, partner_found: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """An embedding ([478] face ids, [478, 3] barycentrics) with each ``missing`` point whose mirror partner
+    (``mediapipe_mirror``) is ``partner_found`` in the partner embedding placed at the mirror image (x -> -x,
+    the head's mid-plane) of the partner's point on the neutral mesh, snapped to the closest surface
+    point there (within MIRROR_SNAP_M). Returns (face ids, barycentrics, found [478] bool): copies.
+
+    Why: the embedding renders never found MediaPipe's top and bottom points of the right iris (470, 472), so
+    the right eye's gaze rested on its centre and two side points, and its up / down look read 0.2 higher than
+    the left eye's on the same renders. ICT's head is mirror-symmetric, so the left iris's points stand in."""
+    face_ids, bary = face_ids.copy(), bary.copy()
+    found = ~np.asarray(missing, dtype=bool)
+    mirror = mediapipe_mirror()
+    verts = np.asarray(model.vertices, np.float64)
+    faces = np.asarray(model.faces, np.int64)
+    centroids = None
+    for i in np.flatnonzero(~found):
+        j = int(mirror[i])
+        if j == i or not partner_found[j]:
+            continue
+        if centroids is None:
+            centroids = verts[faces].mean(1)
+        point = (verts[faces[partner_faces[j]]] * partner_bary[j][:, None]).sum(0) * np.array([-1.0, 1.0, 1.0])
+        near = np.flatnonzero(np.linalg.norm(centroids - point, axis=1) < MIRROR_SNAP_M)
+        if not len(near):
+            continue
+        k, b, dist = _closest_on_triangles(point, verts[faces[near]])
+        if dist < MIRROR_SNAP_M:
+            face_ids[i], bary[i], found[i] = near[k], b.astype(bary.dtype), True
+    return face_ids, bary, found
 
 
 def _closest_on_triangles(p: np.ndarray, tri: np.ndarray) -> tuple[int, np.ndarray, float]:

@@ -282,6 +282,31 @@ def test_tracker_reads_gaze_from_the_irises(ict_model, face_detector, astronaut)
     assert all(read[True, k][n] > read[False, k][n] + 0.05 for k, look in enumerate(looks) for n in look)  # what the re-read adds
 
 
+def test_the_avatar_keeps_the_photos_gaze(ict_model, face_detector, astronaut):
+    """``with_photo_gaze``: the fit's sideways eyeLook channels become the tracker's reading of the photo (a
+    sideways look the landmarks show is read into the fit; nothing else moves, the up / down channels neither:
+    ICT's raise and lower the lids too), so that driving adds no second look to it."""
+    from sega.fit import fit_landmarks
+    from sega.track import with_photo_gaze
+
+    fit = fit_landmarks(ict_model, face_detector.detect(astronaut).landmarks, astronaut.shape[:2])
+    names = list(ict_model.expression_names)
+    solver = ExpressionPoseSolver(ict_model, fit.identity, fit.camera)
+    truth = np.concatenate([fit.expression, np.zeros(6, np.float32)])
+    gaze = [i for i, n in enumerate(names) if n.startswith("eyeLook")]
+    truth[gaze] = 0.0
+    truth[[names.index("eyeLookOut_L"), names.index("eyeLookIn_R")]] = 0.35
+    truth[[names.index("eyeLookDown_L"), names.index("eyeLookDown_R")]] = 0.2
+    solver.set_view(truth[-6:])
+    looking = replace(fit, expression=np.where(np.isin(np.arange(len(names)), gaze), 0.0, fit.expression).astype(np.float32))
+    got = with_photo_gaze(looking, ict_model, solver.project(torch.as_tensor(truth)).numpy())
+    sideways = [i for i, n in enumerate(names) if n.startswith(("eyeLookIn", "eyeLookOut"))]
+    np.testing.assert_allclose(got.expression[sideways], truth[sideways], atol=0.06)
+    assert got.expression[names.index("eyeLookOut_L")] > 0.25 and got.expression[names.index("eyeLookIn_R")] > 0.25
+    others = np.setdiff1d(np.arange(len(names)), sideways)
+    assert np.array_equal(got.expression[others], looking.expression[others]) and np.array_equal(got.identity, fit.identity)
+
+
 def test_tracker_solves_pose_and_view_embedding_together(ict_model):
     """Exact landmarks of the view-interpolated embedding at a turned head, solved from a frontal start:
     the embedding is re-interpolated for the solved view until it settles, which recovers the pose; one

@@ -52,21 +52,28 @@ def test_embedding_ships_and_matches_model(ict_model):
     assert pts[list(mediapipe_groups()["left_eye"]), 0].mean() > 0.02
 
 
-def test_weakly_found_iris_points_take_the_static_embedding_in_every_view(ict_model):
-    """In a view bin, an iris point that fewer than ``MIN_IRIS_VIEW_HITS`` of the bin's renders found is the static
-    embedding's point (an eyeball does not slide with the view as the face's contour does), and every found iris
-    point of every bin lies on an eyeball."""
+def test_every_iris_point_is_on_its_eyeball_in_every_view(ict_model):
+    """The renders that made the embedding never found the right iris's top and bottom points (470, 472):
+    they are the left iris's (475, 477) mirrored across the head's mid-plane (``mirror_missing``). In a view
+    bin, an iris point that fewer than ``MIN_IRIS_VIEW_HITS`` of the bin's renders found is the static
+    embedding's point (an eyeball does not slide with the view as the face's contour does), the others are the
+    bin's own, and every iris point of every bin lies on an eyeball."""
+    from sega.fit import surface_rows
     from sega.landmarks import MIN_IRIS_VIEW_HITS, MP_FIRST_IRIS, load_view_embeddings, view_embedding_file
 
     emb = ict_model.landmarks["mediapipe478"]
+    assert emb.valid.all()
+    pts = np.asarray(surface_rows(ict_model, emb, ict_model.vertices))
+    for right, left in ((470, 475), (472, 477)):
+        assert np.abs(pts[right] - pts[left] * [-1.0, 1.0, 1.0]).max() < 5e-4, (right, left)
+    assert ict_model.region_face_mask("eyeball_right")[emb.face_ids[[470, 472]]].all()
     views = load_view_embeddings(ict_model)
-    hits = np.load(Path(sega.__file__).parent / "data" / view_embedding_file(ict_model.name))["hits"][..., MP_FIRST_IRIS:]
-    weak = hits < MIN_IRIS_VIEW_HITS
+    stored = np.load(Path(sega.__file__).parent / "data" / view_embedding_file(ict_model.name))
+    weak = stored["hits"][..., MP_FIRST_IRIS:] < MIN_IRIS_VIEW_HITS
     iris_faces = views.face_ids[..., MP_FIRST_IRIS:]
     assert weak.any() and np.array_equal(iris_faces[weak], np.broadcast_to(emb.face_ids[MP_FIRST_IRIS:], weak.shape)[weak])
-    assert np.array_equal(iris_faces[~weak], np.load(Path(sega.__file__).parent / "data" / view_embedding_file(ict_model.name))["face_ids"][..., MP_FIRST_IRIS:][~weak])
-    valid = np.broadcast_to(emb.valid[MP_FIRST_IRIS:], weak.shape)
-    assert ict_model.region_face_mask("eyeball_left", "eyeball_right")[iris_faces[valid]].all()
+    assert np.array_equal(iris_faces[~weak], stored["face_ids"][..., MP_FIRST_IRIS:][~weak])
+    assert ict_model.region_face_mask("eyeball_left", "eyeball_right")[iris_faces].all()
 
 
 @pytest.mark.slow

@@ -10,8 +10,8 @@ moved skin: ``SKIN_RING_SHARE``) plus the texel's own deviation from it clamped 
 closed lids meet, takes the photo's lash colour (``LASH_TRAVEL_FRACTION``). The eyeball's texels take the same
 skin colour late in the blink (``EYEBALL_CLOSING_ONSET``): ICT's closed lids leave slits and thin splats through
 which the iris and sclera showed, and MediaPipe read such an eye as open. The blend weight of each eye is how far
-its blink has gone past the fitted one (``LidClosing.eye_weights``); the fitted expression renders exactly as
-fitted.
+its blink has gone past the fitted one (``LidClosing.eye_weights``), reaching the lids' closed colours at
+``LID_COLOUR_FULL`` of it; the fitted expression renders exactly as fitted.
 
 Shapes: T texels, Td dynamic texels, E expressions, F frames.
 """
@@ -51,6 +51,11 @@ MIN_SKIN_TEXELS = 8  # fewer skin texels than this around an eye: that eye's lid
 # The eyeball's texels start towards the skin colour when the eye has closed this far (of its closing weight):
 # until then the opening shows the iris and sclera as they are; at a full blink nothing of them may show.
 EYEBALL_CLOSING_ONSET = 0.5
+# The lids have their closed colours once the eye has closed this far (of its closing weight), the eyeballs at 1.
+# The photo's colours of a stretched lid (its lash line, sclera at its edge) otherwise stayed a ghost of an open eye
+# over a lid that had come down: MediaPipe read retalking_3's avatar at eyeBlink 0.7 / 0.85 as 0.081 / 0.052 IOD
+# open with a linear blend to 1, 0.064 / 0.034 with this (0.4: the same).
+LID_COLOUR_FULL = 0.6
 EYEBALL_REGIONS = ("eyeball_left", "eyeball_right")
 LID_SKIN_SHADE = 0.05  # a closed lid texel keeps its deviation from the lid's skin colour up to this per channel
 OPEN_FITTED_MAX = 0.95  # a fitted blink above this leaves no closing to blend in (the eye is shut already)
@@ -64,7 +69,8 @@ class LidClosing:
     eye: Tensor  # [Td] int64, which of the two blink channels closes the texel's eye (0 where no change)
     columns: Tensor  # [2] int64 expression columns of ``BLINK_EXPRESSIONS``
     fitted: Tensor  # [2] their fitted weights
-    onset: Tensor  # [Td] the eye's closing weight at which the texel starts to change (0 on the lids, < 1)
+    onset: Tensor  # [Td] the eye's closing weight at which the texel starts to change (0 on the lids)
+    span: Tensor  # [Td] > 0, how much further the eye closes until the texel has its closed colour
     """
 
     color: Tensor
@@ -72,6 +78,7 @@ class LidClosing:
     columns: Tensor
     fitted: Tensor
     onset: Tensor
+    span: Tensor
 
     def eye_weights(self, expression: Tensor) -> Tensor:
         """expression: Tensor  # [..., E] -> [..., 2] in [0, 1]: how far each blink has gone from the fitted
@@ -82,12 +89,12 @@ class LidClosing:
     def colour_change(self, expression: Tensor) -> Tensor:
         """expression: Tensor  # [..., E] -> [..., Td, 3] colour added to the dynamic texels."""
         w = self.eye_weights(expression)[..., self.eye]  # [..., Td]
-        w = ((w - self.onset) / (1.0 - self.onset)).clamp(0.0, 1.0)
+        w = ((w - self.onset) / self.span).clamp(0.0, 1.0)
         return self.color * w[..., None]
 
     def to(self, device: torch.device | str) -> LidClosing:
         return LidClosing(self.color.to(device), self.eye.to(device), self.columns.to(device), self.fitted.to(device),
-                          self.onset.to(device))  # fmt: skip
+                          self.onset.to(device), self.span.to(device))  # fmt: skip
 
 
 def closed_lid_colors(model: HeadModel, atlas: Atlas, expression: np.ndarray, colors: np.ndarray,
@@ -144,6 +151,7 @@ def lid_closing(model: HeadModel, atlas: Atlas, expression: np.ndarray, colors: 
     closed, eye, onset = closed_lid_colors(model, atlas, expression, colors, points)
     delta = (closed - np.asarray(colors, dtype=np.float32))[dynamic_index]
     eye, onset = eye[dynamic_index], onset[dynamic_index]
+    span = np.where(onset > 0, 1.0 - onset, LID_COLOUR_FULL).astype(np.float32)
     if not np.any(delta):
         return None
     columns = [model.expression_index(n) for n in BLINK_EXPRESSIONS]
@@ -154,6 +162,7 @@ def lid_closing(model: HeadModel, atlas: Atlas, expression: np.ndarray, colors: 
         columns=torch.as_tensor(columns, dtype=torch.int64, device=device),
         fitted=torch.as_tensor(fitted, dtype=torch.float32, device=device),
         onset=torch.as_tensor(onset, dtype=torch.float32, device=device),
+        span=torch.as_tensor(span, dtype=torch.float32, device=device),
     )
 
 

@@ -112,7 +112,7 @@ def build_avatar(
     provenance records the prior's file name and SHA-256. None: decoders start at zero."""
     from ...face import FaceDetector, head_crop
     from ...fit import FitOptions, fit_landmarks
-    from ...track import with_closing_blinks
+    from ...track import with_closing_blinks, with_photo_gaze
     from ...landmarks import mediapipe_groups
 
     options = replace(options, device=resolve_device(options.device))
@@ -130,6 +130,7 @@ def build_avatar(
         t0 = time.perf_counter()
         _report(progress, "fit", 0.0)
         fit = fit_landmarks(model, detection.landmarks, photo.shape[:2], FitOptions.preset(options.fit_preset), device=dev)
+        fit = with_photo_gaze(fit, model, detection.landmarks)  # the photo's look as the tracker reads it
         fit = with_closing_blinks(fit, model, detection.landmarks)  # a squint's lids where the photo has them
         secs["fit"] = time.perf_counter() - t0
         _report(progress, "fit", 1.0)
