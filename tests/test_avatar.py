@@ -455,12 +455,13 @@ def _closed_eye_pixels(avatar: Avatar, blink: float) -> np.ndarray:
 
 def test_a_closed_lid_shows_lid_skin_and_a_lash_line(built, face_detector, monkeypatch):
     """As the eyes close, the lids' texels move to lid skin (``sega.avatar.lids``): the lash line and dark eye
-    corners the photo sees at the lid margins no longer spread into a dark band over the closed eye, and the
-    margin where the lids meet takes the lash colour, so that the closed eye reads closed. The fitted expression
-    renders exactly as without it, and ``animate_frames`` and ``animate`` agree at blinks. Measured on the test
-    avatar: dark pixels (below 0.6 of the closed eye's median value) 0.179 of the closed eye without, 0.000 with;
-    MediaPipe's lid gap on the closed eyes 0.066 / 0.075 IOD without, 0.075 / 0.088 with lid skin but no lash
-    line, 0.023 / 0.018 with both (retalking_4's avatar: 0.078 / 0.070, 0.070 / 0.090, 0.042 / 0.075)."""
+    corners the photo sees at the lid margins no longer spread into a dark band over the closed eye, the margin
+    where the lids meet takes the lash colour, and late in the blink the eyeballs take the skin colour too, so
+    that the closed eye reads closed. The fitted expression renders exactly as without it, and
+    ``animate_frames`` and ``animate`` agree at blinks. Measured on the test avatar: dark pixels (below 0.6 of
+    the closed eye's median value) 0.243 of the closed eye without, 0.000 with; MediaPipe's larger lid gap on
+    the closed eyes 0.092 IOD without, 0.073 with skin but no lash line, 0.031 with both (five dev avatars'
+    mean: 0.060 with the earlier lid-only skin, 0.034 now)."""
     import sega.avatar.lids as lids
     from sega.eval_frame import measure_image
 
