@@ -505,6 +505,10 @@ def test_a_closed_lid_shows_lid_skin_and_a_lash_line(built, face_detector, monke
     changed = (closing.color != 0).any(1)
     assert bool((late & changed).sum() > 20) and bool((~late & changed).sum() > 20)  # eyeballs and lids both change
     assert torch.allclose(closing.onset[late], torch.tensor(lids.EYEBALL_CLOSING_ONSET))
+    dynamic = avatar.rig.dynamic_index.cpu().numpy()
+    for k, ball in enumerate(lids.EYEBALL_REGIONS):  # each eyeball closes with its own eye's blink (eyeBlink_L, _R)
+        on = torch.as_tensor(avatar.atlas.region_mask(ball)[dynamic])
+        assert bool(on.any()) and bool((late[on] & (closing.eye[on] == k)).all()), ball
     at_half = closing.colour_change(torch.as_tensor(half))
     assert torch.allclose(at_half[~late], full[~late] * min(0.5 / lids.LID_COLOUR_FULL, 1.0), atol=1e-6)
     assert float(at_half[late].abs().max()) == 0.0 and float(full[late].abs().max()) > 0.1
