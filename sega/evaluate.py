@@ -72,13 +72,22 @@ REFINE_CULL_MARGIN = 0.1  # fraction of the crop's side
 REFINE_CULL_DEPTH = 0.06  # metres behind the rendered surface (its alpha-weighted depth; the skin is not
 # quite opaque, so what lies just behind it still shows a little: 0.06 keeps the crop within ~40 dB of a full render)
 REFINE_CULL_ALPHA = 0.5  # a pixel whose first render is less opaque than this has no surface to hide behind
+# Nor does it render the Gaussians whose footprint (the rasteriser's own box: beyond it their alpha is under its
+# threshold) misses the loss's mask grown by REFINE_CULL_REACH_PX: they cannot change a compared pixel, so this
+# cull leaves the loss and its gradients as they are while the pose moves less than that (a few degrees: ~5 mm at
+# the head's side, 3 px on the fast preset's 160 px crop). The crop's corners outside the grown face oval hold
+# hair and shoulders: on echomimic_a's fast avatar (hair in a hood) 15.7k -> 12.0k Gaussians rendered a step, and
+# bench.bench_eval's refine phase 94.0 -> 84.4 s (2 cores, one session), its PSNR and pose error the same to 1e-3.
+REFINE_CULL_REACH_PX = 8
 
 
 # Photometric refinement per avatar preset: (iterations, crop side in px). An iteration costs ~0.07 s on 2
 # cores whatever the crop (the rasteriser's per-Gaussian work dominates), so the fast preset takes 30
 # larger steps (REFINE_REFERENCE_ITERATIONS) on a 160 px crop (its texels are ~6 mm apart, ~1.2 mm a
 # pixel still resolves them): on the astronaut's own renders 36.1 dB against 41.5 with 100 at 256 px, and
-# a 10 s clip's fast eval stays near 3 minutes (bench.bench_eval). The finer presets get the full refinement.
+# a 10 s clip's fast eval stays near 3 minutes (bench.bench_eval). Fewer steps do not settle: 20 gave the
+# fast avatar's own renders 31.7 dB against 35.6 (tests/test_drive.py, the limit is 35). The finer presets
+# get the full refinement.
 REFINE_BY_PRESET = {"fast": (30, 160), "default": (100, REFINE_SIZE), "high": (100, REFINE_SIZE)}
 
 
@@ -166,7 +175,7 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
     off by a few degrees (MediaPipe's points shift with the view), which costs PSNR (figures: docs/figures.md).
     """
     from .head_crop import resample_square
-    from .imaging import polygon_mask
+    from .imaging import dilate, polygon_mask
     from .render import render as render_gaussians
 
     # Compare on a square crop around the grown face oval (not the whole frame): the pixels that matter,
@@ -190,6 +199,7 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
     def on(a) -> torch.Tensor:
         return torch.as_tensor(a, dtype=None if isinstance(a, np.ndarray) and a.dtype == bool else torch.float32, device=dev)
 
+    reach = dilate(mask, REFINE_CULL_REACH_PX)
     mask = on(mask)
     trans0 = on(head_pose[3:])
     target = on(small)
@@ -207,7 +217,7 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
     lo, hi = avatar.head_model.expression_range
     pose_only = iterations // 2  # first half: pose only (the landmark fit is off mostly in pose) ...
     canonical = avatar.animate(expr.detach())  # ... so the frame is animated once for it and only moved
-    keep = _visible_in_crop(avatar.posed(canonical, (rot.detach(), trans.detach())), kt, vt, w, h, bg)
+    keep = _visible_in_crop(avatar.posed(canonical, (rot.detach(), trans.detach())), kt, vt, w, h, bg, reach)
     canonical = canonical.subset(keep)
     for it in range(iterations):
         expr.requires_grad_(it >= pose_only)
@@ -225,13 +235,15 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
     return expr.detach().cpu().numpy(), torch.cat([rot, trans]).detach().cpu().numpy()
 
 
-def _visible_in_crop(g, K: torch.Tensor, viewmat: torch.Tensor, width: int, height: int, background: torch.Tensor) -> torch.Tensor:
+def _visible_in_crop(g, K: torch.Tensor, viewmat: torch.Tensor, width: int, height: int, background: torch.Tensor,
+                     reach: np.ndarray | None = None) -> torch.Tensor:  # fmt: skip
     """Indices [K] of the posed Gaussians g that the crop (K [3, 3], viewmat [4, 4], width x height) can
     show: centre within REFINE_CULL_MARGIN of the crop and at most REFINE_CULL_DEPTH behind the surface
     that a render of all of them finds at that pixel (anything in front of it, or where the render is
-    not opaque, stays)."""
+    not opaque, stays); with ``reach`` [H, W] bool, only those whose footprint box touches it."""
     from .camera import project_points
     from .render import render as render_gaussians
+    from .render.projection import project_gaussians
 
     with torch.no_grad():
         out = render_gaussians(g.means, g.quats, g.scales, g.opacities, g.colors, K, viewmat, width, height, background)
@@ -241,7 +253,26 @@ def _visible_in_crop(g, K: torch.Tensor, viewmat: torch.Tensor, width: int, heig
         px = uv[:, 0].floor().long().clamp(0, width - 1)
         py = uv[:, 1].floor().long().clamp(0, height - 1)
         surface = torch.where(out.alpha[py, px, 0] > REFINE_CULL_ALPHA, out.depth[py, px, 0], torch.full_like(z, float("inf")))
-        return torch.nonzero(inside & (z <= surface + REFINE_CULL_DEPTH)).squeeze(1)
+        keep = inside & (z <= surface + REFINE_CULL_DEPTH)
+        if reach is not None:
+            proj = project_gaussians(g.means, g.quats, g.scales, K, viewmat, width, height, opacities=g.opacities)
+            keep &= torch.as_tensor(_boxes_touch(reach, proj.means2d.cpu().numpy(), proj.radii.cpu().numpy()), device=keep.device)
+            keep &= proj.valid
+        return torch.nonzero(keep).squeeze(1)
+
+
+def _boxes_touch(mask: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """[N] bool: whether the pixel box of each centre [N, 2] (x, y px) +- radii [N, 2] (the rasteriser's
+    per-Gaussian extent; 0: culled) holds a set pixel of mask [H, W] bool (a summed-area table: O(1) a box)."""
+    h, w = mask.shape
+    table = np.zeros((h + 1, w + 1), np.int64)
+    table[1:, 1:] = mask.astype(np.int64).cumsum(0).cumsum(1)
+    x0 = np.clip(np.floor(centres[:, 0] - radii[:, 0]), 0, w).astype(np.int64)
+    x1 = np.clip(np.floor(centres[:, 0] + radii[:, 0]) + 1, 0, w).astype(np.int64)
+    y0 = np.clip(np.floor(centres[:, 1] - radii[:, 1]), 0, h).astype(np.int64)
+    y1 = np.clip(np.floor(centres[:, 1] + radii[:, 1]) + 1, 0, h).astype(np.int64)
+    count = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+    return (count > 0) & (radii > 0).all(1)
 
 
 def _summary(values) -> dict | None:

@@ -10,8 +10,8 @@ PRESET_NAMES = ("fast", "default", "high")  # in increasing effort
 DEFAULT_PRESET = "default"  # `sega build`, `sega fit`, `sega eval`
 QUICK_PRESET = "fast"  # where a quick result matters more than quality: the app's first choice, quick evals
 PRESET_HELP = {
-    "fast": "atlas 128, ~7k Gaussians, ~15 s on 2 CPU cores",
-    "default": "atlas 256, ~31k Gaussians, ~40 s on 2 CPU cores",
+    "fast": "atlas 128, ~7k Gaussians on the head (plus the hair's), ~15 s on 2 CPU cores",
+    "default": "atlas 256, ~31k Gaussians on the head (plus the hair's), ~40 s on 2 CPU cores",
     "high": "atlas 320, more iterations, a 64x64 dynamic residual map; several minutes on 2 CPU cores",
 }
 

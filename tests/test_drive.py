@@ -137,6 +137,45 @@ def test_eval_of_the_avatar_against_its_own_renders(ict_model, face_detector, se
     assert path.is_file() and sheet.width == 4 * (sheet.height // rows) * frames.frames[0].shape[1] // frames.frames[0].shape[0]  # 4 tiles a row
 
 
+def test_refinement_cull_leaves_the_compared_pixels_as_they_are(avatar):
+    """The refinement renders only Gaussians whose footprint box touches the (grown) loss mask
+    (``sega.evaluate._boxes_touch``): on the avatar's own view, the pixels inside the mask and the
+    gradients that reach the kept Gaussians are those of a render of all of them."""
+    from sega.evaluate import _boxes_touch
+    from sega.imaging import polygon_mask
+    from sega.render import render
+    from sega.render.projection import project_gaussians
+
+    g = avatar.animate()
+    size = 96
+    cam = avatar.camera
+    s = size / max(cam.width, cam.height)
+    K = torch.tensor(np.diag([s, s, 1.0]) @ cam.K, dtype=torch.float32)
+    V = torch.tensor(cam.viewmat, dtype=torch.float32)
+    bg = torch.ones(3)
+    mask = polygon_mask(np.array([[30.0, 20.0], [70.0, 25.0], [60.0, 80.0], [35.0, 70.0]]), size, size)
+    proj = project_gaussians(g.means, g.quats, g.scales, K, V, size, size, opacities=g.opacities)
+    keep = torch.nonzero(torch.as_tensor(_boxes_touch(mask, proj.means2d.numpy(), proj.radii.numpy())) & proj.valid).squeeze(1)
+    assert 0 < len(keep) < int(proj.valid.sum())  # the mask leaves some visible Gaussians out
+    m = torch.as_tensor(mask)
+
+    def masked_loss(sub):
+        colors = g.colors[sub].clone().requires_grad_(True)
+        out = render(g.means[sub], g.quats[sub], g.scales[sub], g.opacities[sub], colors, K, V, size, size, bg)
+        loss = out.rgb[m].sum()
+        loss.backward()
+        return out.rgb[m].detach(), colors.grad
+
+    everything = torch.arange(len(g))
+    full_rgb, full_grad = masked_loss(everything)
+    kept_rgb, kept_grad = masked_loss(keep)
+    assert torch.allclose(full_rgb, kept_rgb, atol=1e-6)
+    assert torch.allclose(full_grad[keep], kept_grad, atol=1e-6)
+    dropped = torch.ones(len(g), dtype=torch.bool)
+    dropped[keep] = False
+    assert float(full_grad[dropped].abs().max()) == 0.0  # what the cull drops took no part in the loss
+
+
 def test_identity_box_from_landmarks_matches_dlibs_detector(face_detector, astronaut):
     """The eval boxes each face for dlib's embedding from its MediaPipe landmarks (cheaper than dlib's
     upsampled HOG detector); the box is the detector's, nearly, and so is the embedding."""
