@@ -256,8 +256,8 @@ def _visible_in_crop(g, K: torch.Tensor, viewmat: torch.Tensor, width: int, heig
         keep = inside & (z <= surface + REFINE_CULL_DEPTH)
         if reach is not None:
             proj = project_gaussians(g.means, g.quats, g.scales, K, viewmat, width, height, opacities=g.opacities)
+            # (culled rows have radii 0, which _boxes_touch rejects: no separate ``valid`` test)
             keep &= torch.as_tensor(_boxes_touch(reach, proj.means2d.cpu().numpy(), proj.radii.cpu().numpy()), device=keep.device)
-            keep &= proj.valid
         return torch.nonzero(keep).squeeze(1)
 
 
