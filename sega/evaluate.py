@@ -36,6 +36,7 @@ from .errors import FaceNotFoundError, SegaError
 from .presets import DEFAULT_PRESET
 from .landmarks import mediapipe_groups
 from .eval_frame import REREAD, FrameScorer, yaw_change_deg
+from .gaze import gaze_channels
 from .track import ExpressionPoseSolver, TrackOptions, detect_video_landmarks, track_landmarks
 from .video import Frames
 
@@ -55,6 +56,7 @@ TURNED_FRACTION = 0.2  # the report's "turned" figures: this fraction of the sco
 EYE_OPEN_PERCENTILE = 90  # a target eye's open gap: this percentile of its openings over the scored frames ...
 EYE_OPEN_FRACTION = 0.5  # ... an eye is open above this fraction of it (closed below)
 HEAT_MAX = 0.25  # |error| (mean over rgb) mapped to the top of the heat map
+LOOK_DECIMALS = 3  # the report's looks (gaze channel weights)
 REFINE_SIZE = 256  # px, side of the face crop the refinement renders and compares (default when not per preset)
 REFINE_CROP_MARGIN = 1.1  # the crop's side over the grown face oval's larger side
 REFINE_LR_EXPRESSION = 0.005  # Adam step, weight units
@@ -339,6 +341,16 @@ def summarise(per_frame: list[dict]) -> dict:
             "eyes_closed_wrongly": {"frames": closed, "count": len(closed)}}  # fmt: skip
 
 
+def look_of(expression: np.ndarray, names) -> list[float] | None:
+    """The look (h, v) that an expression [E] gives the subject's left eye (``sega.gaze``: h > 0 towards the subject's
+    left, v > 0 up; both eyes share it), rounded for the report; None for a model without the gaze channels."""
+    cols = gaze_channels(list(names)).get("left")
+    if cols is None:
+        return None
+    left, right, up, down = (float(expression[c]) for c in cols)
+    return [round(left - right, LOOK_DECIMALS), round(up - down, LOOK_DECIMALS)]
+
+
 def evaluate_frames(frames: Frames, model, detector, options: EvalOptions = EvalOptions(), avatar=None, progress=None) -> dict:
     """Self-reenactment report (a JSON-able dict; images under the private key ``_images``).
 
@@ -391,9 +403,12 @@ def evaluate_frames(frames: Frames, model, detector, options: EvalOptions = Eval
         else:
             expr, pose = track.expressions[i], track.head_poses[i]
             person = detector.segment_person(frames.frames[i])
+            tracked_look = look_of(expr, model.expression_names)
             if options.refine_iterations > 0:
                 expr, pose = refine_photometric(avatar, frames.frames[i], landmarks[i], expr, pose, options.refine_iterations,
                                                 person, options.refine_size)  # fmt: skip
+            if tracked_look is not None:
+                entry["look"] = {"tracked": tracked_look, "scored": look_of(expr, model.expression_names)}
             t = lap("refine", t)
             scores, pictures = scorer.score(frames.frames[i], person, landmarks[i], expr, pose)
             t = lap("score", t)

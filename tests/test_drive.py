@@ -19,7 +19,7 @@ from sega.cli import main
 from sega.drive import DriveOptions, drive_frames, retarget
 from sega.errors import FaceNotFoundError
 from sega.eval_frame import rotation_angle_deg, yaw_change_deg
-from sega.evaluate import SAME_PERSON_DISTANCE, EvalOptions, evaluate_frames, write_report
+from sega.evaluate import SAME_PERSON_DISTANCE, EvalOptions, evaluate_frames, look_of, write_report
 from sega.smoothing import one_euro
 from sega.synthetic import paint, render_painted_head
 from sega.track import ExpressionPoseSolver, TrackOptions, track_landmarks
@@ -128,7 +128,13 @@ def test_eval_of_the_avatar_against_its_own_renders(ict_model, face_detector, se
     assert len(turned["frames"]) == 1 and turned["min_abs_yaw_deg"] == max(abs(e["yaw_from_source_deg"]) for e in report["per_frame"])
     assert turned["psnr_db"] >= MIN_EVAL_PSNR_DB - 3.0
     frame = next(e for e in report["per_frame"] if "psnr_db" in e)
-    assert {"mouth_psnr_db", "eye_ssim", "gaze_error", "teeth_target", "teeth_render", "frozen", "target_measures"} <= set(frame)
+    assert {"mouth_psnr_db", "eye_ssim", "gaze_error", "teeth_target", "teeth_render", "frozen", "target_measures", "look"} <= set(frame)
+    # The look per frame, tracked and scored: the renders keep the avatar's own look (eyes fixed in the head), and the
+    # tracker reads it within a look of 0.3 (about 9 degrees sideways) on every scored frame.
+    rest = look_of(avatar.expression, avatar.head_model.expression_names)
+    for e in (e for e in report["per_frame"] if "look" in e):
+        assert len(e["look"]["tracked"]) == len(e["look"]["scored"]) == 2
+        assert max(abs(a - b) for a, b in zip(e["look"]["tracked"], rest)) < 0.3, (e["frame"], e["look"], rest)
     path = write_report(report, tmp_path / "report")
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.count("<polyline") >= 7 and "data:image/png;base64," in page  # the curves and the sheet, inline
