@@ -36,7 +36,7 @@ from .errors import FaceNotFoundError, SegaError
 from .presets import DEFAULT_PRESET
 from .landmarks import mediapipe_groups
 from .eval_frame import REREAD, FrameScorer, yaw_change_deg
-from .gaze import gaze_channels
+from .gaze import gaze_channels, look_from
 from .track import ExpressionPoseSolver, TrackOptions, detect_video_landmarks, track_landmarks
 from .video import Frames
 
@@ -345,10 +345,7 @@ def look_of(expression: np.ndarray, names) -> list[float] | None:
     """The look (h, v) that an expression [E] gives the subject's left eye (``sega.gaze``: h > 0 towards the subject's
     left, v > 0 up; both eyes share it), rounded for the report; None for a model without the gaze channels."""
     cols = gaze_channels(list(names)).get("left")
-    if cols is None:
-        return None
-    left, right, up, down = (float(expression[c]) for c in cols)
-    return [round(left - right, LOOK_DECIMALS), round(up - down, LOOK_DECIMALS)]
+    return None if cols is None else [round(x, LOOK_DECIMALS) for x in look_from(expression, cols)]
 
 
 def evaluate_frames(frames: Frames, model, detector, options: EvalOptions = EvalOptions(), avatar=None, progress=None) -> dict:

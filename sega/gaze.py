@@ -50,6 +50,13 @@ def with_look(params: torch.Tensor, cols: tuple[int, int, int, int], h: float, v
     params[up], params[down] = max(v, 0.0), max(-v, 0.0)
 
 
+def look_from(params, cols: tuple[int, int, int, int]) -> tuple[float, float]:
+    """The look (h, v) held in one eye's four channels ``cols`` (``gaze_channels``) of ``params`` [E (+ 6)]:
+    the inverse of ``with_look``."""
+    left, right, up, down = (float(params[c]) for c in cols)
+    return left - right, up - down
+
+
 def _solve_quadrant(r0: torch.Tensor, dh: torch.Tensor, dv: torch.Tensor, sh: float, sv: float) -> tuple[float, float, float]:
     """Least-squares (h, v) with sign(h) = sh, sign(v) = sv (clamped to that quadrant and to [-1, 1]) for the
     residual r0 + h dh + v dv ([R] float64 each); returns (h, v, cost with the ridge)."""
@@ -97,9 +104,9 @@ def gaze_from_irises(solver, params: torch.Tensor, target: torch.Tensor, iod: fl
     t = max(trust[side] for side in sides)
     out = params.clone()
     for cols in solver.gaze_cols.values():
-        o, i, u, d = (float(params[c]) for c in cols)
-        with_look(out, cols, (o - i) + t * (h - (o - i)), (u - d) + t * (v - (u - d)))
+        h0, v0 = look_from(params, cols)
+        with_look(out, cols, h0 + t * (h - h0), v0 + t * (v - v0))
     return out
 
 
-__all__ = ["EYE_CHANNELS", "GAZE_PROBE", "GAZE_RIDGE", "gaze_channels", "gaze_from_irises", "with_look"]
+__all__ = ["EYE_CHANNELS", "GAZE_PROBE", "GAZE_RIDGE", "gaze_channels", "gaze_from_irises", "look_from", "with_look"]
