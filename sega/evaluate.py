@@ -81,6 +81,14 @@ REFINE_CULL_ALPHA = 0.5  # a pixel whose first render is less opaque than this h
 # hair and shoulders: on echomimic_a's fast avatar (hair in a hood) 15.7k -> 12.0k Gaussians rendered a step, and
 # bench.bench_eval's refine phase 94.0 -> 84.4 s (2 cores, one session), its PSNR and pose error the same to 1e-3.
 REFINE_CULL_REACH_PX = 8
+# Channels the refinement leaves as the tracker read them: the lids. Their gap is read directly from the lid
+# landmarks, while the photo's lid skin, lashes and the eyeball behind them are what the avatar's source frame
+# showed, not this one's: from a squinting source (xportrait_driving) the refinement half-closed eyes the
+# tracker had open (lid gap 0.074 -> 0.054 IOD, the target's 0.086), and on a blink (retalking_5) it opened
+# one eye while closing the other. Frozen, on 5 dev clips (--max-scored 12): xportrait's eye-opening error
+# 0.0229 -> 0.0197 IOD and its wrongly closed frames 1 -> 0, echomimic_c's 0.0137 -> 0.0124, three others
+# within 0.0007 (retalking_3 / _5, sadtalker_wda_aoc); eye-region PSNR 0.1-0.2 dB lower.
+REFINE_FROZEN_CHANNELS = ("eyeBlink_L", "eyeBlink_R", "eyeSquint_L", "eyeSquint_R", "eyeWide_L", "eyeWide_R")
 
 
 # Photometric refinement per avatar preset: (iterations, crop side in px). An iteration costs ~0.07 s on 2
@@ -217,6 +225,8 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
                             {"params": [trans], "lr": REFINE_LR_TRANSLATION * gain}])  # fmt: skip
     start_lr = [group["lr"] for group in opt.param_groups]
     lo, hi = avatar.head_model.expression_range
+    names = list(avatar.head_model.expression_names)
+    frozen = [names.index(n) for n in REFINE_FROZEN_CHANNELS if n in names]
     pose_only = iterations // 2  # first half: pose only (the landmark fit is off mostly in pose) ...
     canonical = avatar.animate(expr.detach())  # ... so the frame is animated once for it and only moved
     keep = _visible_in_crop(avatar.posed(canonical, (rot.detach(), trans.detach())), kt, vt, w, h, bg, reach)
@@ -231,6 +241,8 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
         out = render_gaussians(g.means, g.quats, g.scales, g.opacities, g.colors, kt, vt, w, h, bg)
         loss = (out.rgb - target).abs().sum(-1)[mask].mean() + REFINE_TRANSLATION_PRIOR * (trans - trans0).pow(2).sum()
         loss.backward()
+        if expr.grad is not None and frozen:
+            expr.grad[frozen] = 0.0  # Adam's moments stay 0 there: the channel does not move
         opt.step()
         with torch.no_grad():
             expr.clamp_(lo, hi)

@@ -182,6 +182,27 @@ def test_refinement_cull_leaves_the_compared_pixels_as_they_are(avatar):
     assert float(full_grad[dropped].abs().max()) == 0.0  # what the cull drops took no part in the loss
 
 
+def test_refinement_leaves_the_lids_as_tracked(avatar, face_detector):
+    """``refine_photometric`` moves the driving signal towards the frame's pixels, except the lid channels
+    (``REFINE_FROZEN_CHANNELS``): a render with the jaw and one lid moved, refined from the rest expression,
+    gains jaw while the lids stay exactly where the tracker put them."""
+    from sega.evaluate import REFINE_FROZEN_CHANNELS, refine_photometric
+
+    names = list(avatar.head_model.expression_names)
+    rest = np.asarray(avatar.expression, np.float32)
+    moved = rest.copy()
+    moved[names.index("jawOpen")] += 0.4
+    moved[names.index("eyeBlink_L")] = 0.8
+    pose = np.zeros(6, np.float32)  # the photo's own view (as the renders of ``self_video``)
+    frame = (avatar.render(moved, (pose[:3], pose[3:]), camera=avatar.camera).rgb.numpy().clip(0, 1) * 255 + 0.5).astype(np.uint8)
+    landmarks = face_detector.detect(frame).landmarks
+    expr, _ = refine_photometric(avatar, frame, landmarks, rest, pose, iterations=20, size=128)
+    jaw = names.index("jawOpen")
+    assert expr[jaw] - rest[jaw] > 0.05  # the refinement did move the free channels towards the frame ...
+    for n in REFINE_FROZEN_CHANNELS:  # ... and not the lids, though the frame's left eye is closing
+        assert expr[names.index(n)] == rest[names.index(n)], n
+
+
 def test_identity_box_from_landmarks_matches_dlibs_detector(face_detector, astronaut):
     """The eval boxes each face for dlib's embedding from its MediaPipe landmarks (cheaper than dlib's
     upsampled HOG detector); the box is the detector's, nearly, and so is the embedding."""
