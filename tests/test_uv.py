@@ -348,3 +348,30 @@ def test_painted_eyeballs_have_pupil_iris_and_sclera(ict_model, astronaut, face_
     np.testing.assert_allclose(out[left][front], PUPIL_COLOR)
     np.testing.assert_allclose(out[left][back], sclera)
     assert (np.abs(out[left] - iris).max(1) < 0.05).sum() > 5  # an iris ring
+
+
+def test_unseen_eyeball_texels_are_painted_not_mirrored(ict_model, astronaut, fast_build):
+    """Eyeball texels the photo does not show are painted (``paint_eyeballs``), never copied from the other
+    eye's mirrored texel, as unseen skin is: each eyeball turns with the gaze, so with the photo's look to
+    one side the other eye's mirrored spot is iris where this one's is sclera, and the copied patches showed
+    as coloured blots once the eyes turned (sadtalker_wda_aoc: a teal patch on the iris)."""
+    from sega.avatar.build.init import initial_maps, paint_eyeballs
+    from sega.gaze import gaze_channels, with_look
+
+    avatar, data, _ = fast_build
+    expression = np.asarray(data.fit.expression, np.float32).copy()
+    for cols in gaze_channels(list(ict_model.expression_names)).values():
+        with_look(expression, cols, 0.5, 0.0)  # both eyes well to one side
+    buf = ict_model.torch_buffers()
+    with torch.no_grad():
+        vertices = ict_model.deform(buf, torch.as_tensor(data.fit.identity), torch.as_tensor(expression)).numpy()
+    person = np.ones(astronaut.shape[:2], np.float32)
+    lm = data.detection.landmarks
+    init = initial_maps(ict_model, avatar.atlas, vertices, astronaut, person, data.fit.camera, avatar.options, lm, expression)
+    colors = init.maps.color.detach().cpu().numpy()
+    eyes = avatar.atlas.region_mask("eyeball_left", "eyeball_right")
+    unseen = eyes & (init.confidence == 0)
+    painted = paint_eyeballs(ict_model, avatar.atlas, colors.copy(), eyes, astronaut.astype(np.float32) / 255.0, lm)
+    as_painted = np.abs(colors - painted).max(1) < 1e-6
+    # (before: 13 of the 324 unseen texels took the other eye's colours, from its 68 seen ones)
+    assert unseen.sum() > 100 and as_painted[unseen].all(), int((~as_painted[unseen]).sum())

@@ -209,7 +209,7 @@ def initial_maps(
     camera: the fitted photo camera.
     Colours: the photo's colour weighted by how well the photo saw the texel (``unseen.photo_weight``:
     facing cosine and distance from the mesh's silhouette edge), then the mirror texel's by how well that
-    one was seen, then smooth fields grown from what the photo saw well (``unseen.unseen_colours``: skin,
+    one was seen (not on the eyeballs), then smooth fields grown from what the photo saw well (``unseen.unseen_colours``: skin,
     shaded in folds; the photo's hair colour on the scalp). Teeth and mouth interior get fixed defaults;
     unseen eyeball parts are painted. ``confidence`` = smoothstep of the facing cosine between
     ``photo_cos_low`` and ``photo_cos_high`` where seen, else 0.
@@ -243,7 +243,10 @@ def initial_maps(
     # painted) the smooth skin / hair fields (``unseen``). How far each seen colour is trusted
     # (``unseen.photo_weight``: squarely, away from the mesh's silhouette edge) is applied after the photo
     # fit (``blend_unseen``): the fit starts from the photo everywhere it sees, as the input view needs.
-    from_mirror = ~visible & visible[mirror] & ~mouth
+    # Not on the eyeballs: each turns with the gaze, so with the photo's look to one side the other eye's mirrored
+    # spot is iris where this one's is sclera, and the copies showed as blots once the eyes turned (sadtalker_wda_aoc:
+    # a teal patch on the iris looking inwards). Their unseen texels are painted (``paint_eyeballs``).
+    from_mirror = ~visible & visible[mirror] & ~mouth & ~eyes
     colors[from_mirror] = colors[mirror[from_mirror]]
     known = visible | from_mirror
     iod = interocular(landmarks) if landmarks is not None else np.inf
