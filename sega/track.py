@@ -57,16 +57,6 @@ CLOSE_CHANNEL = "mouthClose"  # raised when the solve leaves the lips further ap
 JAW_SEARCH_STEPS = 12  # bisection steps of ``jaw_from_gap`` / ``close_from_gap`` (2^-12 of the channel's range)
 EYE_LINE = (EYE_OUTER["right"], EYE_OUTER["left"])  # MediaPipe's outer eye corners, image left to right on a facing head
 BLINKS = (("left", "eyeBlink_L"), ("right", "eyeBlink_R"))  # MediaPipe's left eye (the subject's) is ARKit's _L
-WIDENS = (("left", "eyeWide_L"), ("right", "eyeWide_R"))  # raised by ``wides_from_gaps``
-
-
-def _bisect_up(lo: float, hi: float, short: Callable[[float], bool]) -> float:
-    """The largest weight in [lo, hi] found by bisection (``JAW_SEARCH_STEPS``) where ``short(weight)`` still
-    holds (it holds at ``lo``): a goal approached from below, never passed."""
-    for _ in range(JAW_SEARCH_STEPS):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if short(mid) else (lo, mid)
-    return lo
 
 
 @dataclass(frozen=True)
@@ -99,7 +89,6 @@ class TrackOptions:
     view_tolerance_deg: float = 0.5  # stop once the solved view (yaw and pitch) moved less than this in a round
     gaze_from_irises: bool = True  # re-read the look (both eyes' eyeLook*) from the iris points alone after the solve (``sega.gaze``)
     blink_from_gap: bool = True  # close each closing eye's eyeBlink to its lid gap after the solve (``blinks_from_gaps``)
-    wide_from_gap: bool = True  # open each open eye's eyeWide to its lid gap after the solve where it reads narrower (``wides_from_gaps``)
     jaw_from_gap: bool = True  # open the jaw to the lips' gap after the solve where it reads narrower (``jaw_from_gap``)
     close_from_gap: bool = True  # close the lips to their gap after the solve where it reads wider (``close_from_gap``)
     oval_weight: float = 1.0  # weight of the face-contour landmarks. They slide along the silhouette as the head turns,
@@ -163,7 +152,6 @@ class ExpressionPoseSolver:
         names = list(model.expression_names)
         self.gaze_cols = gaze_channels(names) if self.iris else {}  # {side: (eyeLookOut, In, Up, Down) columns}
         self.blinks = [(self.iris[side][1], names.index(n)) for side, n in BLINKS if side in self.iris and n in names]
-        self.wides = [(self.iris[side][1], names.index(n)) for side, n in WIDENS if side in self.iris and n in names]
         self.jaw = names.index(JAW_CHANNEL) if (JAW_CHANNEL in names and embedding == LANDMARK_SET) else None
         self.close = names.index(CLOSE_CHANNEL) if (CLOSE_CHANNEL in names and embedding == LANDMARK_SET) else None
         self.base_w = w  # [L]
@@ -288,8 +276,6 @@ class ExpressionPoseSolver:
                 p = gaze_from_irises(self, p, target, iod, trust)
             if o.blink_from_gap:
                 p = self.blinks_from_gaps(p, target, iod)
-            if o.wide_from_gap:
-                p = self.wides_from_gaps(p, target, iod)
             if o.jaw_from_gap and self.jaw is not None:
                 p = self.jaw_from_gap(p, target, iod)
             if o.close_from_gap and self.close is not None:
@@ -320,17 +306,18 @@ class ExpressionPoseSolver:
         return self._raise_while(params, self.jaw, lambda p: self._mouth_gap(p, iod) < goal)
 
     def _raise_while(self, params: torch.Tensor, channel: int, short: Callable[[torch.Tensor], bool]) -> torch.Tensor:
-        """params [E + 6] with expression ``channel`` raised by bisection (``_bisect_up``) towards the model's upper
-        bound for as long as ``short(params)`` holds. params itself where it does not hold."""
+        """params [E + 6] with expression ``channel`` raised by bisection (``JAW_SEARCH_STEPS``) towards the
+        model's upper bound for as long as ``short(params)`` holds: the largest value found where it still does
+        (the goal approached from the solve's side, never passed). params itself where it does not hold."""
         if not short(params):
             return params
+        lo, hi = float(params[channel]), float(self.hi)
         out = params.clone()
-
-        def at(w: float) -> bool:
-            out[channel] = w
-            return short(out)
-
-        out[channel] = _bisect_up(float(params[channel]), float(self.hi), at)
+        for _ in range(JAW_SEARCH_STEPS):
+            mid = 0.5 * (lo + hi)
+            out[channel] = mid
+            lo, hi = (mid, hi) if short(out) else (lo, mid)
+        out[channel] = lo
         return out
 
     def _signed_mouth_gap(self, params: torch.Tensor, down: torch.Tensor, iod: float) -> float:
@@ -349,45 +336,6 @@ class ExpressionPoseSolver:
         eyes = target[EYE_LINE[1]] - target[EYE_LINE[0]]
         down = torch.stack([-eyes[1], eyes[0]]) / eyes.norm().clamp_min(1e-6)  # eye line turned +90 degrees (image y down)
         return self._raise_while(params, self.close, lambda p: self._signed_mouth_gap(p, down, iod) > goal)
-
-    def wides_from_gaps(self, params: torch.Tensor, target: torch.Tensor, iod: float) -> torch.Tensor:
-        """params [E + 6] with each open eye's eyeWide raised (bisection) until the model's lid gap reaches the
-        one in ``target`` [L, 2], where the solve left it narrower; never lowered. Only for an eye at least
-        ``EYE_CLOSING_GAPS[1]`` open (a closing eye is ``blinks_from_gaps``'s). Why: the counterpart of
-        ``jaw_from_gap`` for the lids. Against the expression prior the solve never read eyeWide, and on the dev
-        clips open eyes tracked up to 0.025 IOD narrower than detected (sadtalker_wda_aoc: 0.099 for 0.127)."""
-        out = params
-        for (upper, lower), col in self.wides:
-            goal = float((target[upper] - target[lower]).norm()) / iod
-            if goal < EYE_CLOSING_GAPS[1]:
-                continue
-            lids = self._rows_along(out, col, [upper, lower])
-
-            def short(w: float, lids=lids, goal=goal) -> bool:
-                xy = lids(w)
-                return float((xy[0] - xy[1]).norm()) / iod < goal
-
-            start = float(out[col])
-            if short(start):
-                out = out.clone()
-                out[col] = _bisect_up(start, float(self.hi), short)
-        return out
-
-    def _rows_along(self, params: torch.Tensor, channel: int, rows: list[int]) -> Callable[[float], torch.Tensor]:
-        """w -> [len(rows), 2]: the landmarks ``rows`` projected with expression ``channel`` at weight w, the rest
-        of ``params`` [E + 6] as given; as ``project`` (the same numbers), for a few points at a fraction of its
-        cost (the bisections of ``wides_from_gaps`` run every tracked frame)."""
-        e, rot, trans = self._split(params)
-        basis = self.expr_basis.reshape(self.num_e, -1, 3)[:, rows]  # [E, k, 3]
-        base = self.rest[rows] + torch.einsum("e,ekd->kd", e, basis) - e[channel] * basis[channel]  # [k, 3]
-        r = axis_angle_to_matrix(rot)
-
-        def at(w: float) -> torch.Tensor:
-            pts = base + w * basis[channel]
-            cam = ((pts - self.pivot) @ r.T + self.pivot + trans) @ self.cam_r.T + self.cam_t
-            return self.focal * cam[:, :2] / cam[:, 2:3].clamp_min(1e-3) + self.centre
-
-        return at
 
     def blinks_from_gaps(self, params: torch.Tensor, target: torch.Tensor, iod: float) -> torch.Tensor:
         """params [E + 6] with each eyeBlink raised towards the one its eye's lid gap in ``target`` [L, 2]

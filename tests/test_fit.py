@@ -197,7 +197,7 @@ def test_tracker_closes_blinks_and_opens_the_jaw_to_the_landmark_gaps(ict_model)
     """``ExpressionPoseSolver``: an eye whose lids nearly meet reads eyeBlink near 1 (the least-squares solve
     alone stops short, against the prior); an open eye keeps the solve's reading; a mouth the solve opened too
     little is opened to the lips' gap, and one opened enough is never closed by it; lips it left apart are
-    closed to their gap with mouthClose; an eye the solve left narrower than detected is opened with eyeWide."""
+    closed to their gap with mouthClose."""
     from sega.face_measures import INNER_LIP_LOWER, INNER_LIP_UPPER, interocular
     from sega.synthetic import FACE_CENTRE, orbit_camera
     from sega.track import EYE_CLOSED_GAP, ExpressionPoseSolver, TrackOptions
@@ -241,21 +241,3 @@ def test_tracker_closes_blinks_and_opens_the_jaw_to_the_landmark_gaps(ict_model)
     assert abs(solver._mouth_gap(shut_lips, iod) - goal) < 0.01, (solver._mouth_gap(shut_lips, iod), goal)
     assert solver._mouth_gap(apart, iod) > goal + 0.03
     assert torch.equal(solver.close_from_gap(shut_lips, target, iod), shut_lips)
-    # Eyes opened wider than the solve left them (ARKit's eyeWide): raised to the lids' gap, never lowered; an
-    # eye as open as its target, and a closing one (``blinks_from_gaps``'s), are untouched.
-    wide_l, wide_r = ict_model.expression_index("eyeWide_L"), ict_model.expression_index("eyeWide_R")
-    wider = rest.copy()
-    wider[wide_l] = 0.6
-    target = torch.as_tensor(_projected(ict_model, ident, wider, cam))
-    out = solver.wides_from_gaps(params, target, iod)
-    assert abs(float(out[wide_l]) - 0.6) < 0.02 and float(out[wide_r]) == 0.0, (float(out[wide_l]), float(out[wide_r]))
-    # (the bisection projects the two lid points alone: the same numbers as the full projection)
-    moved = params.clone()
-    moved[wide_l], moved[blink_l], moved[jaw] = 0.3, 0.2, 0.4
-    lids = solver._rows_along(moved, wide_l, [386, 374])
-    moved[wide_l] = 0.7
-    torch.testing.assert_close(lids(0.7), solver.project(moved)[[386, 374]], atol=1e-3, rtol=0)
-    opener = params.clone()
-    opener[wide_l] = 0.8
-    assert torch.equal(solver.wides_from_gaps(opener, target, iod), opener)
-    assert torch.equal(solver.wides_from_gaps(params, torch.as_tensor(shut), iod), params)
