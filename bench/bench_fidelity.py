@@ -9,12 +9,17 @@ their means and the issue's targets) and a
 figure with the first rows of every clip's contact sheet (target | driven | frozen | error) to
 ``--out`` (not docs/: the clips are test material only).
 
-    python -m bench.bench_fidelity [--every 5] [--max-scored 24] [--out out/fidelity] [--clips retalking_1 ...]
+    python -m bench.bench_fidelity [--every 5] [--max-scored 24] [--out out/fidelity] [--clips retalking_1 ...] [--reuse]
+
+``--reuse`` reads a clip's ``report.json`` from ``--out`` where an earlier run of the same code wrote one
+(with the same preset, ``--every`` and ``--max-scored``) instead of running it again: a run split over
+sessions, or one clip added. Its figure rows are then the first rows of that clip's saved contact sheet.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -25,9 +30,10 @@ from sega.errors import SegaError
 from sega.evaluate import EvalOptions, contact_sheet, evaluate_frames, sheet_images, write_report
 from sega.face import FaceDetector
 from sega.headmodel.ict import load_ict
-from sega.io import save_png
+from sega.io import load_photo, save_png
 from sega.landmarks import with_mediapipe_embedding
 from sega.presets import DEFAULT_PRESET
+
 from sega.video import read_frames
 
 DEV_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "dev-media" / "videos"
@@ -81,6 +87,16 @@ def clip_figures(report: dict) -> dict:
     }  # fmt: skip
 
 
+def saved_sheet_rows(path: Path, tile: int = 256) -> np.ndarray:
+    """The first ``SHEET_ROWS`` rows of a contact sheet that ``write_report`` saved (rows ``tile`` px tall),
+    at ``SHEET_TILE`` px."""
+    from PIL import Image
+
+    sheet = load_photo(path)[: SHEET_ROWS * tile]
+    h, w = sheet.shape[:2]
+    return np.asarray(Image.fromarray(sheet).resize((int(round(w * SHEET_TILE / tile)), int(round(h * SHEET_TILE / tile))), Image.Resampling.BILINEAR))
+
+
 def across(clips: dict[str, dict]) -> dict:
     """Means over the clips, the derived ratios the targets use, and each target's verdict."""
     ok = [c for c in clips.values() if "error" not in c]
@@ -114,13 +130,26 @@ def main() -> None:
     ap.add_argument("--max-scored", type=int, default=24, help="score at most this many frames per clip")
     ap.add_argument("--out", type=Path, default=Path("out/fidelity"))
     ap.add_argument("--json", type=Path, default=None, help="record path (default bench/results/bench_fidelity.json)")
+    ap.add_argument("--reuse", action="store_true", help="read the report.json a clip already has under --out (same code and options)")
     args = ap.parse_args()
     model = with_mediapipe_embedding(load_ict())
     videos = sorted(p for p in args.videos.glob("*.mp4") if not args.clips or p.stem in args.clips)
     options = EvalOptions(every=args.every, preset=args.preset, max_scored=args.max_scored)
     clips, sheets = {}, []
+    reused = []
     for video in videos:
         t0 = time.perf_counter()
+        saved = args.out / video.stem / "report.json"
+        if args.reuse and saved.is_file():
+            report = json.loads(saved.read_text(encoding="utf-8"))
+            ran = {k: report["options"][k] for k in ("preset", "every", "max_scored")}
+            if ran != {"preset": options.preset, "every": options.every, "max_scored": options.max_scored}:
+                raise SystemExit(f"{saved} was written with {ran}; run without --reuse or with those options")
+            clips[video.stem] = clip_figures(report)
+            sheets.append(saved_sheet_rows(saved.with_name("contact_sheet.png")))
+            reused.append(video.stem)
+            print(f"{video.stem:24s} reused {saved}", flush=True)
+            continue
         try:
             with FaceDetector() as det:
                 report = evaluate_frames(read_frames(video), model, det, options)
@@ -142,7 +171,7 @@ def main() -> None:
     summary = across(clips)
     print("means over clips:", {k: round(v, 4) if isinstance(v, float) else v for k, v in summary["means"].items()})
     print("targets met:", summary["met"])
-    options_used = {"preset": args.preset, "every": args.every, "max_scored": args.max_scored}
+    options_used = {"preset": args.preset, "every": args.every, "max_scored": args.max_scored, "reused_reports": reused}
     print(f"wrote {write_record('bench_fidelity', {'options': options_used, 'summary': summary, 'per_clip': clips}, args.json)}")
 
 
