@@ -33,7 +33,6 @@ from sega.headmodel.ict import load_ict
 from sega.io import load_photo, save_png
 from sega.landmarks import with_mediapipe_embedding
 from sega.presets import DEFAULT_PRESET
-
 from sega.video import read_frames
 
 DEV_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "dev-media" / "videos"

@@ -225,8 +225,8 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
                             {"params": [trans], "lr": REFINE_LR_TRANSLATION * gain}])  # fmt: skip
     start_lr = [group["lr"] for group in opt.param_groups]
     lo, hi = avatar.head_model.expression_range
-    names = list(avatar.head_model.expression_names)
-    frozen = [names.index(n) for n in REFINE_FROZEN_CHANNELS if n in names]
+    model = avatar.head_model
+    frozen = [model.expression_index(n) for n in REFINE_FROZEN_CHANNELS if n in model.expression_names]
     pose_only = iterations // 2  # first half: pose only (the landmark fit is off mostly in pose) ...
     canonical = avatar.animate(expr.detach())  # ... so the frame is animated once for it and only moved
     keep = _visible_in_crop(avatar.posed(canonical, (rot.detach(), trans.detach())), kt, vt, w, h, bg, reach)
