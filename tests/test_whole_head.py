@@ -164,7 +164,8 @@ def test_photo_weight_trusts_square_views_away_from_the_silhouette():
 def test_smooth_field_copies_no_features_and_falls_back_to_the_prior():
     """A checkerboard of 1 cm squares on the sources is averaged away (no feature survives the 3 cm
     Gaussian); texels far from every source get the prior colour."""
-    from sega.avatar.build.unseen import smooth_field
+    from sega.avatar.build.unseen import SKIN_FIELD_SIGMA_M
+    from sega.avatar.texels import smooth_field
 
     xs = np.arange(0, 0.2, 0.004)
     pts = np.stack(np.meshgrid(xs, xs, indexing="ij"), -1).reshape(-1, 2)
@@ -173,7 +174,7 @@ def test_smooth_field_copies_no_features_and_falls_back_to_the_prior():
     sources = pts[:, 0] < 0.1
     far = np.array([[5.0, 5.0, 5.0]])
     field = smooth_field(np.concatenate([checker, np.zeros((1, 3))]), np.concatenate([sources, [False]]),
-                         np.concatenate([pts, far]), prior=np.array([0.2, 0.3, 0.4]))  # fmt: skip
+                         np.concatenate([pts, far]), SKIN_FIELD_SIGMA_M, prior=np.array([0.2, 0.3, 0.4]))  # fmt: skip
     inner = sources & (pts[:, 0] > 0.03) & (pts[:, 0] < 0.07) & (pts[:, 1] > 0.03) & (pts[:, 1] < 0.17)
     assert checker[inner, 0].std() > 0.45 and field[:-1][inner, 0].std() < 0.05
     assert np.allclose(field[-1], [0.2, 0.3, 0.4], atol=1e-6)

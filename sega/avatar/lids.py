@@ -4,14 +4,15 @@ Why: a photo of open eyes sees the lids' margins as the lash line, the dark eye 
 sclera; the blink stretches those few texels over the whole closed eye (``sega.gaussians.stretch_log_scale``
 grows their splats with it), so a closed eye showed a dark smudged band where the lid skin should be
 (retalking_4: the bottom third of the closed lid at lash colour). Each lid texel therefore also has a
-*closed* colour: a skin colour (the skin around the eye, which the blink does not move, and the lid's own least
-moved skin: ``SKIN_RING_SHARE``) plus the texel's own deviation from it clamped to
-``LID_SKIN_SHADE`` per channel (shading kept, lashes, sclera and the fold's shadow not); the margin, where the
-closed lids meet, takes the photo's lash colour (``LASH_TRAVEL_FRACTION``). The eyeball's texels take the same
-skin colour late in the blink (``EYEBALL_CLOSING_ONSET``): ICT's closed lids leave slits and thin splats through
-which the iris and sclera showed, and MediaPipe read such an eye as open. The blend weight of each eye is how far
-its blink has gone past the fitted one (``LidClosing.eye_weights``), reaching the lids' closed colours at
-``LID_COLOUR_FULL`` of it; the fitted expression renders exactly as fitted.
+*closed* colour: the skin around the eye continued smoothly over the lid (``closed_skin_field``: a small
+Gaussian field of the still skin-coloured texels around the eye, so the closed lid has no edge against the skin
+around it); the margin, where the closed lids meet, takes the photo's lash colour (``LASH_TRAVEL_FRACTION``). The
+lower lid's rim, which the blink moves only a little (``RIM_TRAVEL_M``), takes the same skin: its waterline and
+lower lashes otherwise stayed a second lid line under the closed eye. The eyeball's texels take the skin colour late
+in the blink (``EYEBALL_CLOSING_ONSET``): ICT's closed lids leave slits and thin splats through which the iris and
+sclera showed, and MediaPipe read such an eye as open. The blend weight of each eye is how far its blink has gone
+past the fitted one (``LidClosing.eye_weights``), reaching the lids' closed colours at ``LID_COLOUR_FULL`` of it;
+the fitted expression renders exactly as fitted.
 
 Shapes: T texels, Td dynamic texels, E expressions, F frames.
 """
@@ -26,25 +27,32 @@ from torch import Tensor
 
 from ..headmodel.base import HeadModel
 from ..uv import Atlas
-from .texels import BLINK_EXPRESSIONS, blink_travel, region_mask
+from .texels import BLINK_EXPRESSIONS, blink_travel, region_mask, smooth_field
 
 LID_MOVE_M = 0.002  # texels moving more than this under a blink are lid texels (1 mm, which takes in the lid's
 # fold, read closed eyes as 0.040 IOD open on the test avatar against 0.020)
-# The closed lid's skin colour is the mean of two medians: the skin around the eye (face texels within
-# SKIN_RING_RADIUS_M of the eye's lid texels' centre at the fitted shape that the blink moves less than
-# SKIN_RING_STILL_M) and the lid's own texels that the blink moves less than LID_SKIN_TRAVEL_FRACTION of the
-# most-moved one (the lid skin near the brow and below the eye). The lid's own alone are the fold's shadow and
-# the eye's dark corners in a photo: the closed eye came out as a dark oval that MediaPipe read as open. Mean
-# lid gap at eyeBlink 1 over five dev avatars (four clips' frame 0 and the test avatar; with the eyeballs'
-# change): 0.039 IOD with the lid's own, 0.036 with the ring's, 0.034 with the mean (0.060 before either).
-SKIN_RING_RADIUS_M = 0.022
+# The closed lid's skin: a Gaussian field (``CLOSED_SKIN_SIGMA_M``) of the face texels within SKIN_RING_RADIUS_M of
+# the eye's lid texels' centre (at the fitted shape) that the blink moves less than SKIN_RING_STILL_M and whose
+# colour lies within SKIN_SOURCE_DISTANCE of their median (brows, lashes and highlights are no skin), tending to
+# that median away from them. The earlier single colour (the mean of that ring's median and the lid's own
+# least-moved texels: crease shadow, lash line, eyeshadow) was darker than the skin around it, and the closed
+# eye showed as a dark oval, which MediaPipe read as an open eye. Six dev avatars (frame 0 of sadtalker_wda_aoc,
+# retalking_3/4/5, musetalk_yongen, xportrait_driving), MediaPipe's lid gap at eyeBlink 1: 0.041 IOD mean with
+# that colour, 0.030 with the field and the rim; the gap read above the mesh's own, over eyeBlink 0.5-1:
+# 0.021 against 0.017.
+SKIN_RING_RADIUS_M = 0.03
 SKIN_RING_STILL_M = 0.0003
-SKIN_RING_SHARE = 0.5  # the ring's weight in that mean
-LID_SKIN_TRAVEL_FRACTION = 0.5
+SKIN_SOURCE_DISTANCE = 0.25  # RGB distance
+CLOSED_SKIN_SIGMA_M = 0.004  # smaller than the eye (so the skin above and below it differs) and larger than a fold
+# The lower lid's rim: face texels within RIM_RADIUS_M of the lid centre that the blink moves more than this (and less
+# than LID_MOVE_M, else they are lid texels) also take the closed skin.
+RIM_TRAVEL_M = 0.0001
+RIM_RADIUS_M = 0.02
 # The closed lids meet at a lash line, where a closed eye's landmarks sit (MediaPipe read retalking_4's closed eyes
 # as 0.070 / 0.090 IOD open without it, 0.042 / 0.075 with it): the texels the blink moves at least this fraction of the
 # most-moved one (the upper lid's margin, which the closing lid carries down to the lower one) take the lash colour,
-# the median of the eye's darkest LASH_DARKEST_PERCENT lid texels (the photo's lash line and eye corners).
+# the median of the eye's darkest LASH_DARKEST_PERCENT lid texels (the photo's lash line and eye corners). A
+# narrower band (0.8-0.9) or a wider one (0.7) both read more open on the six avatars above (0.041-0.053 IOD).
 LASH_TRAVEL_FRACTION = 0.75
 LASH_DARKEST_PERCENT = 15.0
 MIN_SKIN_TEXELS = 8  # fewer skin texels than this around an eye: that eye's lids keep their colours
@@ -57,7 +65,6 @@ EYEBALL_CLOSING_ONSET = 0.5
 # open with a linear blend to 1, 0.064 / 0.034 with this (0.4: the same).
 LID_COLOUR_FULL = 0.6
 EYEBALL_REGIONS = ("eyeball_left", "eyeball_right")
-LID_SKIN_SHADE = 0.05  # a closed lid texel keeps its deviation from the lid's skin colour up to this per channel
 OPEN_FITTED_MAX = 0.95  # a fitted blink above this leaves no closing to blend in (the eye is shut already)
 
 
@@ -97,6 +104,19 @@ class LidClosing:
                           self.onset.to(device), self.span.to(device))  # fmt: skip
 
 
+def closed_skin_field(colors: np.ndarray, ring: np.ndarray, points: np.ndarray) -> np.ndarray | None:
+    """[T, 3] float32 the closed lids' skin (see ``SKIN_RING_RADIUS_M``), None when fewer than
+    ``MIN_SKIN_TEXELS`` skin texels are around the eye. colors: [T, 3]; ring: [T] bool the still face texels
+    around the eye; points: [T, 3] metres (fitted shape)."""
+    if ring.sum() < MIN_SKIN_TEXELS:
+        return None
+    median = np.median(colors[ring], axis=0)
+    sources = ring & (np.linalg.norm(colors - median, axis=1) < SKIN_SOURCE_DISTANCE)
+    if sources.sum() < MIN_SKIN_TEXELS:
+        return None
+    return smooth_field(np.where(sources[:, None], colors, 0.0), sources, points, CLOSED_SKIN_SIGMA_M, prior=median)
+
+
 def closed_lid_colors(model: HeadModel, atlas: Atlas, expression: np.ndarray, colors: np.ndarray,
                       points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """The lids' and eyeballs' closed colours (see the module docstring).
@@ -122,22 +142,21 @@ def closed_lid_colors(model: HeadModel, atlas: Atlas, expression: np.ndarray, co
             eye[on] = -1
             continue
         centre = points[on].mean(0)
-        ring = face & still & (np.linalg.norm(points - centre, axis=1) < SKIN_RING_RADIUS_M)
-        if ring.sum() < MIN_SKIN_TEXELS:
+        near = np.linalg.norm(points - centre, axis=1)
+        skin = closed_skin_field(closed, face & still & (near < SKIN_RING_RADIUS_M), points)
+        if skin is None:
             eye[on] = -1
             continue
-        own = on & (travel[k] < LID_SKIN_TRAVEL_FRACTION * travel[k][on].max())
-        skin = np.median(closed[ring], axis=0)
-        if own.sum() >= MIN_SKIN_TEXELS:
-            skin = SKIN_RING_SHARE * skin + (1.0 - SKIN_RING_SHARE) * np.median(closed[own], axis=0)
         value = closed[on].mean(1)
         lash = np.median(closed[on][value <= np.percentile(value, LASH_DARKEST_PERCENT)], axis=0)
         moved_most = on & (travel[k] >= LASH_TRAVEL_FRACTION * travel[k][on].max())
-        closed[on] = skin + np.clip(closed[on] - skin, -LID_SKIN_SHADE, LID_SKIN_SHADE)
+        rim = face & (eye < 0) & (travel[k] > RIM_TRAVEL_M) & (near < RIM_RADIUS_M)
+        closed[on | rim] = skin[on | rim]
+        eye[rim] = k
         closed[moved_most] = lash
         if eyeballs:  # the eyeball behind these lids: the one whose centre is nearest theirs
             ball = min(eyeballs, key=lambda m: float(np.linalg.norm(points[m].mean(0) - centre)))
-            closed[ball], eye[ball], onset[ball] = skin, k, EYEBALL_CLOSING_ONSET
+            closed[ball], eye[ball], onset[ball] = np.median(skin[on], axis=0), k, EYEBALL_CLOSING_ONSET
     return closed, eye, onset
 
 
@@ -166,4 +185,4 @@ def lid_closing(model: HeadModel, atlas: Atlas, expression: np.ndarray, colors: 
     )
 
 
-__all__ = ["LID_MOVE_M", "LidClosing", "closed_lid_colors", "lid_closing"]
+__all__ = ["LID_MOVE_M", "LidClosing", "closed_lid_colors", "closed_skin_field", "lid_closing"]

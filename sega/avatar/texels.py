@@ -1,4 +1,5 @@
-"""Texel geometry on the fitted mesh: spacing, atlas neighbours, which texels move (shared by the rig and the build).
+"""Texel geometry on the fitted mesh: spacing, atlas neighbours, which texels move, smooth colour fields over
+them (shared by the rig and the build).
 
 Shapes: T texels, V vertices, E expressions.
 """
@@ -6,6 +7,7 @@ Shapes: T texels, V vertices, E expressions.
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from ..headmodel.base import HeadModel
 from ..uv import Atlas
@@ -15,6 +17,7 @@ ALWAYS_DYNAMIC_REGIONS = ("teeth", "mouth_interior", "eyeball_left", "eyeball_ri
 BLINK_EXPRESSIONS = ("eyeBlink_L", "eyeBlink_R")  # their moving texels are the eyelids
 SPACING_CLAMP = 1.5  # texel spacings are clamped to [median / this, median * this] per region
 SMOOTH_PAIR_MAX_SPACING = 2.5  # atlas neighbours farther apart than this many texel spacings are not neighbours
+FIELD_NEIGHBOURS = 64  # sources averaged per texel for a ``smooth_field``
 
 
 def texel_spacing(atlas: Atlas, vertices: np.ndarray) -> np.ndarray:
@@ -79,6 +82,24 @@ def blink_texels(model: HeadModel, atlas: Atlas, threshold_m: float) -> np.ndarr
     """[T] bool: texels moving more than ``threshold_m`` under ``BLINK_EXPRESSIONS`` at weight 1 (the
     eyelids); none when the model has no such expressions."""
     return (blink_travel(model, atlas) > threshold_m).any(0)
+
+
+def smooth_field(colors: np.ndarray, sources: np.ndarray, points: np.ndarray, sigma_m: float,
+                 prior: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """[T, 3] float32: at every texel, the Gaussian-weighted (``sigma_m``) mean colour of the nearest
+    ``FIELD_NEIGHBOURS`` source texels, tending to ``prior`` [3] (default the sources' median) where none is near.
+    colors: [T, 3]; sources: [T] bool; points: [T, 3] metres."""
+    src = np.flatnonzero(sources)
+    if src.size == 0:
+        return np.broadcast_to(np.asarray(prior if prior is not None else 0.0, np.float32), colors.shape).copy()
+    median = np.median(colors[src], 0) if prior is None else np.asarray(prior, np.float64)
+    k = min(FIELD_NEIGHBOURS, src.size)
+    dist, nn = cKDTree(points[src]).query(points, k=k)
+    dist, nn = dist.reshape(len(points), k), nn.reshape(len(points), k)
+    w = np.exp(-0.5 * (dist / sigma_m) ** 2)
+    prior = np.exp(-0.5 * 4.0)  # the median counts as a source two sigmas away: far texels get it
+    out = ((colors[src][nn] * w[..., None]).sum(1) + prior * median) / (w.sum(1, keepdims=True) + prior)
+    return out.astype(np.float32)
 
 
 def region_mask(atlas: Atlas, *names: str) -> np.ndarray:

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from ...headmodel.base import HeadModel
 from ...uv import Atlas
-from ..texels import region_mask
+from ..texels import region_mask, smooth_field
 
 PHOTO_WEIGHT_COS = (0.15, 0.35)  # the photo colour's weight ramps up (smoothstep) over this facing cosine (81 -> 70 degrees:
 # a photo pixel stretched over 3-7 texel widths and more is a smear) ...
@@ -33,7 +32,6 @@ SILHOUETTE_EDGE_IOD = 0.25  # ... and over this distance (inter-ocular distances
 SKIN_SOURCE_WEIGHT = 0.8  # texels trusted at least this much are skin-field sources ...
 SKIN_SOURCE_DISTANCE = 0.15  # ... when within this RGB distance of the photo's median skin colour (no brows, lips, hair)
 SKIN_FIELD_SIGMA_M = 0.03  # the skin field's Gaussian (metres): wider than an eye, so no feature is copied
-FIELD_NEIGHBOURS = 64  # sources averaged per texel for a field
 # The scalp on the template: the back and top of the head down to the ear lobes, and the face region's
 # temples above and behind the ears (ICT's "face" region wraps past the ears).
 SCALP_MIN_Y_M = -0.035  # head_neck texels above this height (the ear lobes; below is the neck)
@@ -52,24 +50,6 @@ def photo_weight(cos: np.ndarray, edge_iod: np.ndarray) -> np.ndarray:
     """[T] in [0, 1]: how much a seen texel's photo colour is trusted. cos: [T] facing cosine;
     edge_iod: [T] distance of the texel's pixel from the mesh silhouette's edge (inter-ocular distances)."""
     return smoothstep(cos, *PHOTO_WEIGHT_COS) * smoothstep(edge_iod, 0.0, SILHOUETTE_EDGE_IOD)
-
-
-def smooth_field(colors: np.ndarray, sources: np.ndarray, points: np.ndarray, sigma_m: float = SKIN_FIELD_SIGMA_M,
-                 prior: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
-    """[T, 3] float32: at every texel, the Gaussian-weighted (``sigma_m``) mean colour of the nearest
-    ``FIELD_NEIGHBOURS`` source texels, tending to ``prior`` [3] (default the sources' median) where none is near.
-    colors: [T, 3]; sources: [T] bool; points: [T, 3] metres."""
-    src = np.flatnonzero(sources)
-    if src.size == 0:
-        return np.broadcast_to(np.asarray(prior if prior is not None else 0.0, np.float32), colors.shape).copy()
-    median = np.median(colors[src], 0) if prior is None else np.asarray(prior, np.float64)
-    k = min(FIELD_NEIGHBOURS, src.size)
-    dist, nn = cKDTree(points[src]).query(points, k=k)
-    dist, nn = dist.reshape(len(points), k), nn.reshape(len(points), k)
-    w = np.exp(-0.5 * (dist / sigma_m) ** 2)
-    prior = np.exp(-0.5 * 4.0)  # the median counts as a source two sigmas away: far texels get it
-    out = ((colors[src][nn] * w[..., None]).sum(1) + prior * median) / (w.sum(1, keepdims=True) + prior)
-    return out.astype(np.float32)
 
 
 def scalp_texels(model: HeadModel, atlas: Atlas) -> np.ndarray:
@@ -108,13 +88,14 @@ def unseen_colours(colors: np.ndarray, weight: np.ndarray, points: np.ndarray, n
     skin_sources = trusted & skin_like & ~scalp
     if not skin_sources.any():
         skin_sources = trusted
-    fill = smooth_field(np.where(skin_sources[:, None], colors, 0.0), skin_sources, points)
+    fill = smooth_field(np.where(skin_sources[:, None], colors, 0.0), skin_sources, points, SKIN_FIELD_SIGMA_M)
     fill = fill * cavity_shading(points, normals, pairs, spacing)[:, None]
     if hair_rgb is not None:
         # The scalp's seen hair near the hairline, the photo's hair colour (not the seen scalp's, which
         # may be a headband or a forehead's edge) further back.
         hair_sources = trusted & scalp & ~skin_like
-        hair = smooth_field(np.where(hair_sources[:, None], colors, 0.0), hair_sources, points, prior=hair_rgb)
+        hair = smooth_field(np.where(hair_sources[:, None], colors, 0.0), hair_sources, points, SKIN_FIELD_SIGMA_M,
+                            prior=hair_rgb)
         fill = np.where(scalp[:, None], hair, fill)
     return fill.astype(np.float32)
 
@@ -126,4 +107,4 @@ def blend_unseen(colors: np.ndarray, weight: np.ndarray, mirror: np.ndarray, fil
     return (w * colors + (1.0 - w) * (wm * colors[mirror] + (1.0 - wm) * fill)).astype(np.float32)
 
 
-__all__ = ["blend_unseen", "cavity_shading", "photo_weight", "scalp_texels", "smooth_field", "smoothstep", "unseen_colours"]
+__all__ = ["blend_unseen", "cavity_shading", "photo_weight", "scalp_texels", "smoothstep", "unseen_colours"]
