@@ -403,18 +403,21 @@ def test_a_runaway_dynamic_decoder_cannot_make_floaters(built, ict_model, tmp_pa
     assert bool((grown[still] <= 1 + 1e-5).all()) and float(grown.max()) > 1.05  # the jaw stretches some triangles
 
 
-def _open_eye_mask(avatar: Avatar) -> np.ndarray:
-    """[H, W] bool: the input view's pixels inside the open eyes' contours (MediaPipe's, on the fitted mesh)."""
+def _open_eye_masks(avatar: Avatar) -> dict[str, np.ndarray]:
+    """{side: [H, W] bool}: the input view's pixels inside each open eye's contour (MediaPipe's, on the fitted mesh)."""
     from sega.face_measures import EYE_CONTOURS
     from sega.imaging import polygon_mask
 
     cam = avatar.crop_camera
     pts = avatar.head_model.landmarks["mediapipe478"].points(avatar.vertices(), torch.as_tensor(avatar.head_model.faces)).numpy()
     xy, _ = project_vertices(pts, cam)
-    eye = np.zeros((cam.height, cam.width), dtype=bool)
-    for side in ("left", "right"):
-        eye |= polygon_mask(xy[list(EYE_CONTOURS[side])], cam.height, cam.width)
-    return eye
+    return {side: polygon_mask(xy[list(EYE_CONTOURS[side])], cam.height, cam.width) for side in ("left", "right")}
+
+
+def _open_eye_mask(avatar: Avatar) -> np.ndarray:
+    """[H, W] bool: the input view's pixels inside the open eyes' contours (``_open_eye_masks``, both eyes)."""
+    masks = _open_eye_masks(avatar)
+    return masks["left"] | masks["right"]
 
 
 def _eyeball_share(avatar: Avatar, blink: float) -> float:
@@ -531,17 +534,10 @@ def test_a_closed_lid_continues_the_skin_around_it(built):
     (the ring's median mixed with the lid's own least-moved texels), 0.979 / 0.995 with the field."""
     from scipy.ndimage import binary_dilation
 
-    from sega.face_measures import EYE_CONTOURS
-    from sega.imaging import polygon_mask
-
     avatar = built[0]
-    cam = avatar.crop_camera
-    pts = avatar.head_model.landmarks["mediapipe478"].points(avatar.vertices(), torch.as_tensor(avatar.head_model.faces)).numpy()
-    xy, _ = project_vertices(pts, cam)
     value = avatar.render(avatar.expression_with(eyeBlink_L=1.0, eyeBlink_R=1.0)).rgb.numpy().max(2)
     ratios = []
-    for side in ("left", "right"):
-        eye = polygon_mask(xy[list(EYE_CONTOURS[side])], cam.height, cam.width)
+    for eye in _open_eye_masks(avatar).values():
         band_px = max(2, int(round(0.5 * np.sqrt(eye.sum()))))  # about a third of the eye's height around it
         band = binary_dilation(eye, iterations=band_px) & ~eye
         ratios.append(float(np.median(value[eye]) / np.median(value[band])))

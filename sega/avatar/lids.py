@@ -104,17 +104,21 @@ class LidClosing:
                           self.onset.to(device), self.span.to(device))  # fmt: skip
 
 
-def closed_skin_field(colors: np.ndarray, ring: np.ndarray, points: np.ndarray) -> np.ndarray | None:
-    """[T, 3] float32 the closed lids' skin (see ``SKIN_RING_RADIUS_M``), None when fewer than
-    ``MIN_SKIN_TEXELS`` skin texels are around the eye. colors: [T, 3]; ring: [T] bool the still face texels
-    around the eye; points: [T, 3] metres (fitted shape)."""
+def closed_skin_field(colors: np.ndarray, ring: np.ndarray, points: np.ndarray, at: np.ndarray) -> np.ndarray | None:
+    """[N, 3] float32 the closed lids' skin (see ``SKIN_RING_RADIUS_M``) at the N texels of ``at`` [T] bool, None when
+    fewer than ``MIN_SKIN_TEXELS`` skin texels are around the eye. colors: [T, 3]; ring: [T] bool the still face
+    texels around the eye; points: [T, 3] metres (fitted shape). Only the sources and ``at`` enter the field's
+    search (the rest of the head's texels are far from both)."""
     if ring.sum() < MIN_SKIN_TEXELS:
         return None
     median = np.median(colors[ring], axis=0)
     sources = ring & (np.linalg.norm(colors - median, axis=1) < SKIN_SOURCE_DISTANCE)
     if sources.sum() < MIN_SKIN_TEXELS:
         return None
-    return smooth_field(np.where(sources[:, None], colors, 0.0), sources, points, CLOSED_SKIN_SIGMA_M, prior=median)
+    sub = sources | at
+    field = smooth_field(np.where(sources[sub, None], colors[sub], 0.0), sources[sub], points[sub], CLOSED_SKIN_SIGMA_M,
+                         prior=median)  # fmt: skip
+    return field[at[sub]]
 
 
 def closed_lid_colors(model: HeadModel, atlas: Atlas, expression: np.ndarray, colors: np.ndarray,
@@ -143,20 +147,21 @@ def closed_lid_colors(model: HeadModel, atlas: Atlas, expression: np.ndarray, co
             continue
         centre = points[on].mean(0)
         near = np.linalg.norm(points - centre, axis=1)
-        skin = closed_skin_field(closed, face & still & (near < SKIN_RING_RADIUS_M), points)
+        rim = face & (eye < 0) & (travel[k] > RIM_TRAVEL_M) & (near < RIM_RADIUS_M)
+        lid = on | rim
+        skin = closed_skin_field(closed, face & still & (near < SKIN_RING_RADIUS_M), points, lid)  # [lid.sum(), 3]
         if skin is None:
             eye[on] = -1
             continue
         value = closed[on].mean(1)
         lash = np.median(closed[on][value <= np.percentile(value, LASH_DARKEST_PERCENT)], axis=0)
         moved_most = on & (travel[k] >= LASH_TRAVEL_FRACTION * travel[k][on].max())
-        rim = face & (eye < 0) & (travel[k] > RIM_TRAVEL_M) & (near < RIM_RADIUS_M)
-        closed[on | rim] = skin[on | rim]
+        closed[lid] = skin
         eye[rim] = k
         closed[moved_most] = lash
         if eyeballs:  # the eyeball behind these lids: the one whose centre is nearest theirs
             ball = min(eyeballs, key=lambda m: float(np.linalg.norm(points[m].mean(0) - centre)))
-            closed[ball], eye[ball], onset[ball] = np.median(skin[on], axis=0), k, EYEBALL_CLOSING_ONSET
+            closed[ball], eye[ball], onset[ball] = np.median(skin[on[lid]], axis=0), k, EYEBALL_CLOSING_ONSET
     return closed, eye, onset
 
 
