@@ -89,13 +89,6 @@ REFINE_CULL_REACH_PX = 8
 # 0.0229 -> 0.0197 IOD and its wrongly closed frames 1 -> 0, echomimic_c's 0.0137 -> 0.0124, three others
 # within 0.0007 (retalking_3 / _5, sadtalker_wda_aoc); eye-region PSNR 0.1-0.2 dB lower.
 REFINE_FROZEN_CHANNELS = ("eyeBlink_L", "eyeBlink_R", "eyeSquint_L", "eyeSquint_R", "eyeWide_L", "eyeWide_R")
-# The look channels it does move come in opposed pairs (eyeLookUp / eyeLookDown, eyeLookIn / eyeLookOut of each
-# eye), and the photo loss moved both of a pair at once: echomimic_a's frames held eyeLookUp_R 0.11 with
-# eyeLookDown_R 0.12. Their turns of the eyeball cancel while their lid motions add (ICT's eyeLook shapes move the
-# lids too), and the render's lids closed 0.005-0.01 IOD on eyes the speaker held open. An eye turns one way, and
-# the tracker writes at most one of each pair (``sega.gaze.with_look``), so after every step each pair keeps its
-# net look only: eye-opening error echomimic_a 0.0074 -> 0.0048 IOD (eye-region PSNR +0.28 dB), retalking_1
-# 0.0079 -> 0.0067, retalking_3 0.0145 -> 0.0151, sadtalker_wda_aoc 0.0136 -> 0.0136.
 
 
 # Photometric refinement per avatar preset: (iterations, crop side in px). An iteration costs ~0.07 s on 2
@@ -234,7 +227,6 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
     lo, hi = avatar.head_model.expression_range
     model = avatar.head_model
     frozen = [model.expression_index(n) for n in REFINE_FROZEN_CHANNELS if n in model.expression_names]
-    opposed = [pair for cols in gaze_channels(list(model.expression_names)).values() for pair in (cols[:2], cols[2:])]
     pose_only = iterations // 2  # first half: pose only (the landmark fit is off mostly in pose) ...
     canonical = avatar.animate(expr.detach())  # ... so the frame is animated once for it and only moved
     keep = _visible_in_crop(avatar.posed(canonical, (rot.detach(), trans.detach())), kt, vt, w, h, bg, reach)
@@ -254,9 +246,6 @@ def refine_photometric(avatar, frame: np.ndarray, landmarks: np.ndarray, express
         opt.step()
         with torch.no_grad():
             expr.clamp_(lo, hi)
-            for a, b in opposed:  # an eye turns one way: each pair keeps its net look (see REFINE_FROZEN_CHANNELS)
-                net = expr[a] - expr[b]
-                expr[a], expr[b] = net.clamp_min(0.0), (-net).clamp_min(0.0)
     return expr.detach().cpu().numpy(), torch.cat([rot, trans]).detach().cpu().numpy()
 
 

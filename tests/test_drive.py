@@ -203,30 +203,6 @@ def test_refinement_leaves_the_lids_as_tracked(avatar, face_detector):
         assert expr[names.index(n)] == rest[names.index(n)], n
 
 
-def test_refinement_turns_each_eye_one_way(avatar, face_detector):
-    """The look channels come in opposed pairs (eyeLookUp / eyeLookDown, eyeLookIn / eyeLookOut): both of a pair
-    on at once cancel as a turn of the eyeball while their lid motions add. Started with both up and down at 0.2
-    on each eye, the refinement leaves at most one of every pair non-zero, and the net vertical look near the
-    frame's (none)."""
-    from sega.evaluate import refine_photometric
-    from sega.gaze import gaze_channels
-
-    names = list(avatar.head_model.expression_names)
-    rest = np.asarray(avatar.expression, np.float32)
-    pose = np.zeros(6, np.float32)
-    frame = (avatar.render(rest, (pose[:3], pose[3:]), camera=avatar.camera).rgb.numpy().clip(0, 1) * 255 + 0.5).astype(np.uint8)
-    landmarks = face_detector.detect(frame).landmarks
-    start = rest.copy()
-    cols = gaze_channels(names)
-    for left, right, up, down in cols.values():
-        start[up] = start[down] = 0.2
-    expr, _ = refine_photometric(avatar, frame, landmarks, start, pose, iterations=20, size=128)
-    for left, right, up, down in cols.values():
-        for a, b in ((left, right), (up, down)):
-            assert min(expr[a], expr[b]) == 0.0, (names[a], expr[a], names[b], expr[b])
-        assert abs((expr[up] - expr[down]) - (rest[up] - rest[down])) < 0.1
-
-
 def test_identity_box_from_landmarks_matches_dlibs_detector(face_detector, astronaut):
     """The eval boxes each face for dlib's embedding from its MediaPipe landmarks (cheaper than dlib's
     upsampled HOG detector); the box is the detector's, nearly, and so is the embedding."""
