@@ -116,9 +116,7 @@ def closed_skin_field(colors: np.ndarray, ring: np.ndarray, points: np.ndarray, 
     if sources.sum() < MIN_SKIN_TEXELS:
         return None
     sub = sources | at
-    field = smooth_field(np.where(sources[sub, None], colors[sub], 0.0), sources[sub], points[sub], CLOSED_SKIN_SIGMA_M,
-                         prior=median)  # fmt: skip
-    return field[at[sub]]
+    return smooth_field(colors[sub], sources[sub], points[sub], CLOSED_SKIN_SIGMA_M, prior=median)[at[sub]]
 
 
 def closed_lid_colors(model: HeadModel, atlas: Atlas, expression: np.ndarray, colors: np.ndarray,

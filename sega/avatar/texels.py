@@ -18,6 +18,7 @@ BLINK_EXPRESSIONS = ("eyeBlink_L", "eyeBlink_R")  # their moving texels are the 
 SPACING_CLAMP = 1.5  # texel spacings are clamped to [median / this, median * this] per region
 SMOOTH_PAIR_MAX_SPACING = 2.5  # atlas neighbours farther apart than this many texel spacings are not neighbours
 FIELD_NEIGHBOURS = 64  # sources averaged per texel for a ``smooth_field``
+FIELD_PRIOR_SIGMAS = 2.0  # a ``smooth_field``'s prior counts as one source this many sigmas away: far texels get it
 
 
 def texel_spacing(atlas: Atlas, vertices: np.ndarray) -> np.ndarray:
@@ -97,8 +98,8 @@ def smooth_field(colors: np.ndarray, sources: np.ndarray, points: np.ndarray, si
     dist, nn = cKDTree(points[src]).query(points, k=k)
     dist, nn = dist.reshape(len(points), k), nn.reshape(len(points), k)
     w = np.exp(-0.5 * (dist / sigma_m) ** 2)
-    prior = np.exp(-0.5 * 4.0)  # the median counts as a source two sigmas away: far texels get it
-    out = ((colors[src][nn] * w[..., None]).sum(1) + prior * median) / (w.sum(1, keepdims=True) + prior)
+    prior_w = np.exp(-0.5 * FIELD_PRIOR_SIGMAS**2)
+    out = ((colors[src][nn] * w[..., None]).sum(1) + prior_w * median) / (w.sum(1, keepdims=True) + prior_w)
     return out.astype(np.float32)
 
 
