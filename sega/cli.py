@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -355,12 +356,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                            val_every=args.val_every, val_frames=args.val_frames, checkpoint_every=args.checkpoint_every, seed=args.seed,
                            device=_device_from_args(args), threads=args.threads)  # fmt: skip
     summary = train(args.dataset, args.output, options, resume=args.resume, show_progress=not args.quiet)
-    if summary["world_size"] == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
+    if summary["world_size"] == 1 or int(os.environ.get("RANK", "0")) == 0:
         val = summary["validation"]
         shown = "; ".join(f"{r['clip']}: {r['psnr_db']:.2f} dB (zero residuals {r['psnr_db_zero']:.2f})" for r in val) or "no validation clips"
         print(f"trained {summary['steps']} steps ({summary['samples_per_s']:.2f} samples/s on {summary['world_size']} process(es)); "
               f"validation: {shown}")
         print(f"wrote {Path(args.output) / FINAL_PRIOR} (use: python -m sega build PHOTO --prior {Path(args.output) / FINAL_PRIOR})")
+    if summary["world_size"] > 1:
+        # Every rank has passed the closing barrier, rank 0 has written every file and the process group is
+        # destroyed: leave without the interpreter's C++ teardown. There, gloo's threads once raced it on a
+        # loaded machine and a finished rank aborted ("terminate called without an active exception",
+        # SIGABRT), so torchrun failed a complete run.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
