@@ -1,6 +1,6 @@
 """The photo's person split up with MediaPipe's 478 landmarks and the person mask: the head above the
 shoulders (``head_window``), the face's skin colour (``skin_colour``) and the hair (``hair_mask``,
-``hair_colour``). No hair-parsing model is available offline: hair is what of the person above the
+``hair_colour``) and the clothes below the chin (``clothes_mask``). No hair-parsing model is available offline: hair is what of the person above the
 shoulders lies outside the face oval and does not have the skin's colour.
 
 Images are [H, W, 3] float in [0, 1]; masks [H, W]; landmarks [478, 2+] in the same pixels.
@@ -138,6 +138,19 @@ def hair_mask(photo: np.ndarray, person: np.ndarray, landmarks: np.ndarray) -> n
     return np.isin(parts, keep)
 
 
+def clothes_mask(photo: np.ndarray, person: np.ndarray, landmarks: np.ndarray, hair: np.ndarray) -> np.ndarray:
+    """[H, W] bool: the person below the chin that is neither face, skin-coloured, backdrop-coloured (where the
+    segmenter is unsure, as in ``hair_mask``) nor ``hair`` [H, W] bool: the clothes (and whatever the person holds
+    there). photo: the head crop [H, W, 3] in [0, 1]."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    rows = np.arange(person.shape[0])[:, None]
+    skin = np.linalg.norm(photo - skin_colour(photo, lm)[None, None], axis=-1) <= HAIR_SKIN_DISTANCE
+    backdrop_coloured = np.linalg.norm(photo - border_colour(photo, person)[None, None], axis=-1) <= BACKGROUND_DISTANCE
+    below = rows > lm[CHIN, 1]
+    face = face_oval(lm, person.shape, FACE_MARGIN_IOD)
+    return (person >= MASK_THRESHOLD) & below & ~face & ~skin & ~(backdrop_coloured & (person < BACKDROP_UNSURE)) & ~hair
+
+
 def unlike_hair_below_mouth(photo: np.ndarray, mask: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """[H, W] bool: pixels below the mouth whose colour does not fit the hair above the eyes (``HAIR_COLOUR_CHI2``);
     none when ``mask`` (the hair candidates) has too little above the eyes to tell. photo: [H, W, 3] in [0, 1]."""
@@ -196,5 +209,5 @@ def hair_colour(photo: np.ndarray, hair: np.ndarray, landmarks: np.ndarray) -> n
     return np.median(photo[hair], 0).astype(np.float32)
 
 
-__all__ = ["border_colour", "edge_bars", "face_oval", "hair_colour", "hair_mask", "head_window", "skin_colour", "skin_mask",
+__all__ = ["border_colour", "clothes_mask", "edge_bars", "face_oval", "hair_colour", "hair_mask", "head_window", "skin_colour", "skin_mask",
            "unlike_hair_below_mouth"]

@@ -17,12 +17,12 @@ from ...headmodel.base import HeadModel
 from ...face_measures import interocular
 from ...imaging import bilinear_sample, dilate, polygon_mask
 from ...meshraster import project_vertices, render_mesh
-from ...person_regions import FACE_MARGIN_IOD, face_oval, hair_colour, hair_mask, skin_colour, skin_mask
+from ...person_regions import FACE_MARGIN_IOD, clothes_mask, face_oval, hair_colour, hair_mask, skin_colour, skin_mask
 from ...uv import Atlas
 from ..options import AvatarOptions
 from ..lids import LID_MOVE_M  # lid texels get strict visibility (project_texels)
-from ..texels import BLINK_EXPRESSIONS, blink_texels, neighbour_pairs, region_mask, texel_spacing
-from .unseen import photo_weight, scalp_texels, unseen_colours
+from ..texels import BLINK_EXPRESSIONS, blink_texels, neighbour_pairs, region_mask, smooth_field, texel_spacing
+from .unseen import SKIN_FIELD_SIGMA_M, photo_weight, scalp_texels, unseen_colours
 
 MOUTH_REGIONS = ("teeth", "mouth_interior")
 # Default colours (linear-ish sRGB in [0, 1]) of parts a photo rarely shows.
@@ -210,7 +210,8 @@ def initial_maps(
     Colours: the photo's colour weighted by how well the photo saw the texel (``unseen.photo_weight``:
     facing cosine and distance from the mesh's silhouette edge), then the mirror texel's by how well that
     one was seen (not on the eyeballs), then smooth fields grown from what the photo saw well (``unseen.unseen_colours``: skin,
-    shaded in folds; the photo's hair colour on the scalp). Teeth and mouth interior get fixed defaults;
+    shaded in folds; the photo's hair colour on the scalp and on every texel facing the camera over the photo's hair;
+    the photo's own colours, smoothed, over its clothes). Teeth and mouth interior get fixed defaults;
     unseen eyeball parts are painted. ``confidence`` = smoothstep of the facing cosine between
     ``photo_cos_low`` and ``photo_cos_high`` where seen, else 0.
 
@@ -230,6 +231,7 @@ def initial_maps(
     img = photo.astype(np.float32) / 255.0
     lids = blink_texels(model, atlas, LID_MOVE_M)
     colors, visible, cos, edge_px = project_texels(img, person_mask, camera, vertices, atlas.faces, points, normals, atlas.texel_face, lids)
+    photo_rgb = colors.copy()  # the photo's colour at every texel's pixel, seen or not (``colors`` gets the mirror's)
     mouth = region_mask(atlas, *MOUTH_REGIONS)
     eyes = region_mask(atlas, "eyeball_left", "eyeball_right")
     mismatch = np.zeros_like(visible)
@@ -253,10 +255,20 @@ def initial_maps(
     weight = np.where(visible, photo_weight(cos, edge_px / iod), 0.0)
     skin_rgb = skin_colour(img, landmarks) if landmarks is not None else np.median(colors[weight > 0.5], 0)
     hair_rgb = None
+    scalp = scalp_texels(model, atlas)
+    clothes = np.zeros_like(visible)
     if landmarks is not None:
-        hair_rgb = hair_colour(img, hair_mask(img, person_mask, landmarks), landmarks)
-    fill = unseen_colours(colors, weight, points, normals, pairs, spacing, skin_rgb, scalp_texels(model, atlas), hair_rgb,
-                          excluded=eyes | mouth | lids)  # fmt: skip
+        hair_px = hair_mask(img, person_mask, landmarks)
+        hair_rgb = hair_colour(img, hair_px, landmarks)
+        # Texels the photo shows as hair are hair wherever the template puts them (the temples, a forehead under
+        # the hairline, ears under long hair), grazing ones too (cos below VISIBILITY_MIN_COS): filled with skin,
+        # the band along the mesh's silhouette at the temples showed as pale wedges in the hair, input view included.
+        scalp = scalp | ((cos > 0.0) & _in_photo_mask(points, camera, hair_px))
+        # Likewise the neck's base where the photo shows clothes: filled with skin, a pale band under the collar.
+        clothes = (cos > 0.0) & ~scalp & _in_photo_mask(points, camera, clothes_mask(img, person_mask, landmarks, hair_px))
+    fill = unseen_colours(colors, weight, points, normals, pairs, spacing, skin_rgb, scalp, hair_rgb, excluded=eyes | mouth | lids)
+    if clothes.any():  # a smooth field of the photo's own colours there (no folds or prints survive it)
+        fill[clothes] = smooth_field(np.where(clothes[:, None], photo_rgb, 0.0), clothes, points, SKIN_FIELD_SIGMA_M)[clothes]
     # The fit starts unseen texels from their seen neighbours' colours (inpainted): they partly show through
     # the splats around them in the input view and barely move in the fit, so the smooth fields there cost
     # the input view's face ~1 dB. The fields replace them after the fit (``blend_unseen``).
@@ -383,12 +395,16 @@ def lip_colour(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 def _in_face_oval(points: np.ndarray, camera: Camera, landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """[T] bool: the texel projects inside the photo's face (``person_regions.face_oval`` grown by ``FACE_MARGIN_IOD``)."""
-    h, w = shape
-    oval = face_oval(landmarks, shape, FACE_MARGIN_IOD)
+    return _in_photo_mask(points, camera, face_oval(landmarks, shape, FACE_MARGIN_IOD))
+
+
+def _in_photo_mask(points: np.ndarray, camera: Camera, mask: np.ndarray) -> np.ndarray:
+    """[T] bool: the texel (points [T, 3]) projects into ``mask`` [H, W] bool (pixels outside the photo: False)."""
+    h, w = mask.shape
     xy, _ = project_vertices(points, camera)
-    col = np.clip(np.floor(xy[:, 0]).astype(np.int64), 0, w - 1)
-    row = np.clip(np.floor(xy[:, 1]).astype(np.int64), 0, h - 1)
-    return oval[row, col]
+    col, row = np.floor(xy[:, 0]).astype(np.int64), np.floor(xy[:, 1]).astype(np.int64)
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    return inside & mask[np.clip(row, 0, h - 1), np.clip(col, 0, w - 1)]
 
 
 def photo_masks(landmarks: np.ndarray, shape: tuple[int, int], photo: np.ndarray | None = None) -> dict[str, np.ndarray]:
