@@ -36,6 +36,7 @@ from .optimise import optimise_maps
 # eye, so an opened eye still showed a patch of skin. Without them the lid margin's own texels carry the
 # photo's dark lash line.
 SPLATLESS_REGIONS = ("eyelashes",)
+DROPPED_OPACITY_LOGIT = -12.0  # a dropped texel's opacity logit (sigmoid ~6e-6), far below what the decoders' residuals can lift
 BUILD_STAGES = ("detect", "fit", "segment", "initialise", "optimise", "precompute")
 
 
@@ -211,7 +212,10 @@ def build_avatar(
         target_rgb = blend_unseen(fitted, init.photo_weight, init.mirror, init.fill)
         with torch.no_grad():
             avatar.maps.color += torch.as_tensor(target_rgb - fitted, device=dev)
-        avatar.precompute()
+    if init.backdrop is not None:  # the template's shoulders over the photo's backdrop are dropped
+        with torch.no_grad():
+            avatar.maps.opacity_logit[torch.as_tensor(init.backdrop, device=dev)] = DROPPED_OPACITY_LOGIT
+    avatar.precompute()
     secs["precompute"] = time.perf_counter() - t0
     avatar.provenance["build_seconds"] = {k: round(v, 3) for k, v in secs.items()}
     _report(progress, "precompute", 1.0)

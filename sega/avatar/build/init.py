@@ -17,7 +17,7 @@ from ...headmodel.base import HeadModel
 from ...face_measures import interocular
 from ...imaging import bilinear_sample, dilate, polygon_mask
 from ...meshraster import project_vertices, render_mesh
-from ...person_regions import FACE_MARGIN_IOD, clothes_mask, face_oval, hair_colour, hair_mask, skin_colour, skin_mask
+from ...person_regions import CHIN, FACE_MARGIN_IOD, clothes_mask, face_oval, hair_colour, hair_mask, skin_colour, skin_mask
 from ...uv import Atlas
 from ..options import AvatarOptions
 from ..lids import LID_MOVE_M  # lid texels get strict visibility (project_texels)
@@ -85,6 +85,12 @@ LID_SPLAT_GROWTH = 1.3
 # grown alike up to the lash line, the lids hung over the driven open eye (xportrait_driving's grin: MediaPipe lid gap
 # on the render 0.045-0.056 IOD where the target's is 0.08-0.10, 0.066-0.071 capped; a blink still renders shut).
 LID_MARGIN_REACH = 1.0
+# Below the chin the template's neck widens into shoulders that stand out beside most people's necks and collars: its
+# texels that the photo shows over plain backdrop are dropped (``TexelInit.backdrop``: opacity 0 after the fit). The
+# coverage loss had kept them opaque and skin-filled, as pale wings beside the neck over the photo's backdrop
+# (input-view silhouette IoU 0.916 on xportrait_source, 0.934 on echomimic_b).
+BACKDROP_MAX_PERSON = 0.1  # pixels whose person probability is below this are backdrop ...
+BACKDROP_MARGIN_IOD = 0.05  # ... this far (inter-ocular distances) from every person pixel: a splat is wider than its centre
 
 
 @dataclass
@@ -104,6 +110,8 @@ class TexelInit:
     # [T] bool: texels whose geometry (offset, rotation, scale) the optimisation leaves as initialised: a closing
     # eye's lids and painted eyeball (``LID_SPLAT_GROWTH``).
     fixed_geometry: np.ndarray | None = None
+    # [T] bool: texels below the chin that the photo shows over its backdrop (``BACKDROP_*``): dropped after the fit
+    backdrop: np.ndarray | None = None
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -311,8 +319,13 @@ def initial_maps(
     # iris splats stretched into the dark slit of a squint.
     painted_eyes = eyes & ~visible & squint
     locked = (lids & ~visible) | (mismatch & ~mouth) | inner | painted_eyes
+    backdrop = None
+    if landmarks is not None:
+        # (facing the camera or not: the back of the neck's base lies behind the same backdrop pixels)
+        backdrop = _below_chin(points, camera, landmarks) & _in_photo_mask(points, camera, backdrop_pixels(person_mask, iod))
     return TexelInit(maps, seen.astype(np.float32), spacing, pairs, mirror, locked=locked,
-                     photo_weight=weight.astype(np.float32), fill=fill, fixed_geometry=(lids & squint) | painted_eyes)  # fmt: skip
+                     photo_weight=weight.astype(np.float32), fill=fill, fixed_geometry=(lids & squint) | painted_eyes,
+                     backdrop=backdrop)  # fmt: skip
 
 
 def closing_eye_texels(atlas: Atlas, points: np.ndarray, camera: Camera, landmarks: np.ndarray) -> np.ndarray:
@@ -396,6 +409,23 @@ def lip_colour(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 def _in_face_oval(points: np.ndarray, camera: Camera, landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """[T] bool: the texel projects inside the photo's face (``person_regions.face_oval`` grown by ``FACE_MARGIN_IOD``)."""
     return _in_photo_mask(points, camera, face_oval(landmarks, shape, FACE_MARGIN_IOD))
+
+
+def backdrop_pixels(person_mask: np.ndarray, iod: float) -> np.ndarray:
+    """[H, W] bool: pixels at least ``BACKDROP_MARGIN_IOD`` x ``iod`` px from every pixel whose person probability
+    (person_mask [H, W]) reaches ``BACKDROP_MAX_PERSON``."""
+    from scipy.ndimage import distance_transform_edt
+
+    backdrop = person_mask < BACKDROP_MAX_PERSON
+    if backdrop.all():
+        return backdrop
+    return distance_transform_edt(backdrop) >= BACKDROP_MARGIN_IOD * iod
+
+
+def _below_chin(points: np.ndarray, camera: Camera, landmarks: np.ndarray) -> np.ndarray:
+    """[T] bool: the texel projects below the photo's chin (MediaPipe's chin tip)."""
+    xy, _ = project_vertices(points, camera)
+    return xy[:, 1] > landmarks[CHIN, 1]
 
 
 def _in_photo_mask(points: np.ndarray, camera: Camera, mask: np.ndarray) -> np.ndarray:
