@@ -181,11 +181,14 @@ def test_the_templates_shoulders_over_the_backdrop_are_dropped(ict_model, face_d
     """A narrow neck over a plain backdrop (xportrait_source): the template's neck base, wider than it, showed
     as skin-coloured wings beside the neck in the input view, kept opaque by the coverage loss. Texels below the
     chin over the photo's backdrop are dropped after the fit. Measured (fast): input-view IoU above the
-    shoulders 0.895 -> 0.937, the drawn pixels over the backdrop 9.4 % -> 5.2 %, the face unchanged."""
+    shoulders 0.895 -> 0.937, the drawn pixels over the backdrop 9.4 % -> 5.2 %, the face unchanged.
+    Below the photo's frame the body was filled with skin (97 % of those pixels skin-coloured), now with the
+    clothes' colours (3 %)."""
     from sega.avatar import AvatarOptions
     from sega.avatar.build import build_avatar
     from sega.avatar.build.init import backdrop_pixels
     from sega.io import load_photo
+    from sega.person_regions import HAIR_SKIN_DISTANCE, skin_colour
     from sega.view_checks import input_view_scores
 
     person = np.zeros((100, 100), np.float32)
@@ -198,6 +201,17 @@ def test_the_templates_shoulders_over_the_backdrop_are_dropped(ict_model, face_d
     avatar, data = build_avatar(photo, ict_model, AvatarOptions.preset("fast"), detector=face_detector)
     scores, _ = input_view_scores(avatar, data)
     assert scores["input_excess_fraction"] <= 0.07 and scores["input_iou"] >= 0.92, scores
+    # Below the photo's bottom edge the body goes on in the clothes' colours, not as a skin-coloured block.
+    out = avatar.render(avatar.expression, camera=avatar.crop_camera)
+    rgb, alpha = out.rgb.numpy().clip(0, 1), out.alpha.numpy()[..., 0]
+    size = rgb.shape[0]
+    ys = np.arange(size) + 0.5
+    photo_y = data.crop.crop_to_photo[1, 1] * ys + data.crop.crop_to_photo[1, 2]  # scale + translation only
+    below = (photo_y >= photo.shape[0])[:, None] & (alpha > 0.5)
+    assert below.sum() > 200, below.sum()
+    lm = data.crop.landmarks_to_crop(data.detection.landmarks[:, :2])
+    skin_like = np.linalg.norm(rgb - skin_colour(data.target, lm)[None, None], axis=-1) <= HAIR_SKIN_DISTANCE
+    assert skin_like[below].mean() < 0.2, skin_like[below].mean()
     # the dropped texels are the neck's base beside the neck, not the head
     opacity = torch.sigmoid(avatar.maps.opacity_logit).numpy()
     tpl = avatar.atlas.texel_points(torch.as_tensor(ict_model.vertices, dtype=torch.float32)).numpy()

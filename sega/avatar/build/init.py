@@ -219,7 +219,7 @@ def initial_maps(
     facing cosine and distance from the mesh's silhouette edge), then the mirror texel's by how well that
     one was seen (not on the eyeballs), then smooth fields grown from what the photo saw well (``unseen.unseen_colours``: skin,
     shaded in folds; the photo's hair colour on the scalp and on every texel facing the camera over the photo's hair;
-    the photo's own colours, smoothed, over its clothes). Teeth and mouth interior get fixed defaults;
+    the photo's own colours, smoothed, over its clothes and below its frame). Teeth and mouth interior get fixed defaults;
     unseen eyeball parts are painted. ``confidence`` = smoothstep of the facing cosine between
     ``photo_cos_low`` and ``photo_cos_high`` where seen, else 0.
 
@@ -265,6 +265,7 @@ def initial_maps(
     hair_rgb = None
     scalp = scalp_texels(model, atlas)
     clothes = np.zeros_like(visible)
+    below_frame = np.zeros_like(visible)
     if landmarks is not None:
         hair_px = hair_mask(img, person_mask, landmarks)
         hair_rgb = hair_colour(img, hair_px, landmarks)
@@ -274,9 +275,11 @@ def initial_maps(
         scalp = scalp | ((cos > 0.0) & _in_photo_mask(points, camera, hair_px))
         # Likewise the neck's base where the photo shows clothes: filled with skin, a pale band under the collar.
         clothes = (cos > 0.0) & ~scalp & _in_photo_mask(points, camera, clothes_mask(img, person_mask, landmarks, hair_px))
+        below_frame = _below_frame(points, camera, img.shape[0]) & ~scalp  # the body goes on below a frame that cuts it
     fill = unseen_colours(colors, weight, points, normals, pairs, spacing, skin_rgb, scalp, hair_rgb, excluded=eyes | mouth | lids)
-    if clothes.any():  # a smooth field of the photo's own colours there (no folds or prints survive it)
-        fill[clothes] = smooth_field(np.where(clothes[:, None], photo_rgb, 0.0), clothes, points, SKIN_FIELD_SIGMA_M)[clothes]
+    if clothes.any():  # a smooth field of the photo's own colours there (no folds or prints survive it), continued below the frame
+        clothed = clothes | below_frame
+        fill[clothed] = smooth_field(np.where(clothes[:, None], photo_rgb, 0.0), clothes, points, SKIN_FIELD_SIGMA_M)[clothed]
     # The fit starts unseen texels from their seen neighbours' colours (inpainted): they partly show through
     # the splats around them in the input view and barely move in the fit, so the smooth fields there cost
     # the input view's face ~1 dB. The fields replace them after the fit (``blend_unseen``).
@@ -426,6 +429,12 @@ def _below_chin(points: np.ndarray, camera: Camera, landmarks: np.ndarray) -> np
     """[T] bool: the texel projects below the photo's chin (MediaPipe's chin tip)."""
     xy, _ = project_vertices(points, camera)
     return xy[:, 1] > landmarks[CHIN, 1]
+
+
+def _below_frame(points: np.ndarray, camera: Camera, height: int) -> np.ndarray:
+    """[T] bool: the texel projects below the photo's bottom edge (``height`` px)."""
+    xy, _ = project_vertices(points, camera)
+    return xy[:, 1] >= height
 
 
 def _in_photo_mask(points: np.ndarray, camera: Camera, mask: np.ndarray) -> np.ndarray:
