@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .conventions import SH_C0
-from .geometry import matrix_to_quat, quat_multiply
+from .geometry import matrix_to_quat, quat_left_matrix, quat_multiply
 
 GAUSSIAN_MAP_FIELDS = ("offset", "rotation", "log_scale", "opacity_logit", "color")
 IDENTITY_QUAT = (1.0, 0.0, 0.0, 0.0)  # wxyz
@@ -180,7 +180,7 @@ class Gaussians:
         q = matrix_to_quat(rotation).to(self.quats)
         return Gaussians(
             means=self.means @ rotation.T.to(self.means) + translation.to(self.means),
-            quats=quat_multiply(q.expand_as(self.quats), self.quats),
+            quats=self.quats @ quat_left_matrix(q).T,  # q * each quat (``quat_multiply``'s fast twin for one q)
             scales=self.scales,
             opacities=self.opacities,
             colors=self.colors,

@@ -84,6 +84,21 @@ def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
     )
 
 
+def quat_left_matrix(q: Tensor) -> Tensor:
+    """[..., 4] wxyz -> [..., 4, 4] L with ``L @ b == quat_multiply(q, b)`` for every [4] quaternion b.
+
+    Why: one rotation applied to many quaternions (a head pose over every Gaussian) is then a single
+    [N, 4] x [4, 4] product instead of 16 products and a stack over [N] (``quat_multiply`` is its twin)."""
+    w, x, y, z = q.unbind(-1)
+    rows = [
+        torch.stack([w, -x, -y, -z], -1),
+        torch.stack([x, w, -z, y], -1),
+        torch.stack([y, z, w, -x], -1),
+        torch.stack([z, -y, x, w], -1),
+    ]
+    return torch.stack(rows, -2)
+
+
 def apply_head_pose(vertices: Tensor, rotation: Tensor, translation: Tensor, pivot: Tensor) -> Tensor:
     """Rigid head pose: rotate about ``pivot`` then translate.
 

@@ -16,7 +16,7 @@ from sega.gaussians import (
     rgb_to_sh_dc,
     sh_dc_to_rgb,
 )
-from sega.geometry import axis_angle_to_matrix, matrix_to_quat, quat_to_matrix
+from sega.geometry import axis_angle_to_matrix, matrix_to_quat, quat_left_matrix, quat_multiply, quat_to_matrix
 from sega.uv import Atlas
 
 ATLAS_RESOLUTION = 64  # small atlas: a few thousand texels are plenty for convention tests
@@ -85,6 +85,20 @@ def test_offset_is_in_the_local_tangent_frame(atlas, vertices):
     centre = points[skull].mean(0)
     outward = (g.means - centre).norm(dim=1) > (points - centre).norm(dim=1)
     assert skull.sum() > 50 and outward[skull].all()
+
+
+def test_quat_left_matrix_matches_quat_multiply():
+    """The fast twin (one quaternion's left-multiplication matrix) equals the Hamilton product, gradients too."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(4, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(1000, 4, generator=gen, dtype=torch.float64)
+    fast, slow = b @ quat_left_matrix(q).T, quat_multiply(q.expand_as(b), b)
+    assert torch.allclose(fast, slow, atol=1e-12)
+    (g_fast,) = torch.autograd.grad(fast.square().sum(), q)
+    (g_slow,) = torch.autograd.grad(slow.square().sum(), q)
+    assert torch.allclose(g_fast, g_slow, atol=1e-9)
+    assert torch.allclose(quat_left_matrix(torch.stack([q.detach(), -q.detach()])) @ b[:2, :, None],
+                          quat_multiply(torch.stack([q.detach(), -q.detach()]), b[:2])[..., None], atol=1e-12)  # batched
 
 
 def test_rotating_the_mesh_rotates_means_and_quats(atlas, vertices):
