@@ -115,19 +115,21 @@ def skin_colour(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return (np.median(px, 0) if len(px) else np.median(photo.reshape(-1, 3), 0)).astype(np.float32)
 
 
-def hair_mask(photo: np.ndarray, person: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """[H, W] bool: the person above the shoulders, outside the (grown) face oval, neither skin-coloured
-    nor backdrop-coloured (``border_colour``) where the segmenter is unsure (``BACKDROP_UNSURE``), in pieces that reach above the chin (hair hangs from the head;
-    a collar below the chin does not). photo: the head crop (its border is the backdrop)."""
-    from scipy.ndimage import label
-
-    lm = np.asarray(landmarks, dtype=np.float64)
+def _unlike_face_skin_backdrop(photo: np.ndarray, person: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """[H, W] bool: the person outside the (grown) face oval, neither skin-coloured nor backdrop-coloured
+    (``border_colour``) where the segmenter is unsure (``BACKDROP_UNSURE``): hair or clothes."""
     face = face_oval(lm, person.shape, FACE_MARGIN_IOD)
     skin = np.linalg.norm(photo - skin_colour(photo, lm)[None, None], axis=-1) <= HAIR_SKIN_DISTANCE
     backdrop_coloured = np.linalg.norm(photo - border_colour(photo, person)[None, None], axis=-1) <= BACKGROUND_DISTANCE
     background = backdrop_coloured & (person < BACKDROP_UNSURE)
-    mask = (person >= MASK_THRESHOLD) & head_window(person, lm) & ~face & ~skin & ~background
-    mask &= ~unlike_hair_below_mouth(photo, mask, lm)
+    return (person >= MASK_THRESHOLD) & ~face & ~skin & ~background
+
+
+def _hair_pieces(photo: np.ndarray, candidates: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """``hair_mask`` from its candidates (``_unlike_face_skin_backdrop`` above the shoulders)."""
+    from scipy.ndimage import label
+
+    mask = candidates & ~unlike_hair_below_mouth(photo, candidates, lm)
     parts, n = label(mask)
     if n == 0:
         return mask
@@ -138,17 +140,32 @@ def hair_mask(photo: np.ndarray, person: np.ndarray, landmarks: np.ndarray) -> n
     return np.isin(parts, keep)
 
 
+def hair_mask(photo: np.ndarray, person: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """[H, W] bool: the person above the shoulders, outside the (grown) face oval, neither skin-coloured
+    nor backdrop-coloured (``border_colour``) where the segmenter is unsure (``BACKDROP_UNSURE``), in pieces that reach above the chin (hair hangs from the head;
+    a collar below the chin does not). photo: the head crop (its border is the backdrop)."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    return _hair_pieces(photo, _unlike_face_skin_backdrop(photo, person, lm) & head_window(person, lm), lm)
+
+
+def _below_chin(unlike: np.ndarray, hair: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    return unlike & (np.arange(unlike.shape[0])[:, None] > lm[CHIN, 1]) & ~hair
+
+
 def clothes_mask(photo: np.ndarray, person: np.ndarray, landmarks: np.ndarray, hair: np.ndarray) -> np.ndarray:
     """[H, W] bool: the person below the chin that is neither face, skin-coloured, backdrop-coloured (where the
     segmenter is unsure, as in ``hair_mask``) nor ``hair`` [H, W] bool: the clothes (and whatever the person holds
     there). photo: the head crop [H, W, 3] in [0, 1]."""
     lm = np.asarray(landmarks, dtype=np.float64)
-    rows = np.arange(person.shape[0])[:, None]
-    skin = np.linalg.norm(photo - skin_colour(photo, lm)[None, None], axis=-1) <= HAIR_SKIN_DISTANCE
-    backdrop_coloured = np.linalg.norm(photo - border_colour(photo, person)[None, None], axis=-1) <= BACKGROUND_DISTANCE
-    below = rows > lm[CHIN, 1]
-    face = face_oval(lm, person.shape, FACE_MARGIN_IOD)
-    return (person >= MASK_THRESHOLD) & below & ~face & ~skin & ~(backdrop_coloured & (person < BACKDROP_UNSURE)) & ~hair
+    return _below_chin(_unlike_face_skin_backdrop(photo, person, lm), hair, lm)
+
+
+def hair_and_clothes(photo: np.ndarray, person: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(``hair_mask``, ``clothes_mask`` of that hair), sharing their colour tests."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    unlike = _unlike_face_skin_backdrop(photo, person, lm)
+    hair = _hair_pieces(photo, unlike & head_window(person, lm), lm)
+    return hair, _below_chin(unlike, hair, lm)
 
 
 def unlike_hair_below_mouth(photo: np.ndarray, mask: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -209,5 +226,5 @@ def hair_colour(photo: np.ndarray, hair: np.ndarray, landmarks: np.ndarray) -> n
     return np.median(photo[hair], 0).astype(np.float32)
 
 
-__all__ = ["border_colour", "clothes_mask", "edge_bars", "face_oval", "hair_colour", "hair_mask", "head_window", "skin_colour", "skin_mask",
+__all__ = ["border_colour", "clothes_mask", "edge_bars", "face_oval", "hair_and_clothes", "hair_colour", "hair_mask", "head_window", "skin_colour", "skin_mask",
            "unlike_hair_below_mouth"]

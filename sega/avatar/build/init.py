@@ -17,7 +17,7 @@ from ...headmodel.base import HeadModel
 from ...face_measures import interocular
 from ...imaging import bilinear_sample, dilate, polygon_mask
 from ...meshraster import project_vertices, render_mesh
-from ...person_regions import CHIN, FACE_MARGIN_IOD, clothes_mask, face_oval, hair_colour, hair_mask, skin_colour, skin_mask
+from ...person_regions import CHIN, FACE_MARGIN_IOD, face_oval, hair_and_clothes, hair_colour, skin_colour, skin_mask
 from ...uv import Atlas
 from ..options import AvatarOptions
 from ..lids import LID_MOVE_M  # lid texels get strict visibility (project_texels)
@@ -266,16 +266,17 @@ def initial_maps(
     scalp = scalp_texels(model, atlas)
     clothes = np.zeros_like(visible)
     below_frame = np.zeros_like(visible)
+    xy, _ = project_vertices(points, camera)  # [T, 2] each texel's photo pixel
     if landmarks is not None:
-        hair_px = hair_mask(img, person_mask, landmarks)
+        hair_px, clothes_px = hair_and_clothes(img, person_mask, landmarks)
         hair_rgb = hair_colour(img, hair_px, landmarks)
         # Texels the photo shows as hair are hair wherever the template puts them (the temples, a forehead under
         # the hairline, ears under long hair), grazing ones too (cos below VISIBILITY_MIN_COS): filled with skin,
         # the band along the mesh's silhouette at the temples showed as pale wedges in the hair, input view included.
-        scalp = scalp | ((cos > 0.0) & _in_photo_mask(points, camera, hair_px))
+        scalp = scalp | ((cos > 0.0) & _in_photo_mask(xy, hair_px))
         # Likewise the neck's base where the photo shows clothes: filled with skin, a pale band under the collar.
-        clothes = (cos > 0.0) & ~scalp & _in_photo_mask(points, camera, clothes_mask(img, person_mask, landmarks, hair_px))
-        below_frame = _below_frame(points, camera, img.shape[0]) & ~scalp  # the body goes on below a frame that cuts it
+        clothes = (cos > 0.0) & ~scalp & _in_photo_mask(xy, clothes_px)
+        below_frame = (xy[:, 1] >= img.shape[0]) & ~scalp  # the body goes on below a frame that cuts it
     fill = unseen_colours(colors, weight, points, normals, pairs, spacing, skin_rgb, scalp, hair_rgb, excluded=eyes | mouth | lids)
     if clothes.any():  # a smooth field of the photo's own colours there (no folds or prints survive it), continued below the frame
         clothed = clothes | below_frame
@@ -317,7 +318,7 @@ def initial_maps(
     # needs every fitted colour there (its grazing slivers add up to ~2 dB).
     weight[eyes | mouth] = 1.0
     if landmarks is not None:
-        weight[_in_face_oval(points, camera, landmarks, img.shape[:2])] = 1.0
+        weight[_in_photo_mask(xy, face_oval(landmarks, img.shape[:2], FACE_MARGIN_IOD))] = 1.0
     # The painted eyeball (what the photo did not show of it) stays as painted, in colour and shape: fitted, its
     # iris splats stretched into the dark slit of a squint.
     painted_eyes = eyes & ~visible & squint
@@ -325,7 +326,7 @@ def initial_maps(
     backdrop = None
     if landmarks is not None:
         # (facing the camera or not: the back of the neck's base lies behind the same backdrop pixels)
-        backdrop = _below_chin(points, camera, landmarks) & _in_photo_mask(points, camera, backdrop_pixels(person_mask, iod))
+        backdrop = (xy[:, 1] > landmarks[CHIN, 1]) & _in_photo_mask(xy, backdrop_pixels(person_mask, iod))
     return TexelInit(maps, seen.astype(np.float32), spacing, pairs, mirror, locked=locked,
                      photo_weight=weight.astype(np.float32), fill=fill, fixed_geometry=(lids & squint) | painted_eyes,
                      backdrop=backdrop)  # fmt: skip
@@ -409,11 +410,6 @@ def lip_colour(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return np.median(photo[lips], axis=0).astype(np.float32)
 
 
-def _in_face_oval(points: np.ndarray, camera: Camera, landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """[T] bool: the texel projects inside the photo's face (``person_regions.face_oval`` grown by ``FACE_MARGIN_IOD``)."""
-    return _in_photo_mask(points, camera, face_oval(landmarks, shape, FACE_MARGIN_IOD))
-
-
 def backdrop_pixels(person_mask: np.ndarray, iod: float) -> np.ndarray:
     """[H, W] bool: pixels at least ``BACKDROP_MARGIN_IOD`` x ``iod`` px from every pixel whose person probability
     (person_mask [H, W]) reaches ``BACKDROP_MAX_PERSON``."""
@@ -425,22 +421,9 @@ def backdrop_pixels(person_mask: np.ndarray, iod: float) -> np.ndarray:
     return distance_transform_edt(backdrop) >= BACKDROP_MARGIN_IOD * iod
 
 
-def _below_chin(points: np.ndarray, camera: Camera, landmarks: np.ndarray) -> np.ndarray:
-    """[T] bool: the texel projects below the photo's chin (MediaPipe's chin tip)."""
-    xy, _ = project_vertices(points, camera)
-    return xy[:, 1] > landmarks[CHIN, 1]
-
-
-def _below_frame(points: np.ndarray, camera: Camera, height: int) -> np.ndarray:
-    """[T] bool: the texel projects below the photo's bottom edge (``height`` px)."""
-    xy, _ = project_vertices(points, camera)
-    return xy[:, 1] >= height
-
-
-def _in_photo_mask(points: np.ndarray, camera: Camera, mask: np.ndarray) -> np.ndarray:
-    """[T] bool: the texel (points [T, 3]) projects into ``mask`` [H, W] bool (pixels outside the photo: False)."""
+def _in_photo_mask(xy: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """[T] bool: the texels' photo pixels (xy [T, 2]) fall into ``mask`` [H, W] bool (outside the photo: False)."""
     h, w = mask.shape
-    xy, _ = project_vertices(points, camera)
     col, row = np.floor(xy[:, 0]).astype(np.int64), np.floor(xy[:, 1]).astype(np.int64)
     inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
     return inside & mask[np.clip(row, 0, h - 1), np.clip(col, 0, w - 1)]
